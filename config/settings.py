@@ -1,0 +1,221 @@
+"""The one Settings object, read from the environment once at start and passed down.
+
+The environment variable names of the provider and Redis settings (``REDIS_URL``, ``MCE_BASE_URL``,
+``MCE_CLIENT_ID``, ``MCE_CLIENT_SECRET``, ``MCE_WEBHOOK_SECRET``) are a public interface: operators
+put them in env files and compose files, so they never change. The timing knobs share the
+``REFUNDS_`` prefix.
+
+Two profiles: ``production`` (the default) refuses to start with a missing or placeholder secret,
+because a pipeline that moves money must fail loudly at start, not at the first refund; ``sandbox``
+fills in the sandbox simulator's credentials so the demo and the tests need no configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+from refunds.errors import ConfigError
+
+SANDBOX_CLIENT_ID = "sandbox-client-id"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - the simulator's public dev credential
+SANDBOX_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105 - same
+SANDBOX_BASE_URL = "http://127.0.0.1:8099"
+
+# Values people leave in env files by mistake; refusing them outside the sandbox is the point.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "placeholder", "secret", "xxx", "todo", "none",
+     "null", "password", "replace-me", SANDBOX_CLIENT_SECRET, SANDBOX_WEBHOOK_SECRET}
+)
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything a process of the pipeline needs to know, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFUNDS_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    profile: Literal["production", "sandbox"] = Field(
+        "production", validation_alias=_env("REFUNDS_PROFILE", "profile")
+    )
+
+    # --- connections (public names) ---
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "redis_url")
+    )
+    mce_base_url: str | None = Field(None, validation_alias=_env("MCE_BASE_URL", "mce_base_url"))
+    mce_client_id: str | None = Field(None, validation_alias=_env("MCE_CLIENT_ID", "mce_client_id"))
+    mce_client_secret: SecretStr | None = Field(
+        None, validation_alias=_env("MCE_CLIENT_SECRET", "mce_client_secret")
+    )
+    mce_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("MCE_WEBHOOK_SECRET", "mce_webhook_secret")
+    )
+
+    # --- HTTP ---
+    http_connect_timeout: float = Field(3.05, gt=0, le=60)
+    http_read_timeout: float = Field(10.0, gt=0, le=120)
+
+    # --- token: refresh ahead by a fraction of the lifetime, capped (contract section 3) ---
+    token_refresh_fraction: float = Field(0.2, gt=0, lt=1)
+    token_refresh_max_margin: float = Field(60.0, ge=0)
+    token_lock_seconds: float = Field(15.0, gt=0)
+    token_wait_seconds: float = Field(10.0, gt=0)
+
+    # --- following a refund: delays between Gets, the last one repeats ---
+    poll_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
+    )
+
+    # --- retries of transient errors: capped exponential backoff with full jitter ---
+    retry_base_seconds: float = Field(0.5, gt=0)
+    retry_max_seconds: float = Field(60.0, gt=0, le=60)
+    max_attempts: int = Field(25, ge=1)
+
+    # --- timers and leases ---
+    tick_interval: float = Field(1.0, gt=0, le=60)
+    tick_batch: int = Field(500, ge=1)
+    lease_seconds: float = Field(90.0, gt=0)
+    task_soft_time_limit: float = Field(45.0, gt=0)
+    task_time_limit: float = Field(60.0, gt=0)
+
+    # --- logs ---
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("poll_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("poll_schedule")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one delay")
+        if any(v <= 0 or v > 60 for v in value):
+            raise ValueError("delays must be > 0 and <= 60 seconds (no countdown beyond a minute)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> Settings:
+        if self.profile == "sandbox":
+            # The sandbox profile needs no configuration: fill in the simulator's credentials.
+            fill: dict[str, Any] = {}
+            if self.mce_base_url is None:
+                fill["mce_base_url"] = SANDBOX_BASE_URL
+            if self.mce_client_id is None:
+                fill["mce_client_id"] = SANDBOX_CLIENT_ID
+            if self.mce_client_secret is None:
+                fill["mce_client_secret"] = SecretStr(SANDBOX_CLIENT_SECRET)
+            if self.mce_webhook_secret is None:
+                fill["mce_webhook_secret"] = SecretStr(SANDBOX_WEBHOOK_SECRET)
+            for key, val in fill.items():
+                object.__setattr__(self, key, val)
+        else:
+            problems = []
+            if not self.mce_base_url:
+                problems.append("MCE_BASE_URL is not set")
+            if not self.mce_client_id:
+                problems.append("MCE_CLIENT_ID is not set")
+            for env_name, secret in (
+                ("MCE_CLIENT_SECRET", self.mce_client_secret),
+                ("MCE_WEBHOOK_SECRET", self.mce_webhook_secret),
+            ):
+                if secret is None:
+                    problems.append(f"{env_name} is not set")
+                elif secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                    problems.append(f"{env_name} is a placeholder value")
+            if problems:
+                raise ValueError(
+                    "; ".join(problems)
+                    + " (set them, or REFUNDS_PROFILE=sandbox to run against the simulator)"
+                )
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("REFUNDS_TASK_SOFT_TIME_LIMIT must be below REFUNDS_TASK_TIME_LIMIT")
+        if self.lease_seconds <= self.task_time_limit:
+            raise ValueError(
+                "REFUNDS_LEASE_SECONDS must exceed REFUNDS_TASK_TIME_LIMIT, or a slow task would "
+                "see its refund handed to a second worker while it still runs"
+            )
+        return self
+
+    # --- derived values, kept here so every process computes them the same way ---
+
+    @property
+    def base_url(self) -> str:
+        assert self.mce_base_url is not None  # noqa: S101 - guaranteed by the validator
+        return self.mce_base_url.rstrip("/")
+
+    @property
+    def client_secret(self) -> SecretStr:
+        assert self.mce_client_secret is not None  # noqa: S101
+        return self.mce_client_secret
+
+    @property
+    def webhook_secret(self) -> SecretStr:
+        assert self.mce_webhook_secret is not None  # noqa: S101
+        return self.mce_webhook_secret
+
+    @property
+    def http_timeout(self) -> tuple[float, float]:
+        return (self.http_connect_timeout, self.http_read_timeout)
+
+    def poll_delay(self, polls_done: int) -> float:
+        """Delay before the next Get, given how many Gets this refund has had."""
+        return self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)]
+
+    def safe_summary(self) -> dict[str, Any]:
+        """Settings as shown in logs and `refunds config`: secrets masked, URLs without passwords."""
+        data = self.model_dump()
+        for key in ("mce_client_secret", "mce_webhook_secret"):
+            data[key] = "**********" if data.get(key) is not None else None
+        data["redis_url"] = _redact_url(self.redis_url)
+        return data
+
+
+def _redact_url(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (plus overrides), or raise a readable ConfigError.
+
+    Pydantic's own message includes the offending input values; for secrets that would print them,
+    so the message is rebuilt from the field names and reasons only.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(msg if loc == "settings" else f"{loc.upper()}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide Settings, built on first use (workers, beat, CLI)."""
+    return load_settings()

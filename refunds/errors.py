@@ -1,0 +1,221 @@
+"""The one error hierarchy of the pipeline.
+
+Everything the pipeline raises on purpose derives from :class:`RefundsError`, so a caller (a merchant
+app, the CLI, the web app) can catch one class. The provider branch (:class:`MceError` and below)
+follows the shape of openai-python and stripe-python: one class per meaningful HTTP status under a
+common base, a separate branch for connection errors and timeouts, and every error carries the HTTP
+status, the provider's stable ``code`` and its ``logId``. The tree is split by what the pipeline does
+about an error, not by where it came from: transient errors are retried with backoff, permanent ones
+stop the refund in a state that names the reason, authentication errors refresh the token once.
+
+Every exception here survives ``pickle`` (Celery serializes exceptions into results and events), and
+none of them ever holds a bearer token, a client secret or a webhook secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RefundsError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+# --- configuration and intake -------------------------------------------------------------------
+
+
+class ConfigError(RefundsError):
+    """The process cannot start: a setting is missing, malformed or a placeholder secret."""
+
+
+class FieldError(RefundsError):
+    """One field of one input is invalid. ``line`` is set for batch files (1-based)."""
+
+    def __init__(self, field: str, message: str, line: int | None = None) -> None:
+        self.field = field
+        self.message = message
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.field}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message, self.line))
+
+
+class InvalidIntentError(RefundsError):
+    """An intent (or a batch of intents) failed validation; nothing was written."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
+
+class ConflictError(RefundsError):
+    """The same ``clientReference`` was submitted before with different content."""
+
+    def __init__(self, client_reference: str, differences: list[str]) -> None:
+        self.client_reference = client_reference
+        self.differences = list(differences)
+        super().__init__(
+            f"clientReference {client_reference!r} already exists with different "
+            f"{', '.join(self.differences)}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.client_reference, self.differences))
+
+
+class RefundNotFoundError(RefundsError):
+    """No refund record exists for the reference."""
+
+    def __init__(self, client_reference: str) -> None:
+        self.client_reference = client_reference
+        super().__init__(f"no refund with clientReference {client_reference!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.client_reference,))
+
+
+class TransitionError(RefundsError):
+    """A state change was refused: the edge is not in the table, or the record moved meanwhile."""
+
+    def __init__(self, client_reference: str, current: str | None, target: str, why: str) -> None:
+        self.client_reference = client_reference
+        self.current = current
+        self.target = target
+        self.why = why
+        super().__init__(f"{client_reference}: {current} -> {target} refused: {why}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.client_reference, self.current, self.target, self.why))
+
+
+# --- the provider ---------------------------------------------------------------------------------
+
+
+class MceError(RefundsError):
+    """An MCE call failed. Carries what support and program logic need, never credentials."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        log_id: str | None = None,
+        retry_after: float | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.code = code
+        self.log_id = log_id
+        self.retry_after = retry_after
+        self.operation = operation
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.operation:
+            parts.append(f"operation={self.operation}")
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.code:
+            parts.append(f"code={self.code}")
+        if self.log_id:
+            parts.append(f"logId={self.log_id}")
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments do not survive the default reduce; rebuild through a helper.
+        return (
+            _rebuild_mce_error,
+            (
+                type(self),
+                self.message,
+                {
+                    "status": self.status,
+                    "code": self.code,
+                    "log_id": self.log_id,
+                    "retry_after": self.retry_after,
+                    "operation": self.operation,
+                },
+            ),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the ledger keeps as ``last_error``: enough to act on, and safe to show."""
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "status": self.status,
+            "code": self.code,
+            "logId": self.log_id,
+            "operation": self.operation,
+        }
+
+
+def _rebuild_mce_error(cls: type[MceError], message: str, kwargs: dict[str, Any]) -> MceError:
+    return cls(message, **kwargs)
+
+
+class MceTransientError(MceError):
+    """Worth retrying with backoff: the same call may succeed later."""
+
+
+class MceConnectionError(MceTransientError):
+    """No answer: refused, reset, or dropped before a response (the call may have taken effect)."""
+
+
+class MceTimeoutError(MceConnectionError):
+    """The provider did not answer within the read timeout (the call may have taken effect)."""
+
+
+class MceRateLimitedError(MceTransientError):
+    """HTTP 429. ``retry_after`` holds the provider's ``Retry-After`` seconds when it sent one."""
+
+
+class MceServerError(MceTransientError):
+    """HTTP 5xx, including a gateway's non-JSON page."""
+
+
+class MceAuthError(MceError):
+    """HTTP 401: the token (or the client credentials) were refused."""
+
+
+class McePermanentError(MceError):
+    """Retrying the same call will not help; the refund needs another decision."""
+
+
+class MceBadRequestError(McePermanentError):
+    """HTTP 400."""
+
+
+class MceForbiddenError(McePermanentError):
+    """HTTP 403."""
+
+
+class MceNotFoundError(McePermanentError):
+    """HTTP 404 (and 422 answers whose code says "not found")."""
+
+
+class MceConflictError(McePermanentError):
+    """HTTP 409."""
+
+
+class MceUnprocessableError(McePermanentError):
+    """HTTP 422: business validation failed; the ``code`` says which rule."""
+
+
+class MceProtocolError(MceTransientError):
+    """A 2xx answer that does not follow the contract (not JSON, no ``data``, wrong types).
+
+    Treated as transient: such answers come from gateways and half-deployed releases far more
+    often than from a stable API; the attempt budget still ends in ``needs_attention``.
+    """

@@ -1,0 +1,464 @@
+"""The ledger: one Redis hash per refund, atomic transitions, durable timers and per-refund locks.
+
+The ledger is the truth; Celery messages are only nudges. Every change of a record goes through
+:meth:`Ledger.transition`, a Lua compare-and-set: it applies only if the record is still in the
+state the caller read, so two workers (a redelivered message, a webhook and a poll) can never both
+move the same refund. The allowed edges are checked against ``models.TRANSITIONS`` before the
+script runs; the script's state check makes that decision atomic.
+
+Keys (all under ``rp:``; short field names because 100,000 refunds in flight must stay small):
+
+- ``rp:r:{ref}``      hash: the record (see ``_FIELDS``), history as JSON lines in field ``hist``
+- ``rp:state:{s}``    set of references per state (listing and counts without a scan)
+- ``rp:all``          sorted set of references by creation time
+- ``rp:timers``       sorted set of references by due time: every non-final, non-held refund
+- ``rp:lock:{ref}``   short lock held while one worker performs one step for the refund
+
+Timers with leases: the scheduler tick claims due references by moving their due time to
+``now + lease`` in the same script that reads them. A worker that finishes a step sets the next due
+time (or removes the timer once the refund is final or held). A worker that dies mid-step does
+neither, so the lease runs out and the refund comes due again: nothing is lost to a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import redis
+
+from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
+from refunds.models import (
+    FINAL_STATES,
+    HistoryEntry,
+    RefundIntent,
+    RefundRecord,
+    State,
+    is_allowed,
+    now,
+)
+
+PREFIX = "rp:"
+TIMERS = PREFIX + "timers"
+ALL = PREFIX + "all"
+
+# Record fields: RefundRecord attribute -> hash field.
+_FIELDS = {
+    "state": "state",
+    "original_transaction_type": "type",
+    "original_transaction_id": "txn",
+    "refund_address": "addr",
+    "fingerprint": "fp",
+    "created_at": "created",
+    "updated_at": "updated",
+    "version": "ver",
+    "attempts": "attempts",
+    "polls": "polls",
+    "crypto_refund_id": "rid",
+    "provider_status": "pstatus",
+    "amount": "amount",
+    "currency": "cur",
+    "blockchain": "chain",
+    "fee_amount": "fee",
+    "fee_currency": "feecur",
+    "txn_hash": "hash",
+    "participant_code": "pcode",
+    "last_error": "err",
+}
+
+TimerAction = Literal["keep", "set", "clear"]
+
+
+def record_key(ref: str) -> str:
+    return f"{PREFIX}r:{ref}"
+
+
+def state_key(state: State | str) -> str:
+    return f"{PREFIX}state:{state}"
+
+
+def lock_key(ref: str) -> str:
+    return f"{PREFIX}lock:{ref}"
+
+
+# KEYS: record, timers, all, state set of the new state
+# ARGV: ref, now, due, fp, history line, then field/value pairs
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGET', KEYS[1], 'fp')
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], 'hist', ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return false
+"""
+
+# KEYS: record, timers, old state set, new state set
+# ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
+#       number of fields to set N, N field/value pairs, then field names to delete
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'state')
+if not current then return {0, ''} end
+if current ~= ARGV[2] then return {0, current} end
+local n = tonumber(ARGV[8])
+local i = 9
+local sets = {}
+for j = 1, n do
+  sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
+end
+if #sets > 0 then redis.call('HSET', KEYS[1], unpack(sets)) end
+while i <= #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+if ARGV[7] ~= '' then
+  local hist = redis.call('HGET', KEYS[1], 'hist') or ''
+  redis.call('HSET', KEYS[1], 'hist', hist .. '\\n' .. ARGV[7])
+end
+if ARGV[2] ~= ARGV[3] then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[1])
+end
+if ARGV[5] == 'set' then
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+elseif ARGV[5] == 'clear' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return {1, ARGV[3]}
+"""
+
+# KEYS: timers. ARGV: now, lease until, limit
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, ref in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ref) end
+return due
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    record: RefundRecord
+    created: bool
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _history_line(at: float, from_state: str | None, to_state: str, reason: str, actor: str) -> str:
+    entry = {"at": round(at, 3), "from": from_state, "to": to_state, "reason": reason}
+    if actor != "pipeline":
+        entry["actor"] = actor
+    return json.dumps(entry, separators=(",", ":"))
+
+
+def _decode(ref: str, raw: Mapping[str, str]) -> RefundRecord:
+    def opt(name: str) -> str | None:
+        value = raw.get(_FIELDS[name])
+        return value if value not in (None, "") else None
+
+    def opt_dec(name: str) -> Decimal | None:
+        value = opt(name)
+        return Decimal(value) if value is not None else None
+
+    history = []
+    for line in (raw.get("hist") or "").split("\n"):
+        if line:
+            h = json.loads(line)
+            history.append(
+                HistoryEntry(h["at"], h["from"], h["to"], h["reason"], h.get("actor", "pipeline"))
+            )
+    err = opt("last_error")
+    pstatus = opt("provider_status")
+    return RefundRecord(
+        client_reference=ref,
+        state=State(raw["state"]),
+        original_transaction_type=int(raw["type"]),
+        original_transaction_id=raw["txn"],
+        refund_address=opt("refund_address"),
+        fingerprint=raw["fp"],
+        created_at=float(raw["created"]),
+        updated_at=float(raw["updated"]),
+        version=int(raw.get("ver", 0)),
+        attempts=int(raw.get("attempts", 0)),
+        polls=int(raw.get("polls", 0)),
+        crypto_refund_id=opt("crypto_refund_id"),
+        provider_status=int(pstatus) if pstatus is not None else None,
+        amount=opt_dec("amount"),
+        currency=opt("currency"),
+        blockchain=opt("blockchain"),
+        fee_amount=opt_dec("fee_amount"),
+        fee_currency=opt("fee_currency"),
+        txn_hash=opt("txn_hash"),
+        participant_code=opt("participant_code"),
+        last_error=json.loads(err) if err else None,
+        history=tuple(history),
+    )
+
+
+def _new_record(intent: RefundIntent, at: float) -> RefundRecord:
+    """The record ``submit`` writes for a new intent, built without reading it back."""
+    return RefundRecord(
+        client_reference=intent.client_reference,
+        state=State.RECEIVED,
+        original_transaction_type=intent.original_transaction_type,
+        original_transaction_id=intent.original_transaction_id,
+        refund_address=intent.refund_address,
+        fingerprint=intent.fingerprint(),
+        created_at=at,
+        updated_at=at,
+        version=1,
+        history=(HistoryEntry(round(at, 3), None, State.RECEIVED, "submitted"),),
+    )
+
+
+class Ledger:
+    """The refund records, their timers and locks, in one Redis database."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._submit = client.register_script(_SUBMIT)
+        self._transition = client.register_script(_TRANSITION)
+        self._claim = client.register_script(_CLAIM_DUE)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str) -> Ledger:
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    # --- intake ---------------------------------------------------------------------------------
+
+    def _submit_args(
+        self, intent: RefundIntent, at: float, due: float
+    ) -> tuple[list[str], list[str]]:
+        ref = intent.client_reference
+        fields: dict[str, Any] = {
+            "state": State.RECEIVED,
+            "type": intent.original_transaction_type,
+            "txn": intent.original_transaction_id,
+            "fp": intent.fingerprint(),
+            "created": at,
+            "updated": at,
+            "ver": 1,
+            "attempts": 0,
+            "polls": 0,
+        }
+        if intent.refund_address:
+            fields["addr"] = intent.refund_address
+        flat = [_encode(x) for kv in fields.items() for x in kv]
+        hist = _history_line(at, None, State.RECEIVED, "submitted", "pipeline")
+        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED)]
+        argv = [ref, _encode(at), _encode(due), intent.fingerprint(), hist, *flat]
+        return keys, argv
+
+    def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
+        """Store a new intent in ``received`` with its timer, or return the existing record.
+
+        ``due_in`` is the safety-net delay: the caller nudges a worker at once, and the timer makes
+        the refund come due anyway if that nudge is lost. Raises ConflictError when the reference
+        exists with different content.
+        """
+        at = now()
+        keys, argv = self._submit_args(intent, at, at + due_in)
+        existing_fp = self._submit(keys=keys, args=argv)
+        return self._submit_outcome(intent, existing_fp)
+
+    def submit_many(
+        self, intents: list[RefundIntent], due_in: float
+    ) -> list[SubmitResult | ConflictError]:
+        """Submit a batch in one pipelined round trip; conflicts are returned, not raised.
+
+        New records are built locally instead of read back, so a batch costs two round trips at
+        most (the second only for references that existed already).
+        """
+        at = now()
+        pipe = self.redis.pipeline(transaction=False)
+        for intent in intents:
+            keys, argv = self._submit_args(intent, at, at + due_in)
+            self._submit(keys=keys, args=argv, client=pipe)
+        answers = pipe.execute()
+        seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]
+        existing = {r.client_reference: r for r in self.get_many(seen)} if seen else {}
+        results: list[SubmitResult | ConflictError] = []
+        for intent, existing_fp in zip(intents, answers, strict=True):
+            if existing_fp is None:
+                results.append(SubmitResult(_new_record(intent, at), created=True))
+                continue
+            try:
+                results.append(
+                    self._existing_outcome(intent, existing_fp, existing[intent.client_reference])
+                )
+            except ConflictError as exc:
+                results.append(exc)
+        return results
+
+    def _submit_outcome(self, intent: RefundIntent, existing_fp: str | None) -> SubmitResult:
+        record = self.get(intent.client_reference)
+        if existing_fp is None:
+            return SubmitResult(record, created=True)
+        return self._existing_outcome(intent, existing_fp, record)
+
+    @staticmethod
+    def _existing_outcome(
+        intent: RefundIntent, existing_fp: str, record: RefundRecord
+    ) -> SubmitResult:
+        if existing_fp != intent.fingerprint():
+            theirs = record.intent().content()
+            ours = intent.content()
+            diffs = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise ConflictError(intent.client_reference, diffs or ["content"])
+        return SubmitResult(record, created=False)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def find(self, ref: str) -> RefundRecord | None:
+        raw = self.redis.hgetall(record_key(ref))
+        return _decode(ref, raw) if raw else None
+
+    def get(self, ref: str) -> RefundRecord:
+        record = self.find(ref)
+        if record is None:
+            raise RefundNotFoundError(ref)
+        return record
+
+    def get_many(self, refs: Iterable[str]) -> list[RefundRecord]:
+        refs = list(refs)
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hgetall(record_key(ref))
+        return [_decode(ref, raw) for ref, raw in zip(refs, pipe.execute(), strict=True) if raw]
+
+    def states_of(self, refs: list[str]) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hget(record_key(ref), "state")
+        return list(pipe.execute())
+
+    def references(self, state: State | None = None, limit: int | None = None) -> list[str]:
+        """References, oldest first; filtered by state when given."""
+        if state is None:
+            end = -1 if limit is None else limit - 1
+            return list(self.redis.zrange(ALL, 0, end))
+        members = self.redis.smembers(state_key(state))
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in members:
+            pipe.zscore(ALL, ref)
+        scores = pipe.execute()
+        ordered = [r for _, r in sorted(zip(scores, members, strict=True), key=lambda p: p[0] or 0)]
+        return ordered if limit is None else ordered[:limit]
+
+    def iter_records(self, state: State | None = None, batch: int = 500) -> Iterator[RefundRecord]:
+        refs = self.references(state)
+        for start in range(0, len(refs), batch):
+            yield from self.get_many(refs[start : start + batch])
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in State:
+            pipe.scard(state_key(state))
+        return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
+
+    # --- changing -------------------------------------------------------------------------------
+
+    def transition(
+        self,
+        record: RefundRecord,
+        target: State,
+        reason: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        timer: TimerAction = "keep",
+        due: float | None = None,
+        actor: str = "pipeline",
+    ) -> RefundRecord:
+        """Move ``record`` to ``target`` if it is still in the state it was read in.
+
+        ``target == record.state`` updates fields without a transition (attempt counters, provider
+        fields, the next due time) and adds no history line. ``fields`` maps RefundRecord attribute
+        names to values; None deletes the field. Raises TransitionError when the edge is not in the
+        table or another writer moved the record first; returns the new record otherwise.
+        """
+        ref = record.client_reference
+        if target != record.state and not is_allowed(record.state, target):
+            raise TransitionError(ref, record.state, target, "not an allowed transition")
+        if target in FINAL_STATES:
+            timer = "clear"
+        if timer == "set" and due is None:
+            raise ValueError("timer='set' needs a due time")
+        at = now()
+        sets: list[str] = []
+        dels: list[str] = []
+        for name, value in (fields or {}).items():
+            if value is None:
+                dels.append(_FIELDS[name])
+            else:
+                sets += [_FIELDS[name], _encode(value)]
+        hist = (
+            _history_line(at, record.state, target, reason, actor) if target != record.state else ""
+        )
+        keys = [record_key(ref), TIMERS, state_key(record.state), state_key(target)]
+        argv = [
+            ref, record.state, target, _encode(at), timer, _encode(due or 0), hist,
+            str(len(sets) // 2), *sets, *dels,
+        ]
+        ok, current = self._transition(keys=keys, args=argv)
+        if not ok:
+            why = "record does not exist" if not current else f"record is now {current}"
+            raise TransitionError(ref, current or None, target, why)
+        return self.get(ref)
+
+    # --- timers ---------------------------------------------------------------------------------
+
+    def claim_due(self, lease_seconds: float, limit: int) -> list[str]:
+        """References whose due time has passed, leased for ``lease_seconds``."""
+        at = now()
+        return list(self._claim(keys=[TIMERS], args=[_encode(at), _encode(at + lease_seconds), limit]))
+
+    def set_due(self, ref: str, due: float) -> None:
+        self.redis.zadd(TIMERS, {ref: due})
+
+    def clear_timer(self, ref: str) -> None:
+        self.redis.zrem(TIMERS, ref)
+
+    def due_at(self, ref: str) -> float | None:
+        score = self.redis.zscore(TIMERS, ref)
+        return None if score is None else float(score)
+
+    def timer_lag(self) -> float:
+        """Seconds the most overdue timer is past due (0 when nothing is overdue)."""
+        first = self.redis.zrange(TIMERS, 0, 0, withscores=True)
+        if not first:
+            return 0.0
+        return max(0.0, now() - float(first[0][1]))
+
+    def timer_count(self) -> int:
+        return int(self.redis.zcard(TIMERS))
+
+    # --- locks ----------------------------------------------------------------------------------
+
+    def lock(self, ref: str, seconds: float) -> str | None:
+        """Take the refund's step lock; returns the lock token, or None if another worker has it."""
+        token = secrets.token_hex(8)
+        ok = self.redis.set(lock_key(ref), token, nx=True, px=int(seconds * 1000))
+        return token if ok else None
+
+    def unlock(self, ref: str, token: str) -> None:
+        self._release(keys=[lock_key(ref)], args=[token])

@@ -1,0 +1,193 @@
+"""The MCE client: Create Token, Create, Confirm and Get, per the contract.
+
+One ``requests.Session`` per process (connection reuse matters at thousands of calls per second;
+sessions do not survive ``fork``, hence the pid check), explicit (connect, read) timeouts on every
+call, and no transport-level retries: a POST that may have taken effect is retried only by the
+pipeline, under the same idempotency key, after recording what happened. A 401 invalidates the
+token that was refused and replays the call once with a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from config.settings import Settings
+from refunds.errors import (
+    MceAuthError,
+    MceConnectionError,
+    MceProtocolError,
+    MceTimeoutError,
+)
+from refunds.mce.auth import TokenCache
+from refunds.mce.contract import (
+    CONFIRM_PATH,
+    CREATE_PATH,
+    GET_PATH,
+    IDEMPOTENCY_HEADER,
+    SUCCESS_CODES,
+    TOKEN_PATH,
+)
+from refunds.mce.errors import error_from_response
+from refunds.mce.schemas import RefundData, TokenData
+
+# Fixed namespace: keys derived from it are the same in every process, on every machine, forever.
+_KEY_NAMESPACE = uuid.UUID("6f1c2a52-6d0b-4b8e-9a57-2f6a3c1f9e10")
+
+_session_lock = threading.Lock()
+_session: tuple[int, requests.Session] | None = None
+
+
+def idempotency_key(operation: str, client_reference: str, generation: int = 0) -> str:
+    """The ``idempotency-key`` of one operation on one intent: identical on every attempt.
+
+    Derived (UUID v5), not stored, so a worker that crashed before writing anything still sends
+    the same key on the next attempt. ``generation`` changes only when an operator retries a refund
+    that the provider answered with a business error, since replaying the old key would only
+    replay the old error.
+    """
+    suffix = f":{generation}" if generation else ""
+    return str(uuid.uuid5(_KEY_NAMESPACE, f"{operation}:{client_reference}{suffix}"))
+
+
+def process_session(pool_size: int = 32) -> requests.Session:
+    """The process's Session, rebuilt after a fork (a forked pool would share sockets)."""
+    global _session  # noqa: PLW0603 - one per process by design
+    with _session_lock:
+        if _session is None or _session[0] != os.getpid():
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "refund-pipeline/0.1"
+            _session = (os.getpid(), session)
+        return _session[1]
+
+
+class MceClient:
+    """Typed calls to MCE. Errors are raised as the ``refunds.errors.MceError`` tree."""
+
+    def __init__(
+        self, settings: Settings, tokens: TokenCache | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.tokens = tokens
+        self.calls: Counter[str] = Counter()
+
+    def _http(self) -> requests.Session:
+        return self.session or process_session()
+
+    # --- operations -------------------------------------------------------------------------
+
+    def fetch_token(self) -> TokenData:
+        body = {
+            "clientId": self.settings.mce_client_id,
+            "clientSecret": self.settings.client_secret.get_secret_value(),
+        }
+        data = self._call("token", "POST", TOKEN_PATH, json=body, auth=False)
+        try:
+            return TokenData.model_validate(data)
+        except ValueError:
+            raise MceProtocolError("MCE token answer has no usable accessToken/expiresIn",
+                                   operation="token") from None
+
+    def create(
+        self, *, original_transaction_type: int, original_transaction_id: str,
+        client_reference: str, key: str,
+    ) -> RefundData:
+        body = {
+            "originalTransactionType": original_transaction_type,
+            "originalTransactionId": original_transaction_id,
+            "clientReference": client_reference,
+        }
+        return self._refund("create", "POST", CREATE_PATH, json=body, key=key)
+
+    def confirm(self, *, crypto_refund_id: str, refund_address: str | None, key: str) -> RefundData:
+        body: dict[str, Any] = {"cryptoRefundId": crypto_refund_id}
+        if refund_address:
+            body["refundAddress"] = refund_address
+        return self._refund("confirm", "POST", CONFIRM_PATH, json=body, key=key)
+
+    def get(
+        self, *, crypto_refund_id: str | None = None, client_reference: str | None = None
+    ) -> RefundData:
+        if bool(crypto_refund_id) == bool(client_reference):
+            raise ValueError("give exactly one of crypto_refund_id and client_reference")
+        params = ({"cryptoRefundId": crypto_refund_id} if crypto_refund_id
+                  else {"clientReference": client_reference})
+        return self._refund("get", "GET", GET_PATH, params=params)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _refund(self, operation: str, method: str, path: str, **kwargs: Any) -> RefundData:
+        data = self._call(operation, method, path, **kwargs)
+        try:
+            return RefundData.model_validate(data)
+        except ValueError:
+            raise MceProtocolError(f"MCE {operation} answer is not a refund object",
+                                   operation=operation) from None
+
+    def _call(
+        self, operation: str, method: str, path: str, *, json: Any = None,
+        params: dict[str, Any] | None = None, key: str | None = None, auth: bool = True,
+    ) -> Any:
+        url = self.settings.base_url + path
+        headers = {"Accept": "application/json"}
+        if key is not None:
+            headers[IDEMPOTENCY_HEADER] = key
+        for attempt in (1, 2):
+            token = None
+            if auth:
+                if self.tokens is None:
+                    raise RuntimeError("this client has no token cache")
+                token = self.tokens.get()
+                headers["Authorization"] = f"Bearer {token}"
+            self.calls[operation] += 1
+            try:
+                response = self._http().request(
+                    method, url, json=json, params=params, headers=headers,
+                    timeout=self.settings.http_timeout,
+                )
+            except requests.Timeout:
+                raise MceTimeoutError(f"MCE {operation} timed out", operation=operation) from None
+            except requests.RequestException as exc:
+                # The message names the exception class only: requests' texts can embed URLs
+                # with query strings, and nothing here needs them.
+                raise MceConnectionError(
+                    f"MCE {operation} connection failed ({type(exc).__name__})",
+                    operation=operation,
+                ) from None
+            if response.status_code == 401 and token is not None and attempt == 1:
+                assert self.tokens is not None  # noqa: S101
+                self.tokens.invalidate(token)
+                continue
+            return self._data(response, operation)
+        raise MceAuthError("unreachable", operation=operation)  # pragma: no cover
+
+    @staticmethod
+    def _data(response: requests.Response, operation: str) -> Any:
+        if not 200 <= response.status_code < 300:
+            raise error_from_response(response, operation)
+        try:
+            body = response.json()
+        except ValueError:
+            raise MceProtocolError(f"MCE {operation} answered HTTP {response.status_code} "
+                                   "with a non-JSON body", status=response.status_code,
+                                   operation=operation) from None
+        code = body.get("code") if isinstance(body, dict) else None
+        if not isinstance(code, int | str) or code not in SUCCESS_CODES:
+            raise MceProtocolError(f"MCE {operation} answer is not a success envelope",
+                                   status=response.status_code,
+                                   code=None if code is None else str(code), operation=operation)
+        if not isinstance(body.get("data"), dict):
+            raise MceProtocolError(f"MCE {operation} answer has no data object",
+                                   status=response.status_code, operation=operation)
+        return body["data"]

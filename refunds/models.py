@@ -1,0 +1,226 @@
+"""Domain models: the refund intent a merchant hands over, the states, and the record we keep.
+
+These are the pipeline's own shapes, separate from the provider's wire models in ``refunds.mce``.
+State names are a public interface (CLI ``--json``, HTTP API, metrics labels): do not rename them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from refunds.errors import FieldError, InvalidIntentError
+from refunds.mce.contract import ORIGINAL_TRANSACTION_TYPES
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    CREATING = "creating"
+    CREATED = "created"
+    AWAITING_APPROVAL = "awaiting_approval"
+    CONFIRMING = "confirming"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+S = State
+FINAL_STATES = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.CANCELLED})
+_PROVIDER_FINAL = (S.COMPLETED, S.FAILED, S.REJECTED)
+
+# The one table of allowed transitions. A record moves only along these edges; final states have
+# no way out. Provider news (a Get or a webhook) may jump ahead (a duplicate Create can answer with a
+# refund that is already confirmed or even final), but never backwards.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.RECEIVED: frozenset({S.CREATING, S.CANCELLED, S.NEEDS_ATTENTION}),
+    S.CREATING: frozenset({S.CREATED, S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    S.CREATED: frozenset(
+        {S.CONFIRMING, S.AWAITING_APPROVAL, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED,
+         S.NEEDS_ATTENTION}
+    ),
+    S.AWAITING_APPROVAL: frozenset({S.CONFIRMING, S.CANCELLED, S.NEEDS_ATTENTION}),
+    S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    # An operator's retry puts the refund back where its provider-side progress says it is.
+    S.NEEDS_ATTENTION: frozenset(
+        {S.RECEIVED, S.CREATED, S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED}
+    ),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+def is_allowed(current: State, target: State) -> bool:
+    return target in TRANSITIONS[current]
+
+
+
+
+
+
+class RefundIntent(BaseModel):
+    """What a merchant asks for. Field names are the contract's, so batch files read naturally."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    original_transaction_type: int = Field(alias="originalTransactionType")
+    original_transaction_id: str = Field(
+        alias="originalTransactionId", min_length=1, max_length=128
+    )
+    client_reference: str = Field(
+        alias="clientReference", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$"
+    )
+    refund_address: str | None = Field(None, alias="refundAddress", max_length=256)
+
+    @field_validator("original_transaction_type", mode="before")
+    @classmethod
+    def _type_known(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and value not in ORIGINAL_TRANSACTION_TYPES:
+            known = ", ".join(f"{k} ({v})" for k, v in ORIGINAL_TRANSACTION_TYPES.items())
+            raise ValueError(f"must be one of {known}")
+        return value
+
+    @field_validator("original_transaction_id", "refund_address", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("refund_address", mode="after")
+    @classmethod
+    def _empty_address_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    def fingerprint(self) -> str:
+        """Identifies the content of an intent, so a resubmission can be told from a conflict."""
+        return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()[:32]
+
+    def content(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+    @classmethod
+    def parse(cls, data: Any, line: int | None = None) -> RefundIntent:
+        """Validate one intent; raise InvalidIntentError with one FieldError per bad field."""
+        if not isinstance(data, dict):
+            raise InvalidIntentError([FieldError("intent", "must be an object", line)])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            errors = []
+            for err in exc.errors(include_input=False, include_url=False):
+                name = str(err["loc"][0]) if err["loc"] else "intent"
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown field"
+                elif err["type"] == "missing":
+                    msg = "is required"
+                errors.append(FieldError(name, msg, line))
+            raise InvalidIntentError(errors) from None
+
+
+def now() -> float:
+    """Wall-clock seconds; the one clock of the ledger and the timers (shared across machines)."""
+    return datetime.now(UTC).timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: float
+    from_state: str | None
+    to_state: str
+    reason: str
+    actor: str = "pipeline"
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "from": self.from_state,
+            "to": self.to_state,
+            "reason": self.reason,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    """One refund as the ledger holds it."""
+
+    client_reference: str
+    state: State
+    original_transaction_type: int
+    original_transaction_id: str
+    refund_address: str | None
+    fingerprint: str
+    created_at: float
+    updated_at: float
+    version: int
+    attempts: int = 0
+    polls: int = 0
+    crypto_refund_id: str | None = None
+    provider_status: int | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    blockchain: str | None = None
+    fee_amount: Decimal | None = None
+    fee_currency: str | None = None
+    txn_hash: str | None = None
+    participant_code: str | None = None
+    last_error: dict[str, Any] | None = None
+    history: tuple[HistoryEntry, ...] = field(default=())
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def intent(self) -> RefundIntent:
+        return RefundIntent(
+            originalTransactionType=self.original_transaction_type,
+            originalTransactionId=self.original_transaction_id,
+            clientReference=self.client_reference,
+            refundAddress=self.refund_address,
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        """The record as the CLI's ``--json`` and the HTTP API show it (camelCase, like the API)."""
+        return {
+            "clientReference": self.client_reference,
+            "state": str(self.state),
+            "originalTransactionType": self.original_transaction_type,
+            "originalTransactionId": self.original_transaction_id,
+            "refundAddress": self.refund_address,
+            "cryptoRefundId": self.crypto_refund_id,
+            "providerStatus": self.provider_status,
+            "amount": None if self.amount is None else str(self.amount),
+            "currency": self.currency,
+            "blockchain": self.blockchain,
+            "feeAmount": None if self.fee_amount is None else str(self.fee_amount),
+            "feeCurrency": self.fee_currency,
+            "txnHash": self.txn_hash,
+            "attempts": self.attempts,
+            "polls": self.polls,
+            "lastError": self.last_error,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "history": [h.to_public() for h in self.history],
+        }

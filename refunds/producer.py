@@ -1,0 +1,107 @@
+"""The producer side: how merchant apps hand over refund intents.
+
+``submit_refund(...)`` validates the intent, writes the ledger record (one Redis round trip, one Lua
+script: the record, its state index and its safety-net timer together) and nudges a worker. The
+``clientReference`` makes it idempotent: the same intent twice returns the existing record; the
+same reference with other content raises ConflictError and changes nothing.
+
+Batches (``submit_many``) pipeline the Redis work and skip the per-intent nudge: their timers are
+due at once, and the scheduler tick hands them out, so a batch costs one round trip in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from config.celery import make_celery
+from config.settings import Settings, get_settings
+from refunds.errors import ConflictError
+from refunds.ledger import Ledger
+from refunds.models import RefundIntent, RefundRecord
+
+
+@dataclass
+class BatchResult:
+    created: list[RefundRecord] = field(default_factory=list)
+    existing: list[RefundRecord] = field(default_factory=list)
+    conflicts: list[ConflictError] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.created) + len(self.existing) + len(self.conflicts)
+
+
+class Producer:
+    """Submits intents to the ledger and the queue. Reuse one per process: it holds a pool."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, ledger: Ledger | None = None,
+        celery: Celery | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.ledger = ledger or Ledger.from_url(self.settings.redis_url)
+        self._celery = celery
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    def submit(self, intent: RefundIntent | Mapping[str, Any]) -> RefundRecord:
+        """Submit one intent; returns its record (new, or the existing identical one)."""
+        if not isinstance(intent, RefundIntent):
+            intent = RefundIntent.parse(dict(intent))
+        result = self.ledger.submit(intent, due_in=self.settings.lease_seconds)
+        if result.created:
+            self.celery.send_task("refunds.create", args=[intent.client_reference])
+        return result.record
+
+    def submit_many(self, intents: Iterable[RefundIntent]) -> BatchResult:
+        """Submit validated intents in one pipelined round trip; conflicts are collected.
+
+        A reference repeated within the batch behaves as if submitted twice: the second is
+        "existing" when identical and a conflict when not.
+        """
+        out = BatchResult()
+        for outcome in self.ledger.submit_many(list(intents), due_in=0.0):
+            if isinstance(outcome, ConflictError):
+                out.conflicts.append(outcome)
+            elif outcome.created:
+                out.created.append(outcome.record)
+            else:
+                out.existing.append(outcome.record)
+        return out
+
+    def get(self, client_reference: str) -> RefundRecord:
+        return self.ledger.get(client_reference)
+
+
+_default: Producer | None = None
+
+
+def submit_refund(
+    *,
+    original_transaction_type: int,
+    original_transaction_id: str,
+    client_reference: str,
+    refund_address: str | None = None,
+    producer: Producer | None = None,
+) -> RefundRecord:
+    """Hand one refund intent to the pipeline. Raises InvalidIntentError or ConflictError."""
+    global _default  # noqa: PLW0603 - a lazily built per-process producer
+    if producer is None:
+        if _default is None:
+            _default = Producer()
+        producer = _default
+    intent = RefundIntent.parse({
+        "originalTransactionType": original_transaction_type,
+        "originalTransactionId": original_transaction_id,
+        "clientReference": client_reference,
+        "refundAddress": refund_address,
+    })
+    return producer.submit(intent)

@@ -1,0 +1,287 @@
+"""The plain functions the Celery tasks call: one step of one refund, at most one provider operation.
+
+Each step takes the refund's step lock, re-reads the record, does its one operation and records the
+outcome with a compare-and-set transition that also sets the refund's next due time. The result
+says which task (if any) to nudge next; the durable timer is the safety net for every nudge, so a
+lost message or a crashed worker delays a refund but never loses it.
+
+Errors: transient ones (network, timeouts, 429, 5xx, gateway pages) and authentication errors
+(after the client's one replay) are recorded and retried on the timer with capped exponential
+backoff and full jitter, honouring ``Retry-After``; after ``max_attempts`` in a row the refund goes
+to ``needs_attention``. Permanent ones (400/403/404/422 business codes) go to ``needs_attention``
+at once, with the provider's ``code`` and ``logId`` in ``last_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from config.settings import Settings
+from refunds.errors import MceError, MceTransientError, McePermanentError, TransitionError
+from refunds.ledger import Ledger
+from refunds.mce.client import MceClient, idempotency_key
+from refunds.mce.contract import (
+    STATUS_COMPLETED,
+    STATUS_CREATED,
+    STATUS_FAILED,
+    STATUS_NAMES,
+    STATUS_PROCESSING,
+    STATUS_REJECTED,
+    Code,
+)
+from refunds.mce.schemas import RefundData
+from refunds.models import FINAL_STATES, RefundRecord, State, now
+
+log = logging.getLogger("refunds.steps")
+
+NextTask = Literal["create", "confirm", "poll"]
+
+# Which step moves a refund on from each state (what the timer dispatches).
+STEP_FOR_STATE: dict[State, NextTask] = {
+    State.RECEIVED: "create",
+    State.CREATING: "create",
+    State.CREATED: "confirm",
+    State.CONFIRMING: "confirm",
+    State.PROCESSING: "poll",
+}
+
+# Forward order of the main line, so provider news never moves a refund backwards.
+_RANK = {
+    State.RECEIVED: 0, State.CREATING: 1, State.CREATED: 2, State.AWAITING_APPROVAL: 3,
+    State.CONFIRMING: 4, State.PROCESSING: 5,
+}
+_FINAL_FOR_STATUS = {
+    STATUS_COMPLETED: State.COMPLETED, STATUS_FAILED: State.FAILED, STATUS_REJECTED: State.REJECTED,
+}
+
+
+@dataclass
+class Pipeline:
+    """What a step needs: settings, the ledger and the provider client (one set per process)."""
+
+    settings: Settings
+    ledger: Ledger
+    client: MceClient
+    rng: random.Random = field(default_factory=random.Random)
+
+    def jitter(self, ceiling: float) -> float:
+        """Full jitter, in its own method so tests can pin it."""
+        return self.rng.uniform(0, ceiling)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based): capped exponential with full jitter."""
+        ceiling = min(self.settings.retry_max_seconds,
+                      self.settings.retry_base_seconds * (2 ** max(0, attempt - 1)))
+        return max(0.05, self.jitter(ceiling))
+
+    @property
+    def lock_seconds(self) -> float:
+        # Outlives the hard task time limit, so a lock never expires under a running step.
+        return self.settings.task_time_limit + 5
+
+
+@dataclass(frozen=True)
+class StepResult:
+    note: str
+    record: RefundRecord | None = None
+    next_task: NextTask | None = None
+
+
+def state_for_status(current: State, status: int | None) -> State:
+    """Where provider news puts a refund: forward only, never out of a final state."""
+    if current in FINAL_STATES:
+        return current
+    if status is not None and status in _FINAL_FOR_STATUS:
+        return _FINAL_FOR_STATUS[status]
+    if status == STATUS_PROCESSING:
+        target = State.PROCESSING
+    elif status == STATUS_CREATED:
+        target = State.CREATED
+    else:
+        # Unknown (or absent) status: it exists at the provider, so at least "created"; keep
+        # following it until a known final status arrives.
+        target = State.CREATED
+    if current in _RANK and _RANK[target] <= _RANK[current]:
+        return current
+    return target
+
+
+def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
+    return {"client_reference": record.client_reference, "refund_id": record.crypto_refund_id,
+            **more}
+
+
+def _locked(
+    p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]
+) -> StepResult:
+    token = p.ledger.lock(ref, p.lock_seconds)
+    if token is None:
+        return StepResult("busy: another worker holds this refund")
+    try:
+        record = p.ledger.find(ref)
+        if record is None:
+            p.ledger.clear_timer(ref)
+            return StepResult("unknown reference")
+        return body(record)
+    except TransitionError as exc:
+        # Someone else (a webhook, an operator) moved the record: their write wins.
+        log.info("step lost a race: %s", exc, extra={"client_reference": ref})
+        return StepResult("superseded")
+    finally:
+        p.ledger.unlock(ref, token)
+
+
+# --- the three steps -------------------------------------------------------------------------------
+
+
+def create(p: Pipeline, ref: str) -> StepResult:
+    """Create the provider refund, idempotently keyed by the intent's ``clientReference``."""
+
+    def body(record: RefundRecord) -> StepResult:
+        if record.state not in (State.RECEIVED, State.CREATING):
+            return StepResult(f"nothing to create in state {record.state}", record)
+        record = _begin(p, record, State.CREATING, "create")
+        try:
+            try:
+                data = p.client.create(
+                    original_transaction_type=record.original_transaction_type,
+                    original_transaction_id=record.original_transaction_id,
+                    client_reference=ref,
+                    key=idempotency_key("create", ref),
+                )
+            except McePermanentError as exc:
+                if exc.code != Code.DUPLICATE_REFERENCE:
+                    raise
+                # The provider already has a refund for this reference (from an attempt whose
+                # answer we lost, after it forgot the key): find it instead of failing.
+                log.info("duplicate reference on create; looking it up", extra=_extra(record))
+                data = p.client.get(client_reference=ref)
+        except MceError as exc:
+            return _failed_attempt(p, record, exc)
+        return _apply(p, record, data, "created at provider")
+
+    return _locked(p, ref, body)
+
+
+def confirm(p: Pipeline, ref: str) -> StepResult:
+    """Confirm the provider refund; an already-confirmed answer is read as success."""
+
+    def body(record: RefundRecord) -> StepResult:
+        if record.state not in (State.CREATED, State.CONFIRMING) or not record.crypto_refund_id:
+            return StepResult(f"nothing to confirm in state {record.state}", record)
+        record = _begin(p, record, State.CONFIRMING, "confirm")
+        try:
+            try:
+                data = p.client.confirm(
+                    crypto_refund_id=record.crypto_refund_id,
+                    refund_address=record.refund_address,
+                    key=idempotency_key("confirm", ref),
+                )
+            except McePermanentError as exc:
+                if exc.code != Code.ALREADY_CONFIRMED:
+                    raise
+                log.info("already confirmed; reading its status", extra=_extra(record))
+                data = p.client.get(crypto_refund_id=record.crypto_refund_id)
+        except MceError as exc:
+            return _failed_attempt(p, record, exc)
+        return _apply(p, record, data, "confirmed at provider")
+
+    return _locked(p, ref, body)
+
+
+def poll(p: Pipeline, ref: str) -> StepResult:
+    """Read the refund's provider status and follow it until it is final."""
+
+    def body(record: RefundRecord) -> StepResult:
+        if record.state != State.PROCESSING or not record.crypto_refund_id:
+            return StepResult(f"nothing to poll in state {record.state}", record)
+        try:
+            data = p.client.get(crypto_refund_id=record.crypto_refund_id)
+        except MceError as exc:
+            record = p.ledger.transition(record, record.state, "",
+                                         fields={"attempts": record.attempts + 1})
+            return _failed_attempt(p, record, exc)
+        return _apply(p, record, data, "provider status", polled=True)
+
+    return _locked(p, ref, body)
+
+
+STEPS: dict[NextTask, Callable[[Pipeline, str], StepResult]] = {
+    "create": create, "confirm": confirm, "poll": poll,
+}
+
+
+# --- shared pieces ----------------------------------------------------------------------------------
+
+
+def _begin(p: Pipeline, record: RefundRecord, working: State, operation: str) -> RefundRecord:
+    """Record the attempt before the call, with a lease-long timer in case this worker dies."""
+    attempts = 1 if record.state != working else record.attempts + 1
+    reason = f"{operation} attempt 1" if record.state != working else ""
+    log.info("%s attempt %d", operation, attempts,
+             extra=_extra(record, operation=operation, attempt=attempts))
+    return p.ledger.transition(
+        record, working, reason, fields={"attempts": attempts},
+        timer="set", due=now() + p.settings.lease_seconds,
+    )
+
+
+def _apply(
+    p: Pipeline, record: RefundRecord, data: RefundData, reason: str, *, polled: bool = False
+) -> StepResult:
+    """Record what the provider said and decide what comes next."""
+    if data.client_reference and data.client_reference != record.client_reference:
+        # A provider answer for another reference must never be written onto this record.
+        exc = McePermanentError(
+            "provider answered with a refund of another clientReference",
+            code="REFERENCE_MISMATCH", operation="apply",
+        )
+        return _failed_attempt(p, record, exc)
+    status = data.status
+    if status is not None and status not in STATUS_NAMES:
+        log.warning("unknown provider status %s; following it until final", status,
+                    extra=_extra(record, provider_status=status))
+    target = state_for_status(record.state, status)
+    fields: dict[str, Any] = {**data.ledger_fields(), "attempts": 0, "last_error": None}
+    if polled:
+        fields["polls"] = record.polls + 1
+    if target in FINAL_STATES:
+        new = p.ledger.transition(record, target, f"{reason}: status {status}", fields=fields)
+        log.info("refund final: %s", target, extra=_extra(new, state=str(target),
+                                                         provider_status=status))
+        return StepResult(f"final: {target}", new)
+    next_task = STEP_FOR_STATE.get(target)
+    if next_task == "poll":
+        polls = fields.get("polls", record.polls)
+        delay = p.settings.poll_delay(polls)
+        nudge: NextTask | None = None  # the timer brings the next Get
+    else:
+        delay = p.settings.lease_seconds
+        nudge = next_task
+    why = f"{reason}: status {status}" if target != record.state else ""
+    new = p.ledger.transition(record, target, why, fields=fields, timer="set", due=now() + delay)
+    return StepResult(f"now {target}", new, nudge)
+
+
+def _failed_attempt(p: Pipeline, record: RefundRecord, exc: MceError) -> StepResult:
+    """Retry on the timer, or stop in ``needs_attention`` with the provider's code."""
+    error = exc.as_dict()
+    extra = _extra(record, operation=exc.operation, status=exc.status, code=exc.code,
+                   log_id=exc.log_id, attempt=record.attempts)
+    retryable = isinstance(exc, MceTransientError) or not isinstance(exc, McePermanentError)
+    if retryable and record.attempts < p.settings.max_attempts:
+        delay = max(p.backoff(record.attempts), exc.retry_after or 0.0)
+        log.warning("%s; retrying in %.2fs", exc, delay, extra={**extra, "delay": round(delay, 3)})
+        new = p.ledger.transition(record, record.state, "", fields={"last_error": error},
+                                  timer="set", due=now() + delay)
+        return StepResult(f"retry in {delay:.2f}s", new)
+    why = (f"gave up after {record.attempts} attempts: {exc.code or type(exc).__name__}"
+           if retryable else f"provider refused: {exc.code or type(exc).__name__}")
+    log.error("needs attention: %s (%s)", why, exc, extra=extra)
+    new = p.ledger.transition(record, State.NEEDS_ATTENTION, why,
+                              fields={"last_error": error}, timer="clear")
+    return StepResult("needs attention", new)

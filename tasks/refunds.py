@@ -1,0 +1,43 @@
+"""Thin tasks over ``refunds.steps``: each takes a clientReference, runs one step, nudges the next.
+
+Retry policy lives in the steps and the ledger's timer, not in Celery: a failed provider call is
+recorded and the refund comes due again after its backoff, so no task sleeps in a worker slot and
+no countdown exceeds a minute. A task that dies (SIGKILL, time limit, lost Redis connection) leaves
+the refund's lease to run out, and the scheduler tick hands it out again.
+"""
+
+from __future__ import annotations
+
+from celery import Task
+
+from refunds.runtime import pipeline
+from refunds.steps import STEPS, NextTask
+from worker.app import app
+
+
+def run_step(name: NextTask, client_reference: str) -> str:
+    result = STEPS[name](pipeline(), client_reference)
+    if result.next_task is not None:
+        TASKS[result.next_task].apply_async((client_reference,))
+    return result.note
+
+
+@app.task(name="refunds.create", acks_late=True, reject_on_worker_lost=True)
+def create(client_reference: str) -> str:
+    """Create the MCE refund for one intent (idempotent on its clientReference)."""
+    return run_step("create", client_reference)
+
+
+@app.task(name="refunds.confirm", acks_late=True, reject_on_worker_lost=True)
+def confirm(client_reference: str) -> str:
+    """Confirm the MCE refund (an already-confirmed answer counts as done)."""
+    return run_step("confirm", client_reference)
+
+
+@app.task(name="refunds.poll", acks_late=True, reject_on_worker_lost=True)
+def poll(client_reference: str) -> str:
+    """Read the refund's provider status once; the timer schedules the next read."""
+    return run_step("poll", client_reference)
+
+
+TASKS: dict[NextTask, Task] = {"create": create, "confirm": confirm, "poll": poll}

@@ -1,0 +1,38 @@
+"""The scheduler tick: hands due refunds to the step that moves them on.
+
+Celery beat sends ``refunds.tick`` about once a second. The tick claims due references under a
+lease (an atomic script bumps their due time, so two ticks never hand out the same refund) and
+sends one task per refund, chosen by its state. It makes no provider call, so it is cheap and runs
+on its own queue. A lost tick is harmless: the next one finds the same refunds still due.
+"""
+
+from __future__ import annotations
+
+from refunds.runtime import pipeline
+from refunds.steps import STEP_FOR_STATE
+from refunds.models import State
+from tasks.refunds import TASKS
+from worker.app import app
+
+# Batches per tick: enough to drain a backlog quickly without one tick running for long.
+_MAX_BATCHES = 4
+
+
+@app.task(name="refunds.tick", acks_late=False, ignore_result=True)
+def tick() -> int:
+    """Dispatch every refund whose timer is due; returns how many were handed out."""
+    p = pipeline()
+    handed = 0
+    for _ in range(_MAX_BATCHES):
+        refs = p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch)
+        for ref, state in zip(refs, p.ledger.states_of(refs), strict=True):
+            step = STEP_FOR_STATE.get(State(state)) if state else None
+            if step is None:
+                # Final, held for a human, or gone: nothing should be timing it.
+                p.ledger.clear_timer(ref)
+                continue
+            TASKS[step].apply_async((ref,))
+            handed += 1
+        if len(refs) < p.settings.tick_batch:
+            break
+    return handed

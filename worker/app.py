@@ -1,0 +1,32 @@
+"""The one Celery app: explicit task modules, the beat schedule, JSON logs.
+
+Start a worker with ``celery -A worker.app worker`` and the scheduler with ``celery -A worker.app
+beat``. Configuration comes from the one Settings object (environment variables); a bad setting
+stops the process at start with a one-line reason, before it touches a queue.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery.signals import setup_logging
+
+from config.celery import make_celery
+from config.settings import get_settings
+from refunds import logs
+from refunds.errors import ConfigError
+
+try:
+    settings = get_settings()
+except ConfigError as exc:
+    sys.stderr.write(f"refunds: {exc}\n")
+    raise SystemExit(2) from None
+
+app = make_celery(settings)
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own handlers: every line is JSON.
+    logs.configure(settings.log_level, settings.log_json)
