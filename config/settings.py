@@ -16,9 +16,15 @@ import functools
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
 
 from refunds.errors import ConfigError
 
@@ -29,8 +35,22 @@ SANDBOX_BASE_URL = "http://127.0.0.1:8099"
 
 # Values people leave in env files by mistake; refusing them outside the sandbox is the point.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "change_me", "placeholder", "secret", "xxx", "todo", "none",
-     "null", "password", "replace-me", SANDBOX_CLIENT_SECRET, SANDBOX_WEBHOOK_SECRET}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "placeholder",
+        "secret",
+        "xxx",
+        "todo",
+        "none",
+        "null",
+        "password",
+        "replace-me",
+        SANDBOX_CLIENT_SECRET,
+        SANDBOX_WEBHOOK_SECRET,
+    }
 )
 
 
@@ -181,7 +201,7 @@ class Settings(BaseSettings):
         return self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)]
 
     def safe_summary(self) -> dict[str, Any]:
-        """Settings as shown in logs and `refunds config`: secrets masked, URLs without passwords."""
+        """Settings as logs show them: secrets masked, URLs without passwords."""
         data = self.model_dump()
         for key in ("mce_client_secret", "mce_webhook_secret"):
             data[key] = "**********" if data.get(key) is not None else None

@@ -1,12 +1,13 @@
 """The one error hierarchy of the pipeline.
 
-Everything the pipeline raises on purpose derives from :class:`RefundsError`, so a caller (a merchant
-app, the CLI, the web app) can catch one class. The provider branch (:class:`MceError` and below)
-follows the shape of openai-python and stripe-python: one class per meaningful HTTP status under a
-common base, a separate branch for connection errors and timeouts, and every error carries the HTTP
-status, the provider's stable ``code`` and its ``logId``. The tree is split by what the pipeline does
-about an error, not by where it came from: transient errors are retried with backoff, permanent ones
-stop the refund in a state that names the reason, authentication errors refresh the token once.
+Everything the pipeline raises on purpose derives from :class:`RefundsError`, so a caller (a
+merchant app, the CLI, the web app) can catch one class. The provider branch (:class:`MceError`
+and below) follows the shape of openai-python and stripe-python: one class per meaningful HTTP
+status under a common base, a separate branch for connection errors and timeouts, and every error
+carries the HTTP status, the provider's stable ``code`` and its ``logId``. The tree is split by
+what the pipeline does about an error, not by where it came from: transient errors are retried
+with backoff, permanent ones stop the refund in a state that names the reason, authentication
+errors refresh the token once.
 
 Every exception here survives ``pickle`` (Celery serializes exceptions into results and events), and
 none of them ever holds a bearer token, a client secret or a webhook secret.

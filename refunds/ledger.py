@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -328,7 +328,7 @@ class Ledger:
     # --- reading --------------------------------------------------------------------------------
 
     def find(self, ref: str) -> RefundRecord | None:
-        raw = self.redis.hgetall(record_key(ref))
+        raw = cast(dict[str, str], self.redis.hgetall(record_key(ref)))
         return _decode(ref, raw) if raw else None
 
     def get(self, ref: str) -> RefundRecord:
@@ -354,8 +354,8 @@ class Ledger:
         """References, oldest first; filtered by state when given."""
         if state is None:
             end = -1 if limit is None else limit - 1
-            return list(self.redis.zrange(ALL, 0, end))
-        members = self.redis.smembers(state_key(state))
+            return cast(list[str], self.redis.zrange(ALL, 0, end))
+        members = cast(set[str], self.redis.smembers(state_key(state)))
         if not members:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -416,8 +416,16 @@ class Ledger:
         )
         keys = [record_key(ref), TIMERS, state_key(record.state), state_key(target)]
         argv = [
-            ref, record.state, target, _encode(at), timer, _encode(due or 0), hist,
-            str(len(sets) // 2), *sets, *dels,
+            ref,
+            record.state,
+            target,
+            _encode(at),
+            timer,
+            _encode(due or 0),
+            hist,
+            str(len(sets) // 2),
+            *sets,
+            *dels,
         ]
         ok, current = self._transition(keys=keys, args=argv)
         if not ok:
@@ -430,7 +438,9 @@ class Ledger:
     def claim_due(self, lease_seconds: float, limit: int) -> list[str]:
         """References whose due time has passed, leased for ``lease_seconds``."""
         at = now()
-        return list(self._claim(keys=[TIMERS], args=[_encode(at), _encode(at + lease_seconds), limit]))
+        return list(
+            self._claim(keys=[TIMERS], args=[_encode(at), _encode(at + lease_seconds), limit])
+        )
 
     def set_due(self, ref: str, due: float) -> None:
         self.redis.zadd(TIMERS, {ref: due})

@@ -63,8 +63,12 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own fixed commands
-            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env}, start_new_session=True,
+            self.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         log.close()
         return self
@@ -117,14 +121,30 @@ def wait_until(check: object, timeout: float, what: str, child: Child | None = N
     raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")
 
 
-def start_redis(workdir: Path, port: int | None = None, appendonly: bool = True) -> tuple[Child, str]:
+def start_redis(
+    workdir: Path, port: int | None = None, appendonly: bool = True
+) -> tuple[Child, str]:
     """A private redis-server (AOF on, so it can be killed and restarted without losing data)."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     args = [
-        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-        "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
-        "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "always",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "no",
     ]
     child = Child("redis", args, workdir / "redis.log").start()
     url = f"redis://127.0.0.1:{port}/0"
@@ -145,7 +165,9 @@ def redis_reachable(url: str) -> bool:
 
 
 def start_sandbox(
-    logdir: Path, port: int | None = None, config_json: str | None = None,
+    logdir: Path,
+    port: int | None = None,
+    config_json: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> tuple[Child, str]:
     port = port or free_port()
@@ -160,13 +182,32 @@ def start_sandbox(
 
 
 def start_worker(
-    logdir: Path, env: Mapping[str, str], *, name: str = "worker", concurrency: int = 4,
-    pool: str = "prefork", queues: str = "refunds.provider,refunds.timers",
+    logdir: Path,
+    env: Mapping[str, str],
+    *,
+    name: str = "worker",
+    concurrency: int = 4,
+    pool: str = "prefork",
+    queues: str = "refunds.provider,refunds.timers",
 ) -> Child:
     args = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
-        "--concurrency", str(concurrency), "--pool", pool, "-Q", queues,
-        "--hostname", f"{name}-{os.getpid()}-{free_port()}@%h", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "-Q",
+        queues,
+        "--hostname",
+        f"{name}-{os.getpid()}-{free_port()}@%h",
+        "--without-mingle",
         "--without-gossip",
     ]
     return Child(name, args, logdir / f"{name}.log", dict(env)).start()
@@ -175,13 +216,25 @@ def start_worker(
 def start_beat(logdir: Path, env: Mapping[str, str], name: str = "beat") -> Child:
     schedule = logdir / f"{name}-schedule"
     args = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO",
-        "--schedule", str(schedule),
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule),
     ]
     return Child(name, args, logdir / f"{name}.log", dict(env)).start()
 
 
 def wait_for_worker(child: Child, timeout: float = 60.0) -> None:
     """Wait until the worker says it is ready to consume (its "ready." log line)."""
-    wait_until(lambda: "ready." in child.log_path.read_text(errors="replace"), timeout,
-               f"the Celery worker {child.name}", child)
+    wait_until(
+        lambda: "ready." in child.log_path.read_text(errors="replace"),
+        timeout,
+        f"the Celery worker {child.name}",
+        child,
+    )

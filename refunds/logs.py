@@ -14,9 +14,23 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_FIELDS = ("client_reference", "refund_id", "task_id", "task_name", "state", "from_state",
-                  "to_state", "operation", "status", "code", "log_id", "attempt", "delay",
-                  "provider_status", "reason")
+CONTEXT_FIELDS = (
+    "client_reference",
+    "refund_id",
+    "task_id",
+    "task_name",
+    "state",
+    "from_state",
+    "to_state",
+    "operation",
+    "status",
+    "code",
+    "log_id",
+    "attempt",
+    "delay",
+    "provider_status",
+    "reason",
+)
 
 
 def _current_task() -> tuple[str | None, str | None]:
@@ -55,7 +69,9 @@ def configure(level: str = "INFO", json_lines: bool = True) -> None:
     """Route the root logger to stderr, as JSON lines (or plain text for a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

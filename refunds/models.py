@@ -39,14 +39,20 @@ FINAL_STATES = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.CANCELLED})
 _PROVIDER_FINAL = (S.COMPLETED, S.FAILED, S.REJECTED)
 
 # The one table of allowed transitions. A record moves only along these edges; final states have
-# no way out. Provider news (a Get or a webhook) may jump ahead (a duplicate Create can answer with a
-# refund that is already confirmed or even final), but never backwards.
+# no way out. Provider news (a Get or a webhook) may jump ahead (a duplicate Create can answer
+# with a refund that is already confirmed or even final), but never backwards.
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.RECEIVED: frozenset({S.CREATING, S.CANCELLED, S.NEEDS_ATTENTION}),
     S.CREATING: frozenset({S.CREATED, S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     S.CREATED: frozenset(
-        {S.CONFIRMING, S.AWAITING_APPROVAL, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED,
-         S.NEEDS_ATTENTION}
+        {
+            S.CONFIRMING,
+            S.AWAITING_APPROVAL,
+            S.PROCESSING,
+            *_PROVIDER_FINAL,
+            S.CANCELLED,
+            S.NEEDS_ATTENTION,
+        }
     ),
     S.AWAITING_APPROVAL: frozenset({S.CONFIRMING, S.CANCELLED, S.NEEDS_ATTENTION}),
     S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
@@ -64,10 +70,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 def is_allowed(current: State, target: State) -> bool:
     return target in TRANSITIONS[current]
-
-
-
-
 
 
 class RefundIntent(BaseModel):
@@ -88,7 +90,7 @@ class RefundIntent(BaseModel):
     @classmethod
     def _type_known(cls, value: Any) -> Any:
         if isinstance(value, bool):
-            raise ValueError("must be an integer")
+            raise ValueError("must be an integer")  # noqa: TRY004 - pydantic wants ValueError
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
         if isinstance(value, int) and value not in ORIGINAL_TRANSACTION_TYPES:
@@ -194,11 +196,13 @@ class RefundRecord:
         return self.state in FINAL_STATES
 
     def intent(self) -> RefundIntent:
-        return RefundIntent(
-            originalTransactionType=self.original_transaction_type,
-            originalTransactionId=self.original_transaction_id,
-            clientReference=self.client_reference,
-            refundAddress=self.refund_address,
+        return RefundIntent.model_validate(
+            {
+                "originalTransactionType": self.original_transaction_type,
+                "originalTransactionId": self.original_transaction_id,
+                "clientReference": self.client_reference,
+                "refundAddress": self.refund_address,
+            }
         )
 
     def to_public(self) -> dict[str, Any]:

@@ -39,7 +39,10 @@ class Producer:
     """Submits intents to the ledger and the queue. Reuse one per process: it holds a pool."""
 
     def __init__(
-        self, settings: Settings | None = None, *, ledger: Ledger | None = None,
+        self,
+        settings: Settings | None = None,
+        *,
+        ledger: Ledger | None = None,
         celery: Celery | None = None,
     ) -> None:
         self.settings = settings or get_settings()
@@ -98,10 +101,12 @@ def submit_refund(
         if _default is None:
             _default = Producer()
         producer = _default
-    intent = RefundIntent.parse({
-        "originalTransactionType": original_transaction_type,
-        "originalTransactionId": original_transaction_id,
-        "clientReference": client_reference,
-        "refundAddress": refund_address,
-    })
+    intent = RefundIntent.parse(
+        {
+            "originalTransactionType": original_transaction_type,
+            "originalTransactionId": original_transaction_id,
+            "clientReference": client_reference,
+            "refundAddress": refund_address,
+        }
+    )
     return producer.submit(intent)

@@ -26,7 +26,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
 
 
 def pipeline() -> Pipeline:
-    """This process's Pipeline (rebuilt in a forked child, whose parent's sockets are not its own)."""
+    """This process's Pipeline, rebuilt in a forked child (the parent's sockets are not its own)."""
     global _current  # noqa: PLW0603 - one per process by design
     with _lock:
         if _current is None or _current[0] != os.getpid():

@@ -1,4 +1,4 @@
-"""The plain functions the Celery tasks call: one step of one refund, at most one provider operation.
+"""Plain functions the Celery tasks call: one step of one refund, at most one provider call.
 
 Each step takes the refund's step lock, re-reads the record, does its one operation and records the
 outcome with a compare-and-set transition that also sets the refund's next due time. The result
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from config.settings import Settings
-from refunds.errors import MceError, MceTransientError, McePermanentError, TransitionError
+from refunds.errors import MceError, McePermanentError, MceTransientError, TransitionError
 from refunds.ledger import Ledger
 from refunds.mce.client import MceClient, idempotency_key
 from refunds.mce.contract import (
@@ -51,11 +51,17 @@ STEP_FOR_STATE: dict[State, NextTask] = {
 
 # Forward order of the main line, so provider news never moves a refund backwards.
 _RANK = {
-    State.RECEIVED: 0, State.CREATING: 1, State.CREATED: 2, State.AWAITING_APPROVAL: 3,
-    State.CONFIRMING: 4, State.PROCESSING: 5,
+    State.RECEIVED: 0,
+    State.CREATING: 1,
+    State.CREATED: 2,
+    State.AWAITING_APPROVAL: 3,
+    State.CONFIRMING: 4,
+    State.PROCESSING: 5,
 }
 _FINAL_FOR_STATUS = {
-    STATUS_COMPLETED: State.COMPLETED, STATUS_FAILED: State.FAILED, STATUS_REJECTED: State.REJECTED,
+    STATUS_COMPLETED: State.COMPLETED,
+    STATUS_FAILED: State.FAILED,
+    STATUS_REJECTED: State.REJECTED,
 }
 
 
@@ -74,8 +80,10 @@ class Pipeline:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based): capped exponential with full jitter."""
-        ceiling = min(self.settings.retry_max_seconds,
-                      self.settings.retry_base_seconds * (2 ** max(0, attempt - 1)))
+        ceiling = min(
+            self.settings.retry_max_seconds,
+            self.settings.retry_base_seconds * (2 ** max(0, attempt - 1)),
+        )
         return max(0.05, self.jitter(ceiling))
 
     @property
@@ -111,13 +119,14 @@ def state_for_status(current: State, status: int | None) -> State:
 
 
 def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
-    return {"client_reference": record.client_reference, "refund_id": record.crypto_refund_id,
-            **more}
+    return {
+        "client_reference": record.client_reference,
+        "refund_id": record.crypto_refund_id,
+        **more,
+    }
 
 
-def _locked(
-    p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]
-) -> StepResult:
+def _locked(p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]) -> StepResult:
     token = p.ledger.lock(ref, p.lock_seconds)
     if token is None:
         return StepResult("busy: another worker holds this refund")
@@ -135,7 +144,7 @@ def _locked(
         p.ledger.unlock(ref, token)
 
 
-# --- the three steps -------------------------------------------------------------------------------
+# --- the three steps ---------------------------------------------------------------------------
 
 
 def create(p: Pipeline, ref: str) -> StepResult:
@@ -171,13 +180,14 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
     """Confirm the provider refund; an already-confirmed answer is read as success."""
 
     def body(record: RefundRecord) -> StepResult:
-        if record.state not in (State.CREATED, State.CONFIRMING) or not record.crypto_refund_id:
+        refund_id = record.crypto_refund_id
+        if record.state not in (State.CREATED, State.CONFIRMING) or not refund_id:
             return StepResult(f"nothing to confirm in state {record.state}", record)
         record = _begin(p, record, State.CONFIRMING, "confirm")
         try:
             try:
                 data = p.client.confirm(
-                    crypto_refund_id=record.crypto_refund_id,
+                    crypto_refund_id=refund_id,
                     refund_address=record.refund_address,
                     key=idempotency_key("confirm", ref),
                 )
@@ -185,7 +195,7 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
                 if exc.code != Code.ALREADY_CONFIRMED:
                     raise
                 log.info("already confirmed; reading its status", extra=_extra(record))
-                data = p.client.get(crypto_refund_id=record.crypto_refund_id)
+                data = p.client.get(crypto_refund_id=refund_id)
         except MceError as exc:
             return _failed_attempt(p, record, exc)
         return _apply(p, record, data, "confirmed at provider")
@@ -202,8 +212,9 @@ def poll(p: Pipeline, ref: str) -> StepResult:
         try:
             data = p.client.get(crypto_refund_id=record.crypto_refund_id)
         except MceError as exc:
-            record = p.ledger.transition(record, record.state, "",
-                                         fields={"attempts": record.attempts + 1})
+            record = p.ledger.transition(
+                record, record.state, "", fields={"attempts": record.attempts + 1}
+            )
             return _failed_attempt(p, record, exc)
         return _apply(p, record, data, "provider status", polled=True)
 
@@ -211,22 +222,32 @@ def poll(p: Pipeline, ref: str) -> StepResult:
 
 
 STEPS: dict[NextTask, Callable[[Pipeline, str], StepResult]] = {
-    "create": create, "confirm": confirm, "poll": poll,
+    "create": create,
+    "confirm": confirm,
+    "poll": poll,
 }
 
 
-# --- shared pieces ----------------------------------------------------------------------------------
+# --- shared pieces -----------------------------------------------------------------------------
 
 
 def _begin(p: Pipeline, record: RefundRecord, working: State, operation: str) -> RefundRecord:
     """Record the attempt before the call, with a lease-long timer in case this worker dies."""
     attempts = 1 if record.state != working else record.attempts + 1
     reason = f"{operation} attempt 1" if record.state != working else ""
-    log.info("%s attempt %d", operation, attempts,
-             extra=_extra(record, operation=operation, attempt=attempts))
+    log.info(
+        "%s attempt %d",
+        operation,
+        attempts,
+        extra=_extra(record, operation=operation, attempt=attempts),
+    )
     return p.ledger.transition(
-        record, working, reason, fields={"attempts": attempts},
-        timer="set", due=now() + p.settings.lease_seconds,
+        record,
+        working,
+        reason,
+        fields={"attempts": attempts},
+        timer="set",
+        due=now() + p.settings.lease_seconds,
     )
 
 
@@ -238,21 +259,26 @@ def _apply(
         # A provider answer for another reference must never be written onto this record.
         exc = McePermanentError(
             "provider answered with a refund of another clientReference",
-            code="REFERENCE_MISMATCH", operation="apply",
+            code="REFERENCE_MISMATCH",
+            operation="apply",
         )
         return _failed_attempt(p, record, exc)
     status = data.status
     if status is not None and status not in STATUS_NAMES:
-        log.warning("unknown provider status %s; following it until final", status,
-                    extra=_extra(record, provider_status=status))
+        log.warning(
+            "unknown provider status %s; following it until final",
+            status,
+            extra=_extra(record, provider_status=status),
+        )
     target = state_for_status(record.state, status)
     fields: dict[str, Any] = {**data.ledger_fields(), "attempts": 0, "last_error": None}
     if polled:
         fields["polls"] = record.polls + 1
     if target in FINAL_STATES:
         new = p.ledger.transition(record, target, f"{reason}: status {status}", fields=fields)
-        log.info("refund final: %s", target, extra=_extra(new, state=str(target),
-                                                         provider_status=status))
+        log.info(
+            "refund final: %s", target, extra=_extra(new, state=str(target), provider_status=status)
+        )
         return StepResult(f"final: {target}", new)
     next_task = STEP_FOR_STATE.get(target)
     if next_task == "poll":
@@ -270,18 +296,29 @@ def _apply(
 def _failed_attempt(p: Pipeline, record: RefundRecord, exc: MceError) -> StepResult:
     """Retry on the timer, or stop in ``needs_attention`` with the provider's code."""
     error = exc.as_dict()
-    extra = _extra(record, operation=exc.operation, status=exc.status, code=exc.code,
-                   log_id=exc.log_id, attempt=record.attempts)
+    extra = _extra(
+        record,
+        operation=exc.operation,
+        status=exc.status,
+        code=exc.code,
+        log_id=exc.log_id,
+        attempt=record.attempts,
+    )
     retryable = isinstance(exc, MceTransientError) or not isinstance(exc, McePermanentError)
     if retryable and record.attempts < p.settings.max_attempts:
         delay = max(p.backoff(record.attempts), exc.retry_after or 0.0)
         log.warning("%s; retrying in %.2fs", exc, delay, extra={**extra, "delay": round(delay, 3)})
-        new = p.ledger.transition(record, record.state, "", fields={"last_error": error},
-                                  timer="set", due=now() + delay)
+        new = p.ledger.transition(
+            record, record.state, "", fields={"last_error": error}, timer="set", due=now() + delay
+        )
         return StepResult(f"retry in {delay:.2f}s", new)
-    why = (f"gave up after {record.attempts} attempts: {exc.code or type(exc).__name__}"
-           if retryable else f"provider refused: {exc.code or type(exc).__name__}")
+    why = (
+        f"gave up after {record.attempts} attempts: {exc.code or type(exc).__name__}"
+        if retryable
+        else f"provider refused: {exc.code or type(exc).__name__}"
+    )
     log.error("needs attention: %s (%s)", why, exc, extra=extra)
-    new = p.ledger.transition(record, State.NEEDS_ATTENTION, why,
-                              fields={"last_error": error}, timer="clear")
+    new = p.ledger.transition(
+        record, State.NEEDS_ATTENTION, why, fields={"last_error": error}, timer="clear"
+    )
     return StepResult("needs attention", new)

@@ -8,9 +8,9 @@ on its own queue. A lost tick is harmless: the next one finds the same refunds s
 
 from __future__ import annotations
 
+from refunds.models import State
 from refunds.runtime import pipeline
 from refunds.steps import STEP_FOR_STATE
-from refunds.models import State
 from tasks.refunds import TASKS
 from worker.app import app
 

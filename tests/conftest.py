@@ -20,8 +20,14 @@ import requests
 
 from config.settings import Settings, load_settings
 from refunds.ledger import Ledger
-from refunds.localstack import Child, start_beat, start_redis, start_sandbox, start_worker
-from refunds.localstack import wait_for_worker
+from refunds.localstack import (
+    Child,
+    start_beat,
+    start_redis,
+    start_sandbox,
+    start_worker,
+    wait_for_worker,
+)
 from refunds.models import FINAL_STATES, RefundRecord
 from refunds.producer import Producer
 
@@ -81,8 +87,9 @@ class SandboxAdmin:
         return self._post("/sandbox/config", config)
 
     def flag(self, txn_ids: list[str], **fields: Any) -> None:
-        payments = [{"originalTransactionType": 1, "originalTransactionId": t, **fields}
-                    for t in txn_ids]
+        payments = [
+            {"originalTransactionType": 1, "originalTransactionId": t, **fields} for t in txn_ids
+        ]
         self._post("/sandbox/payments", {"payments": payments})
 
     def revoke_tokens(self) -> None:
@@ -121,8 +128,9 @@ class Stack:
 
     def start_worker(self, concurrency: int = 4) -> Child:
         self._n += 1
-        child = start_worker(self.logdir, self.env, name=f"worker{self._n}",
-                             concurrency=concurrency)
+        child = start_worker(
+            self.logdir, self.env, name=f"worker{self._n}", concurrency=concurrency
+        )
         wait_for_worker(child)
         self.workers.append(child)
         return child
@@ -144,7 +152,7 @@ class Stack:
         return "\n".join(p.read_text(errors="replace") for p in self.logdir.glob("*.log"))
 
     def stop(self) -> None:
-        for child in [*self.workers, *( [self.beat] if self.beat else [])]:
+        for child in [*self.workers, *([self.beat] if self.beat else [])]:
             child.stop()
 
 
@@ -171,7 +179,9 @@ def stack(stack_session: Stack) -> Stack:
 @pytest.fixture(scope="session")
 def settings(env: dict[str, str]) -> Settings:
     overrides = {
-        "redis_url": env["REDIS_URL"], "mce_base_url": env["MCE_BASE_URL"], "profile": "sandbox",
+        "redis_url": env["REDIS_URL"],
+        "mce_base_url": env["MCE_BASE_URL"],
+        "profile": "sandbox",
     }
     return load_settings(**overrides)
 
@@ -205,8 +215,11 @@ def wait_final(
         ):
             return records
         time.sleep(0.2)
-    pending = {r.client_reference: str(r.state) for r in records
-               if not r.is_final and r.state != "needs_attention"}
+    pending = {
+        r.client_reference: str(r.state)
+        for r in records
+        if not r.is_final and r.state != "needs_attention"
+    }
     sample = dict(list(pending.items())[:10])
     hint = stack.logs()[-4000:] if stack is not None else ""
     raise AssertionError(f"{len(pending)} refunds not final after {timeout}s: {sample}\n{hint}")

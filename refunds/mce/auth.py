@@ -26,7 +26,7 @@ from refunds.errors import MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.models import now
 
-TOKEN_KEY = "rp:mce:token"
+TOKEN_KEY = "rp:mce:token"  # noqa: S105 - a Redis key name, not a token
 LOCK_KEY = "rp:mce:token:lock"
 
 _INVALIDATE = """
@@ -76,8 +76,9 @@ class TokenCache:
         self.fetches = 0  # token calls made by this process (for tests and stats)
 
     def margin(self, lifetime: float) -> float:
-        return min(lifetime * self.settings.token_refresh_fraction,
-                   self.settings.token_refresh_max_margin)
+        return min(
+            lifetime * self.settings.token_refresh_fraction, self.settings.token_refresh_max_margin
+        )
 
     def _read(self) -> Token | None:
         raw = self.redis.hmget(TOKEN_KEY, ["token", "expires", "refresh"])
@@ -102,8 +103,9 @@ class TokenCache:
         deadline = time.monotonic() + self.settings.token_wait_seconds
         while True:
             lock = secrets.token_hex(8)
-            if self.redis.set(LOCK_KEY, lock, nx=True,
-                              px=int(self.settings.token_lock_seconds * 1000)):
+            if self.redis.set(
+                LOCK_KEY, lock, nx=True, px=int(self.settings.token_lock_seconds * 1000)
+            ):
                 try:
                     shared = self._read()  # someone may have refreshed between our read and lock
                     if shared is not None and shared.fresh(now()):
@@ -121,8 +123,9 @@ class TokenCache:
                 self._local = shared
                 return shared
             if time.monotonic() > deadline:
-                raise MceTransientError("timed out waiting for another process's token refresh",
-                                        operation="token")
+                raise MceTransientError(
+                    "timed out waiting for another process's token refresh", operation="token"
+                )
 
     def _fetch_and_store(self) -> Token:
         data = self.fetch()
@@ -131,8 +134,14 @@ class TokenCache:
         expires = at + data.expires_in
         token = Token(data.access_token, expires, expires - self.margin(data.expires_in))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(TOKEN_KEY, mapping={"token": token.value, "expires": repr(token.expires_at),
-                                      "refresh": repr(token.refresh_at)})
+        pipe.hset(
+            TOKEN_KEY,
+            mapping={
+                "token": token.value,
+                "expires": repr(token.expires_at),
+                "refresh": repr(token.refresh_at),
+            },
+        )
         pipe.pexpireat(TOKEN_KEY, int(expires * 1000))
         pipe.incr("rp:stats:token_fetches")
         pipe.execute()
@@ -140,7 +149,7 @@ class TokenCache:
         return token
 
     def invalidate(self, value: str) -> None:
-        """Forget ``value`` after a 401, here and for the cluster, unless it was replaced already."""
+        """Forget ``value`` after a 401, here and cluster-wide, unless already replaced."""
         local = self._local
         if local is not None and local.value == value:
             self._local = None

@@ -74,7 +74,9 @@ class MceClient:
     """Typed calls to MCE. Errors are raised as the ``refunds.errors.MceError`` tree."""
 
     def __init__(
-        self, settings: Settings, tokens: TokenCache | None = None,
+        self,
+        settings: Settings,
+        tokens: TokenCache | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.settings = settings
@@ -96,12 +98,17 @@ class MceClient:
         try:
             return TokenData.model_validate(data)
         except ValueError:
-            raise MceProtocolError("MCE token answer has no usable accessToken/expiresIn",
-                                   operation="token") from None
+            raise MceProtocolError(
+                "MCE token answer has no usable accessToken/expiresIn", operation="token"
+            ) from None
 
     def create(
-        self, *, original_transaction_type: int, original_transaction_id: str,
-        client_reference: str, key: str,
+        self,
+        *,
+        original_transaction_type: int,
+        original_transaction_id: str,
+        client_reference: str,
+        key: str,
     ) -> RefundData:
         body = {
             "originalTransactionType": original_transaction_type,
@@ -121,8 +128,11 @@ class MceClient:
     ) -> RefundData:
         if bool(crypto_refund_id) == bool(client_reference):
             raise ValueError("give exactly one of crypto_refund_id and client_reference")
-        params = ({"cryptoRefundId": crypto_refund_id} if crypto_refund_id
-                  else {"clientReference": client_reference})
+        params = (
+            {"cryptoRefundId": crypto_refund_id}
+            if crypto_refund_id
+            else {"clientReference": client_reference}
+        )
         return self._refund("get", "GET", GET_PATH, params=params)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -132,12 +142,20 @@ class MceClient:
         try:
             return RefundData.model_validate(data)
         except ValueError:
-            raise MceProtocolError(f"MCE {operation} answer is not a refund object",
-                                   operation=operation) from None
+            raise MceProtocolError(
+                f"MCE {operation} answer is not a refund object", operation=operation
+            ) from None
 
     def _call(
-        self, operation: str, method: str, path: str, *, json: Any = None,
-        params: dict[str, Any] | None = None, key: str | None = None, auth: bool = True,
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        key: str | None = None,
+        auth: bool = True,
     ) -> Any:
         url = self.settings.base_url + path
         headers = {"Accept": "application/json"}
@@ -153,7 +171,11 @@ class MceClient:
             self.calls[operation] += 1
             try:
                 response = self._http().request(
-                    method, url, json=json, params=params, headers=headers,
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=headers,
                     timeout=self.settings.http_timeout,
                 )
             except requests.Timeout:
@@ -179,15 +201,23 @@ class MceClient:
         try:
             body = response.json()
         except ValueError:
-            raise MceProtocolError(f"MCE {operation} answered HTTP {response.status_code} "
-                                   "with a non-JSON body", status=response.status_code,
-                                   operation=operation) from None
+            raise MceProtocolError(
+                f"MCE {operation} answered HTTP {response.status_code} with a non-JSON body",
+                status=response.status_code,
+                operation=operation,
+            ) from None
         code = body.get("code") if isinstance(body, dict) else None
         if not isinstance(code, int | str) or code not in SUCCESS_CODES:
-            raise MceProtocolError(f"MCE {operation} answer is not a success envelope",
-                                   status=response.status_code,
-                                   code=None if code is None else str(code), operation=operation)
+            raise MceProtocolError(
+                f"MCE {operation} answer is not a success envelope",
+                status=response.status_code,
+                code=None if code is None else str(code),
+                operation=operation,
+            )
         if not isinstance(body.get("data"), dict):
-            raise MceProtocolError(f"MCE {operation} answer has no data object",
-                                   status=response.status_code, operation=operation)
+            raise MceProtocolError(
+                f"MCE {operation} answer has no data object",
+                status=response.status_code,
+                operation=operation,
+            )
         return body["data"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 # --- paths (Create is a fact; Token, Confirm and Get are assumed) ---
-TOKEN_PATH = "/v1.0/auth/token"  # assumed
+TOKEN_PATH = "/v1.0/auth/token"  # noqa: S105 - assumed path, not a secret
 CREATE_PATH = "/v1.0/payment/crypto/createCryptoRefund"  # fact
 CONFIRM_PATH = "/v1.0/payment/crypto/confirmCryptoRefund"  # assumed
 GET_PATH = "/v1.0/payment/crypto/getCryptoRefund"  # assumed

@@ -75,7 +75,9 @@ def error_from_response(response: requests.Response, operation: str) -> MceError
     if problem is None:
         return _class_for(status, None)(
             f"MCE {operation} failed: HTTP {status} with a non-JSON body",
-            status=status, retry_after=retry_after, operation=operation,
+            status=status,
+            retry_after=retry_after,
+            operation=operation,
         )
     raw_code = problem.get("code")
     code = str(raw_code) if raw_code not in (None, "") else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +18,18 @@ from tests.conftest import SandboxAdmin, Stack, wait_final
 
 def _intents(prefix: str, n: int) -> list[dict[str, object]]:
     return [
-        {"originalTransactionType": 1, "originalTransactionId": f"{prefix}tx{i}",
-         "clientReference": f"{prefix}{i}"}
+        {
+            "originalTransactionType": 1,
+            "originalTransactionId": f"{prefix}tx{i}",
+            "clientReference": f"{prefix}{i}",
+        }
         for i in range(n)
     ]
 
 
-def _submit(producer: Producer, sandbox: SandboxAdmin, prefix: str, n: int, **flag: object
-            ) -> list[str]:
+def _submit(
+    producer: Producer, sandbox: SandboxAdmin, prefix: str, n: int, **flag: object
+) -> list[str]:
     intents = _intents(prefix, n)
     sandbox.flag([str(i["originalTransactionId"]) for i in intents], **flag)
     for intent in intents:
@@ -37,7 +42,7 @@ def assert_history_follows_table(record: object) -> None:
     assert history[0].from_state is None and history[0].to_state == "received"
     for entry in history[1:]:
         assert is_allowed(State(entry.from_state), State(entry.to_state)), entry
-    for prev, nxt in zip(history, history[1:], strict=False):
+    for prev, nxt in itertools.pairwise(history):
         assert prev.to_state == nxt.from_state, (prev, nxt)
 
 
@@ -60,7 +65,13 @@ def test_intents_reach_completed_with_provider_fields(
         assert record.provider_status == 3
         assert_history_follows_table(record)
         assert [h.to_state for h in record.history] == [
-            "received", "creating", "created", "confirming", "processing", "completed"]
+            "received",
+            "creating",
+            "created",
+            "confirming",
+            "processing",
+            "completed",
+        ]
     assert_one_create_each(sandbox, prefix, refs)
     effects = sandbox.counters(prefix)["effects"]
     assert all(e["confirm"] == 1 for e in effects.values())
@@ -80,8 +91,13 @@ def test_provider_outcomes_failed_and_rejected_are_final_states(
 def test_no_pending_refund_needs_attention_with_provider_code(
     stack: Stack, sandbox: SandboxAdmin, producer: Producer, ledger: Ledger, prefix: str
 ) -> None:
-    producer.submit({"originalTransactionType": 1, "originalTransactionId": prefix + "never",
-                     "clientReference": prefix + "x"})
+    producer.submit(
+        {
+            "originalTransactionType": 1,
+            "originalTransactionId": prefix + "never",
+            "clientReference": prefix + "x",
+        }
+    )
     (record,) = wait_final(ledger, [prefix + "x"], 30, stack)
     assert record.state == State.NEEDS_ATTENTION
     assert record.last_error is not None
@@ -149,7 +165,9 @@ def test_faults_still_one_create_per_reference_and_all_final(
 ) -> None:
     sandbox.reset(
         error_rates={"503": 0.15, "429": 0.05, "502": 0.1, "500": 0.05},
-        lost_rate=0.1, retry_after_seconds=1, processing_seconds=0.3,
+        lost_rate=0.1,
+        retry_after_seconds=1,
+        processing_seconds=0.3,
     )
     refs = _submit(producer, sandbox, prefix, 30)
     records = wait_final(ledger, refs, 90, stack)
@@ -167,8 +185,13 @@ def test_provider_that_forgets_keys_and_rejects_duplicates_still_one_create(
 ) -> None:
     # Lost answers + no idempotency memory: retries meet DUPLICATE_CLIENT_REFERENCE and
     # CRYPTO_REFUND_ALREADY_CONFIRMED, which the pipeline resolves with Get.
-    sandbox.reset(lost_rate=0.3, idempotency=False, duplicate_mode="reject",
-                  confirm_mode="reject", processing_seconds=0.3)
+    sandbox.reset(
+        lost_rate=0.3,
+        idempotency=False,
+        duplicate_mode="reject",
+        confirm_mode="reject",
+        processing_seconds=0.3,
+    )
     refs = _submit(producer, sandbox, prefix, 20)
     records = wait_final(ledger, refs, 90, stack)
     assert {r.state for r in records} == {State.COMPLETED}
@@ -181,8 +204,13 @@ def test_provider_that_forgets_keys_and_rejects_duplicates_still_one_create(
 def test_provider_that_returns_duplicates_still_one_create(
     stack: Stack, sandbox: SandboxAdmin, producer: Producer, ledger: Ledger, prefix: str
 ) -> None:
-    sandbox.reset(lost_rate=0.3, idempotency=False, duplicate_mode="return",
-                  confirm_mode="return", processing_seconds=0.3)
+    sandbox.reset(
+        lost_rate=0.3,
+        idempotency=False,
+        duplicate_mode="return",
+        confirm_mode="return",
+        processing_seconds=0.3,
+    )
     refs = _submit(producer, sandbox, prefix, 20)
     records = wait_final(ledger, refs, 90, stack)
     assert {r.state for r in records} == {State.COMPLETED}
@@ -219,8 +247,12 @@ def test_revoked_tokens_are_refreshed_and_refunds_finish(
     records = wait_final(ledger, refs, 60, stack)
     assert {r.state for r in records} == {State.COMPLETED}
     counters = sandbox.counters(prefix)
-    assert counters["responses"]["get"].get("401", 0) + counters["responses"]["create"].get(
-        "401", 0) + counters["responses"]["confirm"].get("401", 0) >= 1
+    assert (
+        counters["responses"]["get"].get("401", 0)
+        + counters["responses"]["create"].get("401", 0)
+        + counters["responses"]["confirm"].get("401", 0)
+        >= 1
+    )
 
 
 def test_worker_killed_with_sigkill_mid_run_every_refund_still_final(

@@ -1,0 +1,109 @@
+"""Intents, states and the transition table."""
+
+from __future__ import annotations
+
+import pytest
+
+from refunds.errors import InvalidIntentError
+from refunds.models import FINAL_STATES, TRANSITIONS, RefundIntent, State, is_allowed
+
+
+def valid(**over: object) -> dict[str, object]:
+    return {
+        "originalTransactionType": 1,
+        "originalTransactionId": "tx-1",
+        "clientReference": "ref-1",
+        **over,
+    }
+
+
+def test_valid_intent_keeps_contract_field_names() -> None:
+    intent = RefundIntent.parse(valid(refundAddress=" TAddr "))
+    assert intent.content() == {
+        "originalTransactionType": 1,
+        "originalTransactionId": "tx-1",
+        "clientReference": "ref-1",
+        "refundAddress": "TAddr",
+    }
+
+
+def test_empty_address_is_absent_and_does_not_change_the_fingerprint() -> None:
+    assert (
+        RefundIntent.parse(valid(refundAddress="")).fingerprint()
+        == RefundIntent.parse(valid()).fingerprint()
+    )
+
+
+def test_fingerprint_changes_with_content() -> None:
+    assert (
+        RefundIntent.parse(valid()).fingerprint()
+        != RefundIntent.parse(valid(originalTransactionId="tx-2")).fingerprint()
+    )
+
+
+def test_numeric_string_type_is_accepted() -> None:
+    assert RefundIntent.parse(valid(originalTransactionType="2")).original_transaction_type == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        (valid(originalTransactionType=7), "originalTransactionType", "must be one of"),
+        (valid(originalTransactionType=True), "originalTransactionType", "integer"),
+        (valid(clientReference="has space"), "clientReference", "pattern"),
+        (valid(clientReference=""), "clientReference", "at least 1"),
+        (valid(originalTransactionId="  "), "originalTransactionId", "at least 1"),
+        (valid(extra="x"), "extra", "unknown field"),
+        (
+            {"originalTransactionType": 1, "clientReference": "r"},
+            "originalTransactionId",
+            "is required",
+        ),
+    ],
+)
+def test_invalid_intents_name_the_field(data: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(InvalidIntentError) as info:
+        RefundIntent.parse(data, line=4)
+    (err,) = [e for e in info.value.errors if e.field == field]
+    assert words in err.message
+    assert err.line == 4
+    assert str(err).startswith(f"line 4: {field}: ")
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    with pytest.raises(InvalidIntentError) as info:
+        RefundIntent.parse({"originalTransactionType": 0, "clientReference": "a b"})
+    assert {e.field for e in info.value.errors} == {
+        "originalTransactionType",
+        "originalTransactionId",
+        "clientReference",
+    }
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(InvalidIntentError):
+        RefundIntent.parse(["x"])
+
+
+def test_final_states_are_sticky() -> None:
+    for state in FINAL_STATES:
+        assert TRANSITIONS[state] == frozenset()
+
+
+def test_main_line_is_allowed_and_backwards_is_not() -> None:
+    line = [
+        State.RECEIVED,
+        State.CREATING,
+        State.CREATED,
+        State.CONFIRMING,
+        State.PROCESSING,
+        State.COMPLETED,
+    ]
+    for a, b in zip(line, line[1:], strict=False):
+        assert is_allowed(a, b)
+        assert not is_allowed(b, a)
+
+
+def test_every_state_has_a_row() -> None:
+    assert set(TRANSITIONS) == set(State)
+    assert State.CANCELLED in FINAL_STATES and State.NEEDS_ATTENTION not in FINAL_STATES
