@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from refunds.errors import InvalidIntentError
@@ -99,7 +101,7 @@ def test_main_line_is_allowed_and_backwards_is_not() -> None:
         State.PROCESSING,
         State.COMPLETED,
     ]
-    for a, b in zip(line, line[1:], strict=False):
+    for a, b in itertools.pairwise(line):
         assert is_allowed(a, b)
         assert not is_allowed(b, a)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from config.settings import load_settings
@@ -17,8 +19,6 @@ PROD = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for key in list(os.environ):
         if key.startswith(("MCE_", "REFUNDS_", "REDIS_URL")):
             monkeypatch.delenv(key)

@@ -58,6 +58,4 @@ def test_idempotency_keys_are_stable_per_operation_and_reference() -> None:
     assert key != idempotency_key("create", "ref-2")
     assert key != idempotency_key("create", "ref-1", generation=1)
     # Pinned: a change of namespace would break idempotency across a deploy.
-    assert key == "%s" % uuid.uuid5(
-        uuid.UUID("6f1c2a52-6d0b-4b8e-9a57-2f6a3c1f9e10"), "create:ref-1"
-    )
+    assert key == str(uuid.uuid5(uuid.UUID("6f1c2a52-6d0b-4b8e-9a57-2f6a3c1f9e10"), "create:ref-1"))
