@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -337,12 +337,17 @@ class Ledger:
             raise RefundNotFoundError(ref)
         return record
 
-    def get_many(self, refs: Iterable[str]) -> list[RefundRecord]:
+    def get_many(self, refs: Iterable[str], chunk: int = 500) -> list[RefundRecord]:
+        """Records in the order of ``refs`` (missing ones skipped), in pipelined chunks."""
         refs = list(refs)
-        pipe = self.redis.pipeline(transaction=False)
-        for ref in refs:
-            pipe.hgetall(record_key(ref))
-        return [_decode(ref, raw) for ref, raw in zip(refs, pipe.execute(), strict=True) if raw]
+        records = []
+        for start in range(0, len(refs), chunk):
+            part = refs[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for ref in part:
+                pipe.hgetall(record_key(ref))
+            records += [_decode(r, raw) for r, raw in zip(part, pipe.execute(), strict=True) if raw]
+        return records
 
     def states_of(self, refs: list[str]) -> list[str | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -364,11 +369,6 @@ class Ledger:
         scores = pipe.execute()
         ordered = [r for _, r in sorted(zip(scores, members, strict=True), key=lambda p: p[0] or 0)]
         return ordered if limit is None else ordered[:limit]
-
-    def iter_records(self, state: State | None = None, batch: int = 500) -> Iterator[RefundRecord]:
-        refs = self.references(state)
-        for start in range(0, len(refs), batch):
-            yield from self.get_many(refs[start : start + batch])
 
     def counts(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

@@ -20,7 +20,7 @@ from celery import Celery
 from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
-from refunds.ledger import Ledger
+from refunds.ledger import Ledger, SubmitResult
 from refunds.models import RefundIntent, RefundRecord
 
 
@@ -57,12 +57,16 @@ class Producer:
 
     def submit(self, intent: RefundIntent | Mapping[str, Any]) -> RefundRecord:
         """Submit one intent; returns its record (new, or the existing identical one)."""
+        return self.submit_intent(intent).record
+
+    def submit_intent(self, intent: RefundIntent | Mapping[str, Any]) -> SubmitResult:
+        """Like ``submit``, and also says whether this call created the record."""
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
         result = self.ledger.submit(intent, due_in=self.settings.lease_seconds)
         if result.created:
             self.celery.send_task("refunds.create", args=[intent.client_reference])
-        return result.record
+        return result
 
     def submit_many(self, intents: Iterable[RefundIntent]) -> BatchResult:
         """Submit validated intents in one pipelined round trip; conflicts are collected.

@@ -1,0 +1,378 @@
+"""``refunds demo``: the whole pipeline on one machine, N refunds through it, and the numbers.
+
+It proves the claims that matter on a laptop, with real processes: every refund reaches
+``completed``, the provider saw exactly one Create per reference, calls per refund and token calls
+stay low (one token shared by the cluster), and how long a refund takes. It starts a private Redis
+(unless REDIS_URL is set), the sandbox simulator, worker(s) and beat as child processes, submits
+through the same Producer merchant apps use (one by one, so the immediate nudge path is exercised),
+follows the ledger until every refund is final, and then stops everything in order, also on Ctrl-C
+or SIGTERM: children run in their own sessions, so nothing else would stop them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import redis
+import requests
+from rich.console import Console
+
+from config.settings import (
+    SANDBOX_BASE_URL,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_WEBHOOK_SECRET,
+    Settings,
+    load_settings,
+)
+from refunds import localstack
+from refunds.errors import ConfigError
+from refunds.ledger import Ledger
+from refunds.localstack import Child
+from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State
+from refunds.progress import RefundView, follow, make_console
+
+POLL_SCHEDULE = "0.5,1,2"  # quick follow-ups: the sandbox completes refunds in seconds
+TICK_INTERVAL = "0.5"
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    count: int = 50
+    workers: int = 1
+    concurrency: int = 4
+    processing_seconds: float = 2.0
+    token_ttl: float = 30.0
+    keep_dir: bool = False
+    as_json: bool = False
+    timeout_seconds: float | None = None
+
+    @property
+    def timeout(self) -> float:
+        """Generous by default: slow CI machines must not fail a healthy run."""
+        if self.timeout_seconds is not None:
+            return self.timeout_seconds
+        return 120.0 + self.count * 0.5
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the same cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C during shutdown would orphan children: finish stopping them first."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class Stack:
+    """The child processes of one demo run, stopped in dependency order."""
+
+    workdir: Path
+    redis: Child | None = None
+    sandbox: Child | None = None
+    workers: list[Child] = field(default_factory=list)
+    beat: Child | None = None
+
+    @property
+    def logdir(self) -> Path:
+        return self.workdir / "logs"
+
+    def children(self) -> list[Child]:
+        found = [self.redis, self.sandbox, *self.workers, self.beat]
+        return [c for c in found if c is not None]
+
+    def check_alive(self) -> None:
+        for child in self.children():
+            if not child.alive:
+                raise RuntimeError(f"{child.name} exited unexpectedly; see {child.log_path}")
+
+    def stop(self) -> None:
+        """Beat first (no new ticks), then workers (SIGTERM: warm shutdown finishes the current
+        step), then the sandbox, then Redis, which everything else talks to."""
+        if self.beat:
+            self.beat.stop(timeout=10)
+        for worker in self.workers:
+            worker.signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop(timeout=30)
+        if self.sandbox:
+            self.sandbox.stop(timeout=10)
+        if self.redis:
+            self.redis.stop(timeout=10)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the demo; returns the exit code (0 only if every refund completed)."""
+    console = make_console(stderr=True)
+    stdout = make_console()
+    started = time.monotonic()
+    external = os.environ.get("REDIS_URL") or None
+    # Settings first: a bad REFUNDS_* variable must stop the demo before anything starts.
+    checked = load_settings(**_settings_overrides(external or "redis://127.0.0.1:1/0",
+                                                  SANDBOX_BASE_URL))
+    if external and not localstack.redis_reachable(external):
+        raise ConfigError(f"REDIS_URL {checked.safe_summary()['redis_url']} is not reachable "
+                          "(unset it and the demo starts a private Redis)")
+    stack = Stack(Path(tempfile.mkdtemp(prefix="refunds-demo-")))
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    code = EXIT_FAILED
+    try:
+        code = _run(opts, stack, external, console=console, stdout=stdout, started=started)
+    except _Terminated:
+        console.print("demo: terminated; shutting down")
+        code = EXIT_TERMINATED
+    except KeyboardInterrupt:
+        console.print("demo: interrupted; shutting down")
+        code = EXIT_INTERRUPTED
+    except (RuntimeError, TimeoutError, OSError, requests.RequestException,
+            redis.RedisError) as exc:
+        console.print(f"demo: [red]failed[/]: {exc}")
+        code = EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        with _signals_ignored():
+            console.print("demo: stopping beat, workers, sandbox" +
+                          (", redis" if stack.redis else ""))
+            stack.stop()
+        # A failed run keeps its logs for the post-mortem; a good or deliberately stopped one
+        # leaves nothing behind unless asked to.
+        if code != EXIT_FAILED and not opts.keep_dir:
+            shutil.rmtree(stack.workdir, ignore_errors=True)
+        else:
+            console.print(f"demo: logs and data kept in {stack.workdir}")
+    return code
+
+
+def _settings_overrides(redis_url: str, sandbox_url: str) -> dict[str, Any]:
+    """The demo always runs against its own sandbox, whatever MCE_* the shell has."""
+    return {
+        "profile": "sandbox", "redis_url": redis_url, "mce_base_url": sandbox_url,
+        "mce_client_id": SANDBOX_CLIENT_ID, "mce_client_secret": SANDBOX_CLIENT_SECRET,
+        "mce_webhook_secret": SANDBOX_WEBHOOK_SECRET,
+        "poll_schedule": POLL_SCHEDULE, "tick_interval": float(TICK_INTERVAL),
+    }
+
+
+def _child_env(redis_url: str, sandbox_url: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url, "MCE_BASE_URL": sandbox_url, "REFUNDS_PROFILE": "sandbox",
+        "MCE_CLIENT_ID": SANDBOX_CLIENT_ID, "MCE_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "MCE_WEBHOOK_SECRET": SANDBOX_WEBHOOK_SECRET,
+        "REFUNDS_POLL_SCHEDULE": POLL_SCHEDULE, "REFUNDS_TICK_INTERVAL": TICK_INTERVAL,
+        "REFUNDS_LOG_JSON": "true",
+    }
+
+
+def _run(
+    opts: DemoOptions, stack: Stack, external: str | None, *, console: Console, stdout: Console,
+    started: float,
+) -> int:
+    run_id = secrets.token_hex(3)
+    prefix = f"demo-{run_id}-"
+    console.print(f"demo: run {run_id}, {opts.count} refunds, working dir {stack.workdir}")
+
+    if external:
+        redis_url = external
+        console.print("demo: using REDIS_URL (refunds and Celery queues go there; other workers "
+                      "on it would take demo tasks too)")
+    else:
+        stack.redis, redis_url = localstack.start_redis(stack.workdir / "redis", appendonly=False)
+        console.print(f"demo: private Redis at {redis_url}")
+
+    sandbox_config = {"processing_seconds": opts.processing_seconds,
+                      "token_ttl_seconds": opts.token_ttl}
+    stack.sandbox, sandbox_url = localstack.start_sandbox(
+        stack.logdir, config_json=json.dumps(sandbox_config))
+    console.print(f"demo: sandbox at {sandbox_url} {json.dumps(sandbox_config)}")
+
+    env = _child_env(redis_url, sandbox_url)
+    for i in range(opts.workers):
+        stack.workers.append(localstack.start_worker(
+            stack.logdir, env, name=f"worker{i + 1}", concurrency=opts.concurrency))
+    stack.beat = localstack.start_beat(stack.logdir, env)
+    for worker in stack.workers:
+        localstack.wait_for_worker(worker, timeout=90)
+    console.print(f"demo: {opts.workers} worker(s) x {opts.concurrency} and beat are up")
+
+    settings = load_settings(**_settings_overrides(redis_url, sandbox_url))
+    refs = [f"{prefix}{i:0{len(str(opts.count))}d}" for i in range(1, opts.count + 1)]
+    _flag_payments(sandbox_url, refs)
+    run_started = time.time()
+    _submit(settings, refs)
+    console.print(f"demo: submitted {len(refs)} intents; following them")
+
+    ledger = Ledger.from_url(redis_url)
+    view = RefundView(ledger, refs=refs)
+    deadline = time.monotonic() + opts.timeout
+
+    def on_tick(_snap: object) -> None:
+        stack.check_alive()
+        if time.monotonic() > deadline:
+            raise _Timeout
+
+    try:
+        follow(view, f"demo {run_id}", interval=0.25, console=console, on_tick=on_tick)
+    except _Timeout:
+        pending = view.not_final()
+        console.print(f"demo: [red]timed out[/] after {opts.timeout:.0f} s; "
+                      f"{len(pending)} not final:")
+        for ref, state in sorted(pending.items())[:50]:
+            console.print(f"  {ref}: {state or 'missing'}")
+        if len(pending) > 50:
+            console.print(f"  ... and {len(pending) - 50} more")
+        return EXIT_FAILED
+
+    records = ledger.get_many(refs)
+    counters = requests.get(f"{sandbox_url}/sandbox/counters", params={"prefix": prefix},
+                            timeout=10).json()
+    summary = summarize(opts, run_id, records, counters,
+                        wall_seconds=time.monotonic() - started,
+                        run_seconds=time.time() - run_started)
+    if opts.as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(stdout, summary)
+    return EXIT_OK if summary["allCompleted"] else EXIT_FAILED
+
+
+class _Timeout(Exception):  # noqa: N818 - internal control flow, not an error type
+    pass
+
+
+def _flag_payments(sandbox_url: str, refs: list[str]) -> None:
+    """What MCE's KYT would do: put each payment in pending-refund, so Create can succeed."""
+    payments = [
+        {"originalTransactionType": 1, "originalTransactionId": ref,
+         "amount": f"{10 + i % 90}.50", "currency": "USDT", "outcome": "completed"}
+        for i, ref in enumerate(refs)
+    ]
+    for start in range(0, len(payments), 1000):
+        response = requests.post(f"{sandbox_url}/sandbox/payments",
+                                 json={"payments": payments[start : start + 1000]}, timeout=30)
+        response.raise_for_status()
+
+
+def _submit(settings: Settings, refs: list[str]) -> None:
+    from refunds.producer import Producer  # noqa: PLC0415 - Celery loads only when needed
+
+    producer = Producer(settings)
+    for ref in refs:
+        producer.submit(RefundIntent.parse({
+            "originalTransactionType": 1, "originalTransactionId": ref, "clientReference": ref,
+        }))
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile: a value that actually occurred."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def time_to_final(record: RefundRecord) -> float | None:
+    """Seconds from submission to the history entry that made the record final."""
+    for entry in reversed(record.history):
+        if State(entry.to_state) in FINAL_STATES:
+            return max(0.0, entry.at - record.created_at)
+    return None
+
+
+def summarize(
+    opts: DemoOptions, run_id: str, records: list[RefundRecord], counters: dict[str, Any], *,
+    wall_seconds: float, run_seconds: float,
+) -> dict[str, Any]:
+    """The demo's numbers, as the JSON summary (the human one is printed from it)."""
+    n = opts.count
+    states: dict[str, int] = {}
+    for r in records:
+        states[str(r.state)] = states.get(str(r.state), 0) + 1
+    calls = {op: int(counters.get("calls", {}).get(op, 0)) for op in ("create", "confirm", "get")}
+    calls["total"] = sum(calls.values())
+    effects = counters.get("effects", {})
+    creates = [int(effects.get(r.client_reference, {}).get("create", 0)) for r in records]
+    confirms = [int(effects.get(r.client_reference, {}).get("confirm", 0)) for r in records]
+    times = sorted(t for t in (time_to_final(r) for r in records) if t is not None)
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "runId": run_id,
+        "count": n,
+        "workers": opts.workers,
+        "concurrency": opts.concurrency,
+        "states": states,
+        "completed": states.get(State.COMPLETED.value, 0),
+        "allCompleted": len(records) == n and states.get(State.COMPLETED.value, 0) == n,
+        "providerCalls": calls,
+        "providerCallsPerRefund": {op: round(v / n, 3) for op, v in calls.items()},
+        "tokenCalls": int(counters.get("calls", {}).get("token", 0)),
+        "tokensIssued": int(counters.get("tokens_issued", 0)),
+        "createsPerReferenceAllOne": len(creates) == n and all(c == 1 for c in creates),
+        "confirmsPerReferenceAllOne": len(confirms) == n and all(c == 1 for c in confirms),
+        "timeToFinalSeconds": {
+            "p50": rounded(_percentile(times, 0.50)),
+            "p95": rounded(_percentile(times, 0.95)),
+            "max": rounded(times[-1] if times else None),
+        },
+        "runSeconds": round(run_seconds, 3),
+        "wallSeconds": round(wall_seconds, 3),
+    }
+
+
+def print_summary(console: Console, s: dict[str, Any]) -> None:
+    per = s["providerCallsPerRefund"]
+    ttf = s["timeToFinalSeconds"]
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    def yes(v: bool) -> str:
+        return "[green]yes[/]" if v else "[red]no[/]"
+
+    states = "  ".join(f"{k} {v}" for k, v in sorted(s["states"].items()))
+    rows = [
+        ("final states", states or "-"),
+        ("provider calls/refund",
+         f"create {per['create']:.2f}  confirm {per['confirm']:.2f}  get {per['get']:.2f}  "
+         f"total {per['total']:.2f}"),
+        ("token calls", f"{s['tokenCalls']} (for {s['count']} refunds)"),
+        ("one create per ref", yes(s["createsPerReferenceAllOne"])),
+        ("one confirm per ref", yes(s["confirmsPerReferenceAllOne"])),
+        ("time to final", f"p50 {secs(ttf['p50'])}  p95 {secs(ttf['p95'])}  "
+                          f"max {secs(ttf['max'])}"),
+        ("wall time", f"{s['wallSeconds']:.1f} s (submit to all final {s['runSeconds']:.1f} s)"),
+    ]
+    console.print(f"\n[bold]demo {s['runId']}[/]: {s['count']} refunds, {s['workers']} worker(s) "
+                  f"x {s['concurrency']}")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        console.print(f"  {key:<{width}}  {value}", soft_wrap=True)
+    style = "green" if s["allCompleted"] else "red"
+    console.print(f"[{style}]{s['completed']} of {s['count']} completed[/]")
