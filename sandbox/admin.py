@@ -1,0 +1,87 @@
+"""The sandbox's own control API under ``/sandbox`` (no auth: a dev and test tool only).
+
+Tests and the demo use it to flag payments as pending-refund (what MCE's KYT would do), switch
+faults, revoke tokens, read counters that prove "exactly one effect", and reset between runs.
+Every update is validated completely before anything changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.config import SandboxConfig
+from sandbox.faults import FaultInjector
+from sandbox.problems import invalid
+from sandbox.responses import Request, Response, json_response
+from sandbox.state import OUTCOME_STATUS, Payment, SandboxState
+from sandbox.validation import (
+    optional_str,
+    parse_json_object,
+    parse_optional_json_object,
+    require_amount,
+    require_str,
+    require_transaction_type,
+)
+
+PREFIX = "/sandbox"
+
+
+class AdminApi:
+    def __init__(self, state: SandboxState, faults: FaultInjector) -> None:
+        self.state = state
+        self.faults = faults
+
+    def healthz(self, _request: Request) -> Response:
+        return json_response({"ok": True})
+
+    def flag_payments(self, request: Request) -> Response:
+        body = parse_json_object(request.body)
+        items = body.get("payments")
+        if not isinstance(items, list):
+            raise invalid("payments: required, must be a list")
+        payments = [_payment(item, f"payments[{i}]") for i, item in enumerate(items)]
+        return json_response({"flagged": self.state.flag_payments(payments)})
+
+    def get_config(self, _request: Request) -> Response:
+        return json_response(self.state.config.to_dict())
+
+    def update_config(self, request: Request) -> Response:
+        partial = parse_json_object(request.body)
+        try:
+            config = self.state.config.merge(partial)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        self.state.set_config(config)
+        return json_response(config.to_dict())
+
+    def revoke_tokens(self, _request: Request) -> Response:
+        return json_response({"revoked": self.state.revoke_tokens()})
+
+    def counters(self, request: Request) -> Response:
+        return json_response(self.state.counters(prefix=request.query_value("prefix") or ""))
+
+    def reset(self, request: Request) -> Response:
+        partial = parse_optional_json_object(request.body)
+        try:
+            config = SandboxConfig().merge(partial or {})
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        self.state.reset(config)
+        self.faults.reset()
+        return json_response({"reset": True, "config": config.to_dict()})
+
+
+def _payment(item: Any, label: str) -> Payment:
+    if not isinstance(item, dict):
+        raise invalid(f"{label}: must be an object")
+    outcome = optional_str(item, "outcome", "completed", f"{label}.outcome")
+    if outcome not in OUTCOME_STATUS:
+        raise invalid(f"{label}.outcome: must be one of {sorted(OUTCOME_STATUS)}")
+    return Payment(
+        transaction_type=require_transaction_type(item, f"{label}.originalTransactionType"),
+        transaction_id=require_str(item, "originalTransactionId", f"{label}.originalTransactionId"),
+        amount=require_amount(item, "amount", "10.00", f"{label}.amount"),
+        currency=optional_str(item, "currency", "USDT", f"{label}.currency"),
+        blockchain=optional_str(item, "blockchain", "TRON", f"{label}.blockchain"),
+        outcome=outcome,
+    )

@@ -1,0 +1,208 @@
+"""The simulator's switches: fault rates, delays, and the provider behaviours the contract leaves
+open.
+
+Kept in one frozen object so that a request reads one consistent snapshot (the admin API swaps the
+whole object, it never edits one in place), and validated here with the standard library only, so
+that a typo in a test's or demo's config fails loudly, naming the field, instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Operations that faults can be applied to (the provider's endpoints, by short name).
+OPERATIONS = ("token", "create", "confirm", "get")
+#: HTTP statuses the error injector can answer with instead of doing the work.
+INJECTABLE_ERRORS = ("429", "500", "502", "503")
+#: Refund statuses with a meaning in the contract; an "unknown" status must be none of them.
+KNOWN_STATUSES = frozenset({1, 2, 3, 4, 5})
+
+
+class ConfigError(ValueError):
+    """A bad config field or value; the message starts with the field's name."""
+
+
+def _default_error_rates() -> dict[str, float]:
+    return dict.fromkeys(INJECTABLE_ERRORS, 0.0)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything a test, the demo or a benchmark may switch at run time.
+
+    ``error_rates`` is replaced as a whole by :meth:`merge` (missing statuses become 0): "the error
+    rates are now exactly these" is easier to reason about in a test than a partial overlay.
+    """
+
+    latency_ms: float = 0.0
+    error_rates: Mapping[str, float] = field(default_factory=_default_error_rates)
+    retry_after_seconds: float = 1.0
+    lost_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 5000.0
+    max_rps: float | None = None
+    fault_operations: tuple[str, ...] = ("create", "confirm", "get")
+    duplicate_mode: str = "return"
+    confirm_mode: str = "return"
+    not_found_status: int = 404
+    token_ttl_seconds: float = 3600.0
+    processing_seconds: float = 2.0
+    unknown_status_seconds: float = 0.0
+    unknown_status_value: int = 9
+    idempotency: bool = True
+
+    def __post_init__(self) -> None:
+        # Direct construction is validated too, so no code path can hold an invalid config.
+        for f in dataclasses.fields(self):
+            normalized = _VALIDATORS[f.name](f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, normalized)
+
+    def merge(self, partial: Mapping[str, Any]) -> SandboxConfig:
+        """Return a new config with ``partial`` applied; ``self`` is never changed.
+
+        Raises ConfigError (a ValueError) naming the first unknown field or bad value, so that a
+        rejected update leaves the running config exactly as it was.
+        """
+        if not isinstance(partial, Mapping):
+            raise ConfigError("config must be a JSON object")
+        unknown = sorted(set(partial) - set(_VALIDATORS))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown config field")
+        return dataclasses.replace(self, **dict(partial))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape served by ``GET /sandbox/config`` and accepted back by ``merge``."""
+        return {
+            "latency_ms": self.latency_ms,
+            "error_rates": dict(self.error_rates),
+            "retry_after_seconds": self.retry_after_seconds,
+            "lost_rate": self.lost_rate,
+            "slow_rate": self.slow_rate,
+            "slow_ms": self.slow_ms,
+            "max_rps": self.max_rps,
+            "fault_operations": list(self.fault_operations),
+            "duplicate_mode": self.duplicate_mode,
+            "confirm_mode": self.confirm_mode,
+            "not_found_status": self.not_found_status,
+            "token_ttl_seconds": self.token_ttl_seconds,
+            "processing_seconds": self.processing_seconds,
+            "unknown_status_seconds": self.unknown_status_seconds,
+            "unknown_status_value": self.unknown_status_value,
+            "idempotency": self.idempotency,
+        }
+
+
+# --- validators: each takes (field name, raw value) and returns the normalized value ----------
+
+Validator = Callable[[str, object], object]
+
+
+def _number(name: str, value: object) -> float:
+    # bool is an int subclass; `true` where a number belongs is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}: must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}: must be finite")
+    return number
+
+
+def _non_negative(name: str, value: object) -> float:
+    number = _number(name, value)
+    if number < 0:
+        raise ConfigError(f"{name}: must be >= 0")
+    return number
+
+
+def _positive(name: str, value: object) -> float:
+    number = _number(name, value)
+    if number <= 0:
+        raise ConfigError(f"{name}: must be > 0")
+    return number
+
+
+def _probability(name: str, value: object) -> float:
+    number = _number(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{name}: must be between 0 and 1")
+    return number
+
+
+def _optional_positive(name: str, value: object) -> float | None:
+    return None if value is None else _positive(name, value)
+
+
+def _error_rates(name: str, value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: must be an object of status -> probability")
+    rates = _default_error_rates()
+    for status, rate in value.items():
+        if status not in rates:
+            raise ConfigError(f"{name}.{status}: status must be one of {list(INJECTABLE_ERRORS)}")
+        rates[status] = _probability(f"{name}.{status}", rate)
+    # One draw picks at most one error, so the rates are shares of one probability mass.
+    if sum(rates.values()) > 1.0 + 1e-9:
+        raise ConfigError(f"{name}: rates must add up to at most 1")
+    return rates
+
+
+def _operations(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{name}: must be a list of operations")
+    for op in value:
+        if op not in OPERATIONS:
+            raise ConfigError(f"{name}: {op!r} is not one of {list(OPERATIONS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _choice(*options: str) -> Validator:
+    def validate(name: str, value: object) -> str:
+        if value not in options:
+            raise ConfigError(f"{name}: must be one of {list(options)}")
+        return str(value)
+
+    return validate
+
+
+def _not_found_status(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (404, 422):
+        raise ConfigError(f"{name}: must be 404 or 422")
+    return value
+
+
+def _unknown_status(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: must be an integer")
+    if value in KNOWN_STATUSES:
+        raise ConfigError(f"{name}: must not be a known status (1..5)")
+    return value
+
+
+def _boolean(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: must be true or false")
+    return value
+
+
+_VALIDATORS: dict[str, Validator] = {
+    "latency_ms": _non_negative,
+    "error_rates": _error_rates,
+    "retry_after_seconds": _non_negative,
+    "lost_rate": _probability,
+    "slow_rate": _probability,
+    "slow_ms": _non_negative,
+    "max_rps": _optional_positive,
+    "fault_operations": _operations,
+    "duplicate_mode": _choice("return", "reject"),
+    "confirm_mode": _choice("return", "reject"),
+    "not_found_status": _not_found_status,
+    "token_ttl_seconds": _positive,
+    "processing_seconds": _non_negative,
+    "unknown_status_seconds": _non_negative,
+    "unknown_status_value": _unknown_status,
+    "idempotency": _boolean,
+}

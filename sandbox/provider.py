@@ -1,0 +1,180 @@
+"""The provider's endpoints (token, create, confirm, get) with faults applied around them.
+
+Per call, in the contract's order: the sandbox's own rate limit, added latency, an injected error
+(decided before the effect, so a 429/500/502/503 means nothing happened), then the real work, then
+a lost or slow response (decided after the effect, so the work did happen and an idempotent retry
+replays it). Faults and latency apply only to operations listed in ``fault_operations``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sandbox import problems
+from sandbox.config import SandboxConfig
+from sandbox.faults import FaultInjector
+from sandbox.problems import ProviderError, bad_gateway_response, invalid, problem_response
+from sandbox.responses import Request, Response, envelope, seconds_value
+from sandbox.state import SandboxState
+from sandbox.validation import (
+    parse_json_object,
+    require_str,
+    require_transaction_type,
+)
+
+TOKEN_PATH = "/v1.0/auth/token"  # noqa: S105 - a path, not a secret
+CREATE_PATH = "/v1.0/payment/crypto/createCryptoRefund"
+CONFIRM_PATH = "/v1.0/payment/crypto/confirmCryptoRefund"
+GET_PATH = "/v1.0/payment/crypto/getCryptoRefund"
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+_MAX_IDEMPOTENCY_KEY = 255
+
+_INJECTED = {
+    "429": (problems.RATE_LIMITED, "rate limit exceeded, retry later"),
+    "500": (problems.INTERNAL_ERROR, "internal error"),
+    "503": (problems.SERVICE_UNAVAILABLE, "service temporarily unavailable, retry later"),
+}
+
+
+class ProviderApi:
+    """Answers provider calls from :class:`SandboxState`, faults from :class:`FaultInjector`."""
+
+    def __init__(
+        self, state: SandboxState, faults: FaultInjector, *, client_id: str, client_secret: str
+    ) -> None:
+        self.state = state
+        self.faults = faults
+        self._client_id = client_id.encode()
+        self._client_secret = client_secret.encode()
+        self.operations: dict[str, Callable[[Request], Response]] = {
+            "token": self._token,
+            "create": self._create,
+            "confirm": self._confirm,
+            "get": self._get,
+        }
+
+    def handle(self, operation: str, request: Request) -> Response:
+        """Answer one provider call, applying faults and updating the counters."""
+        state = self.state
+        cfg = state.config
+        state.count_call(operation)
+        faulty = operation in cfg.fault_operations
+        if faulty:
+            injected = self._before_effect(request, cfg)
+            if injected is not None:
+                state.count_response(operation, injected.status)
+                return injected
+        response = self._run(operation, request)
+        if faulty:
+            after = self.faults.pick_after_effect(cfg)
+            if after == "lost":
+                state.count_fault("lost")
+                return Response(status=response.status, body=b"", drop=True)
+            if after == "slow":
+                state.count_fault("slow")
+                time.sleep(cfg.slow_ms / 1000)
+        state.count_response(operation, response.status)
+        return response
+
+    def _before_effect(self, request: Request, cfg: SandboxConfig) -> Response | None:
+        retry_after = {"Retry-After": str(seconds_value(cfg.retry_after_seconds))}
+        if not self.faults.admit(cfg.max_rps):
+            self.state.count_fault("rate_limited")
+            error = ProviderError(
+                429, problems.RATE_LIMITED, "sandbox max_rps exceeded, retry later", retry_after
+            )
+            return problem_response(error, request.path)
+        if cfg.latency_ms > 0:
+            time.sleep(cfg.latency_ms / 1000)
+        status = self.faults.pick_error(cfg)
+        if status is None:
+            return None
+        self.state.count_fault(status)
+        if status == "502":
+            return bad_gateway_response()
+        code, detail = _INJECTED[status]
+        headers = retry_after if status == "429" else None
+        return problem_response(ProviderError(int(status), code, detail, headers), request.path)
+
+    def _run(self, operation: str, request: Request) -> Response:
+        try:
+            return self.operations[operation](request)
+        except ProviderError as error:
+            return problem_response(error, request.path)
+
+    # --- operations -------------------------------------------------------------------------
+
+    def _token(self, request: Request) -> Response:
+        body = parse_json_object(request.body)
+        client_id = require_str(body, "clientId").encode()
+        client_secret = require_str(body, "clientSecret").encode()
+        # Both compared, constant time, so a wrong id and a wrong secret look the same.
+        id_ok = hmac.compare_digest(client_id, self._client_id)
+        secret_ok = hmac.compare_digest(client_secret, self._client_secret)
+        if not (id_ok and secret_ok):
+            raise ProviderError(401, problems.AUTH_INVALID_CLIENT, "client credentials are invalid")
+        token, ttl = self.state.issue_token()
+        return envelope({"accessToken": token, "expiresIn": seconds_value(ttl)})
+
+    def _create(self, request: Request) -> Response:
+        self._authenticate(request)
+        body = parse_json_object(request.body)
+        transaction_type = require_transaction_type(body)
+        transaction_id = require_str(body, "originalTransactionId")
+        client_reference = require_str(body, "clientReference")
+        return self._idempotent(
+            request,
+            body,
+            lambda: self.state.create_refund(transaction_type, transaction_id, client_reference),
+        )
+
+    def _confirm(self, request: Request) -> Response:
+        self._authenticate(request)
+        body = parse_json_object(request.body)
+        refund_id = require_str(body, "cryptoRefundId")
+        address = body.get("refundAddress")
+        if address is not None and not isinstance(address, str):
+            raise invalid("refundAddress: must be a string")
+        return self._idempotent(
+            request, body, lambda: self.state.confirm_refund(refund_id, address)
+        )
+
+    def _get(self, request: Request) -> Response:
+        # No idempotency here: a replayed GET would freeze the status a poller is waiting on.
+        self._authenticate(request)
+        refund_id = request.query_value("cryptoRefundId") or None
+        reference = request.query_value("clientReference") or None
+        if refund_id is None and reference is None:
+            raise invalid("cryptoRefundId or clientReference: one is required")
+        return envelope(self.state.get_refund(refund_id=refund_id, client_reference=reference))
+
+    # --- shared -----------------------------------------------------------------------------
+
+    def _authenticate(self, request: Request) -> None:
+        authorization = request.header("authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        self.state.check_token(token.strip() if scheme.lower() == "bearer" else None)
+
+    def _idempotent(
+        self, request: Request, body: dict[str, Any], effect: Callable[[], dict[str, Any]]
+    ) -> Response:
+        """Do ``effect`` once per idempotency key; replay its stored response, errors included."""
+
+        def action() -> Response:
+            try:
+                return envelope(effect())
+            except ProviderError as error:
+                return problem_response(error, request.path)
+
+        key = request.header(IDEMPOTENCY_HEADER)
+        if not key or not self.state.config.idempotency:
+            return action()
+        if len(key) > _MAX_IDEMPOTENCY_KEY:
+            raise invalid(f"{IDEMPOTENCY_HEADER}: at most {_MAX_IDEMPOTENCY_KEY} characters")
+        fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return self.state.once(request.path, key, fingerprint, action)

@@ -1,0 +1,309 @@
+"""HTTP handling and routing for the simulator.
+
+Speed matters because benchmarks and chaos tests push thousands of calls through it: HTTP/1.1
+keep-alive, TCP_NODELAY, and every response written with exactly one ``write`` (status line,
+headers and body in one buffer). ``send_response``/``send_header``/``end_headers`` are avoided on
+purpose: they write the head and body separately, and Nagle plus delayed ACK then stalls each
+response by ~40 ms. No per-request logging unless ``verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sandbox import problems
+from sandbox.admin import PREFIX, AdminApi
+from sandbox.config import SandboxConfig
+from sandbox.faults import FaultInjector
+from sandbox.problems import ProviderError, problem_response
+from sandbox.provider import CONFIRM_PATH, CREATE_PATH, GET_PATH, TOKEN_PATH, ProviderApi
+from sandbox.responses import Request, Response
+from sandbox.state import SandboxState
+
+logger = logging.getLogger("sandbox")
+
+Handler = Callable[[Request], Response]
+
+#: Well-known sandbox credentials (a dev-only fake; the real ones come from settings).
+DEFAULT_CLIENT_ID = "sandbox-client-id"
+DEFAULT_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a published sandbox credential
+
+#: Bodies above this are refused; the provider's requests are a few hundred bytes.
+MAX_BODY = 1 << 20
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The ``Date`` header, formatted at most once per second (formatting is not free)."""
+    global _date_cache  # noqa: PLW0603 - a one-entry cache shared by all handler threads
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def build_routes(provider: ProviderApi, admin: AdminApi) -> dict[str, dict[str, Handler]]:
+    """Path -> method -> handler. A known path with another method is a 405, not a 404."""
+
+    def op(name: str) -> Handler:
+        return lambda request: provider.handle(name, request)
+
+    return {
+        TOKEN_PATH: {"POST": op("token")},
+        CREATE_PATH: {"POST": op("create")},
+        CONFIRM_PATH: {"POST": op("confirm")},
+        GET_PATH: {"GET": op("get")},
+        f"{PREFIX}/healthz": {"GET": admin.healthz},
+        f"{PREFIX}/payments": {"POST": admin.flag_payments},
+        f"{PREFIX}/config": {"GET": admin.get_config, "POST": admin.update_config},
+        f"{PREFIX}/revoke-tokens": {"POST": admin.revoke_tokens},
+        f"{PREFIX}/counters": {"GET": admin.counters},
+        f"{PREFIX}/reset": {"POST": admin.reset},
+    }
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "mce-sandbox/1.0"
+    # Idle keep-alive connections are closed after this, so abandoned clients free their thread.
+    timeout = 300
+    server: SandboxServer
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        started = time.perf_counter()
+        url = urlsplit(self.path)
+        try:
+            response = self._route(url.path, url.query)
+        except ProviderError as error:
+            response = problem_response(error, url.path)
+        except Exception:
+            logger.exception("sandbox: unhandled error on %s %s", self.command, url.path)
+            unexpected = ProviderError(500, problems.INTERNAL_ERROR, "unexpected sandbox error")
+            response = problem_response(unexpected, url.path)
+        self._send(response)
+        if self.server.verbose:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            status = "dropped" if response.drop else str(response.status)
+            self.log_message('"%s %s" %s %.1fms', self.command, self.path, status, elapsed_ms)
+
+    def _route(self, path: str, query: str) -> Response:
+        # The body is read first, whatever the route, so the keep-alive stream stays in step.
+        body = self._read_body()
+        methods = self.server.routes.get(path)
+        if methods is None:
+            raise ProviderError(404, problems.NOT_FOUND, f"no endpoint at {path}")
+        handler = methods.get(self.command)
+        if handler is None:
+            raise ProviderError(
+                405,
+                problems.METHOD_NOT_ALLOWED,
+                f"{self.command} is not allowed on {path}",
+                {"Allow": ", ".join(methods)},
+            )
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        request = Request(
+            method=self.command,
+            path=path,
+            query=parse_qs(query, keep_blank_values=True),
+            headers=headers,
+            body=body,
+        )
+        return handler(request)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise problems.invalid("chunked request bodies are not supported; send Content-Length")
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            return b""
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            # The stream can no longer be framed: answer and hang up.
+            self.close_connection = True
+            raise problems.invalid(f"Content-Length: must be an integer 0..{MAX_BODY}")
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, response: Response) -> None:
+        if response.drop:
+            # A lost response: the work is done, the client gets a closed connection and no bytes.
+            self.close_connection = True
+            return
+        lines = [
+            f"HTTP/1.1 {response.status} {_phrase(response.status)}",
+            f"Server: {self.server_version}",
+            f"Date: {_http_date()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+        ]
+        lines.extend(f"{name}: {value}" for name, value in response.headers.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            self.wfile.write(head + response.body)
+        except OSError:
+            # The client gave up (typically a read timeout on a slow response); nothing to tell it.
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """The simulator: a threaded HTTP server that owns the state, faults and routes."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: SandboxState,
+        faults: FaultInjector,
+        *,
+        client_id: str,
+        client_secret: str,
+        verbose: bool = False,
+    ) -> None:
+        self.state = state
+        self.faults = faults
+        self.verbose = verbose
+        self.provider = ProviderApi(state, faults, client_id=client_id, client_secret=client_secret)
+        self.admin = AdminApi(state, faults)
+        self.routes = build_routes(self.provider, self.admin)
+        super().__init__(address, SandboxHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup that can hang for seconds.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    @property
+    def config(self) -> SandboxConfig:
+        return self.state.config
+
+    @config.setter
+    def config(self, config: SandboxConfig) -> None:
+        self.state.set_config(config)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_name}:{self.server_port}"
+
+
+def make_server(
+    host: str,
+    port: int,
+    config: SandboxConfig | None = None,
+    *,
+    client_id: str = DEFAULT_CLIENT_ID,
+    client_secret: str = DEFAULT_CLIENT_SECRET,
+    verbose: bool = False,
+    seed: int | None = None,
+) -> SandboxServer:
+    """Bind a simulator (``port`` 0 picks a free one: read ``server.server_address``).
+
+    The socket is listening when this returns; call ``serve_forever`` to answer.
+    """
+    state = SandboxState(config)
+    return SandboxServer(
+        (host, port),
+        state,
+        FaultInjector(seed),
+        client_id=client_id,
+        client_secret=client_secret,
+        verbose=verbose,
+    )
+
+
+def serve(
+    host: str,
+    port: int,
+    config: SandboxConfig | None = None,
+    *,
+    client_id: str = DEFAULT_CLIENT_ID,
+    client_secret: str = DEFAULT_CLIENT_SECRET,
+    verbose: bool = False,
+    seed: int | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly. Must run in the main thread.
+
+    Prints ``sandbox listening on http://HOST:PORT`` once the socket is listening, so a parent
+    process (tests, honcho, the demo) can wait for that line instead of polling.
+    """
+    server = make_server(
+        host,
+        port,
+        config,
+        client_id=client_id,
+        client_secret=client_secret,
+        verbose=verbose,
+        seed=seed,
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    loop = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-http", daemon=True
+    )
+    loop.start()
+    try:
+        print(f"sandbox listening on {server.url}", flush=True)
+        while not stop.wait(0.1):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        loop.join(timeout=5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["SandboxHandler", "SandboxServer", "make_server", "serve"]
