@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         None, validation_alias=_env("MCE_WEBHOOK_SECRET", "mce_webhook_secret")
     )
 
+    # --- pacing: MCE's rate limit applies to our credentials, so to all workers together ---
+    mce_max_rps: float | None = Field(
+        None, gt=0, validation_alias=_env("MCE_MAX_RPS", "mce_max_rps")
+    )
+    pacing_max_wait: float = Field(0.25, ge=0, le=5)
+    rate_limit_default_pause: float = Field(1.0, gt=0, le=60)
+
     # --- HTTP ---
     http_connect_timeout: float = Field(3.05, gt=0, le=60)
     http_read_timeout: float = Field(10.0, gt=0, le=120)

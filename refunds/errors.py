@@ -182,6 +182,13 @@ class MceRateLimitedError(MceTransientError):
     """HTTP 429. ``retry_after`` holds the provider's ``Retry-After`` seconds when it sent one."""
 
 
+class MceThrottledError(MceTransientError):
+    """Not sent: the cluster-wide pace (or a 429's push-back) says wait ``retry_after`` seconds.
+
+    Not a failed attempt either: the provider never saw the call.
+    """
+
+
 class MceServerError(MceTransientError):
     """HTTP 5xx, including a gateway's non-JSON page."""
 

@@ -12,6 +12,8 @@ from config.settings import Settings, get_settings
 from refunds.ledger import Ledger
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
+from refunds.ratelimit import Pacer
+from refunds.stats import Stats
 from refunds.steps import Pipeline
 
 _lock = threading.Lock()
@@ -20,9 +22,14 @@ _current: tuple[int, Pipeline] | None = None
 
 def build_pipeline(settings: Settings) -> Pipeline:
     ledger = Ledger.from_url(settings.redis_url)
-    client = MceClient(settings)
+    stats = Stats(ledger.redis)
+    client = MceClient(
+        settings,
+        pacer=Pacer(ledger.redis, settings.mce_max_rps, settings.pacing_max_wait),
+        stats=stats,
+    )
     client.tokens = TokenCache(ledger.redis, settings, client.fetch_token)
-    return Pipeline(settings=settings, ledger=ledger, client=client)
+    return Pipeline(settings=settings, ledger=ledger, client=client, stats=stats)
 
 
 def pipeline() -> Pipeline:

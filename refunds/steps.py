@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from config.settings import Settings
-from refunds.errors import MceError, McePermanentError, MceTransientError, TransitionError
+from refunds.errors import (
+    MceError,
+    McePermanentError,
+    MceThrottledError,
+    MceTransientError,
+    TransitionError,
+)
 from refunds.ledger import Ledger
 from refunds.mce.client import MceClient, idempotency_key
 from refunds.mce.contract import (
@@ -35,6 +41,7 @@ from refunds.mce.contract import (
 )
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, now
+from refunds.stats import Stats
 
 log = logging.getLogger("refunds.steps")
 
@@ -72,6 +79,7 @@ class Pipeline:
     settings: Settings
     ledger: Ledger
     client: MceClient
+    stats: Stats
     rng: random.Random = field(default_factory=random.Random)
 
     def jitter(self, ceiling: float) -> float:
@@ -212,10 +220,7 @@ def poll(p: Pipeline, ref: str) -> StepResult:
         try:
             data = p.client.get(crypto_refund_id=record.crypto_refund_id)
         except MceError as exc:
-            record = p.ledger.transition(
-                record, record.state, "", fields={"attempts": record.attempts + 1}
-            )
-            return _failed_attempt(p, record, exc)
+            return _failed_attempt(p, record, exc, counted=False)
         return _apply(p, record, data, "provider status", polled=True)
 
     return _locked(p, ref, body)
@@ -293,32 +298,61 @@ def _apply(
     return StepResult(f"now {target}", new, nudge)
 
 
-def _failed_attempt(p: Pipeline, record: RefundRecord, exc: MceError) -> StepResult:
-    """Retry on the timer, or stop in ``needs_attention`` with the provider's code."""
+def _failed_attempt(
+    p: Pipeline, record: RefundRecord, exc: MceError, *, counted: bool = True
+) -> StepResult:
+    """Retry on the timer, or stop in ``needs_attention`` with the provider's code.
+
+    ``counted``: whether ``record.attempts`` already includes this attempt (create and confirm
+    count it before the call, so a crash mid-call still counts; a poll counts it here).
+    """
+    attempts = record.attempts if counted else record.attempts + 1
+    if isinstance(exc, MceThrottledError):
+        # Never sent: not an attempt. Back on the timer for when the cluster's pace allows it.
+        delay = exc.retry_after or p.settings.rate_limit_default_pause
+        new = p.ledger.transition(
+            record,
+            record.state,
+            "",
+            fields={"attempts": max(0, attempts - 1)},
+            timer="set",
+            due=now() + delay,
+        )
+        return StepResult(f"throttled for {delay:.2f}s", new)
     error = exc.as_dict()
+    p.stats.record_error(exc.code or type(exc).__name__)
     extra = _extra(
         record,
         operation=exc.operation,
         status=exc.status,
         code=exc.code,
         log_id=exc.log_id,
-        attempt=record.attempts,
+        attempt=attempts,
     )
     retryable = isinstance(exc, MceTransientError) or not isinstance(exc, McePermanentError)
-    if retryable and record.attempts < p.settings.max_attempts:
-        delay = max(p.backoff(record.attempts), exc.retry_after or 0.0)
+    if retryable and attempts < p.settings.max_attempts:
+        delay = max(p.backoff(attempts), exc.retry_after or 0.0)
         log.warning("%s; retrying in %.2fs", exc, delay, extra={**extra, "delay": round(delay, 3)})
         new = p.ledger.transition(
-            record, record.state, "", fields={"last_error": error}, timer="set", due=now() + delay
+            record,
+            record.state,
+            "",
+            fields={"last_error": error, "attempts": attempts},
+            timer="set",
+            due=now() + delay,
         )
         return StepResult(f"retry in {delay:.2f}s", new)
     why = (
-        f"gave up after {record.attempts} attempts: {exc.code or type(exc).__name__}"
+        f"gave up after {attempts} attempts: {exc.code or type(exc).__name__}"
         if retryable
         else f"provider refused: {exc.code or type(exc).__name__}"
     )
     log.error("needs attention: %s (%s)", why, exc, extra=extra)
     new = p.ledger.transition(
-        record, State.NEEDS_ATTENTION, why, fields={"last_error": error}, timer="clear"
+        record,
+        State.NEEDS_ATTENTION,
+        why,
+        fields={"last_error": error, "attempts": attempts},
+        timer="clear",
     )
     return StepResult("needs attention", new)

@@ -25,6 +25,7 @@ from config.settings import Settings
 from refunds.errors import MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.models import now
+from refunds.stats import TOKEN_FETCHES
 
 TOKEN_KEY = "rp:mce:token"  # noqa: S105 - a Redis key name, not a token
 LOCK_KEY = "rp:mce:token:lock"
@@ -143,7 +144,7 @@ class TokenCache:
             },
         )
         pipe.pexpireat(TOKEN_KEY, int(expires * 1000))
-        pipe.incr("rp:stats:token_fetches")
+        pipe.incr(TOKEN_FETCHES)
         pipe.execute()
         self._local = token
         return token

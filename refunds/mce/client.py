@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -23,6 +24,8 @@ from refunds.errors import (
     MceAuthError,
     MceConnectionError,
     MceProtocolError,
+    MceRateLimitedError,
+    MceThrottledError,
     MceTimeoutError,
 )
 from refunds.mce.auth import TokenCache
@@ -36,6 +39,8 @@ from refunds.mce.contract import (
 )
 from refunds.mce.errors import error_from_response
 from refunds.mce.schemas import RefundData, TokenData
+from refunds.ratelimit import Pacer
+from refunds.stats import Stats
 
 # Fixed namespace: keys derived from it are the same in every process, on every machine, forever.
 _KEY_NAMESPACE = uuid.UUID("6f1c2a52-6d0b-4b8e-9a57-2f6a3c1f9e10")
@@ -78,10 +83,14 @@ class MceClient:
         settings: Settings,
         tokens: TokenCache | None = None,
         session: requests.Session | None = None,
+        pacer: Pacer | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.tokens = tokens
+        self.pacer = pacer
+        self.stats = stats
         self.calls: Counter[str] = Counter()
 
     def _http(self) -> requests.Session:
@@ -168,31 +177,68 @@ class MceClient:
                     raise RuntimeError("this client has no token cache")
                 token = self.tokens.get()
                 headers["Authorization"] = f"Bearer {token}"
-            self.calls[operation] += 1
-            try:
-                response = self._http().request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers=headers,
-                    timeout=self.settings.http_timeout,
-                )
-            except requests.Timeout:
-                raise MceTimeoutError(f"MCE {operation} timed out", operation=operation) from None
-            except requests.RequestException as exc:
-                # The message names the exception class only: requests' texts can embed URLs
-                # with query strings, and nothing here needs them.
-                raise MceConnectionError(
-                    f"MCE {operation} connection failed ({type(exc).__name__})",
-                    operation=operation,
-                ) from None
+            response = self._send(operation, method, url, json=json, params=params, headers=headers)
             if response.status_code == 401 and token is not None and attempt == 1:
                 assert self.tokens is not None  # noqa: S101
                 self.tokens.invalidate(token)
                 continue
-            return self._data(response, operation)
+            try:
+                return self._data(response, operation)
+            except MceRateLimitedError as exc:
+                if self.pacer is not None:
+                    # The limit is per credentials: hold back every worker, not just this task.
+                    self.pacer.push_back(exc.retry_after or self.settings.rate_limit_default_pause)
+                raise
         raise MceAuthError("unreachable", operation=operation)  # pragma: no cover
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        json: Any,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> requests.Response:
+        """One HTTP exchange, paced cluster-wide, timed, counted, and mapped to typed errors."""
+        if self.pacer is not None:
+            wait = self.pacer.acquire()
+            if wait is not None:
+                self._observe(operation, "throttled", None)
+                raise MceThrottledError(
+                    f"MCE {operation} not sent: paced, next slot in {wait:.2f}s",
+                    retry_after=wait,
+                    operation=operation,
+                )
+        self.calls[operation] += 1
+        started = time.monotonic()
+        try:
+            response = self._http().request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=self.settings.http_timeout,
+            )
+        except requests.Timeout:
+            self._observe(operation, "timeout", time.monotonic() - started)
+            raise MceTimeoutError(f"MCE {operation} timed out", operation=operation) from None
+        except requests.RequestException as exc:
+            self._observe(operation, "connection", time.monotonic() - started)
+            # The message names the exception class only: requests' texts can embed URLs
+            # with query strings, and nothing here needs them.
+            raise MceConnectionError(
+                f"MCE {operation} connection failed ({type(exc).__name__})",
+                operation=operation,
+            ) from None
+        self._observe(operation, str(response.status_code), time.monotonic() - started)
+        return response
+
+    def _observe(self, operation: str, outcome: str, seconds: float | None) -> None:
+        if self.stats is not None:
+            self.stats.record_call(operation, outcome, seconds)
 
     @staticmethod
     def _data(response: requests.Response, operation: str) -> Any:

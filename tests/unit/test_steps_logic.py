@@ -37,7 +37,7 @@ def test_state_for_status(current: State, status: int | None, expected: State) -
 
 def pipeline(**settings: Any) -> Pipeline:
     s = load_settings(profile="sandbox", **settings)
-    return Pipeline(settings=s, ledger=None, client=None, rng=random.Random(7))  # type: ignore[arg-type]
+    return Pipeline(settings=s, ledger=None, client=None, stats=None, rng=random.Random(7))  # type: ignore[arg-type]
 
 
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:

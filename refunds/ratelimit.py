@@ -1,0 +1,90 @@
+"""Global pacing of MCE calls: one schedule in Redis shared by every worker process.
+
+MCE's rate limit applies to our credentials, so the pace is kept cluster-wide. The limiter is a
+GCRA ("generic cell rate algorithm") schedule: one Redis key holds the theoretical arrival time
+(TAT) of the next permitted call; each call reserves the slot at ``max(now, TAT)`` and moves TAT on
+by ``1 / MCE_MAX_RPS``. The script reads Redis's own clock (``TIME``), so workers on machines with
+skewed clocks still share one schedule.
+
+Why hand-written: the well-kept Python limiters (``limits``, ``pyrate-limiter``) answer "allowed
+or not within a window". A window of N per second lets N calls leave at once at the start of each
+window, and a provider that enforces its limit over a shorter interval answers such bursts with
+429s. Pacing needs a reservation (when may this call go?), which GCRA gives in one short script.
+
+A reservation that starts within ``max_wait`` seconds is taken and the caller sleeps that long (a
+few milliseconds of smoothing); a later one is not taken, and the caller is told how long to wait,
+so a step goes back on the timer instead of sleeping in a worker slot. A 429 pushes the schedule
+back for the whole cluster: every worker's next reservation starts after ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+PACE_KEY = "rp:pace:tat"
+
+# KEYS: tat. ARGV: interval seconds (0 = unlimited), max wait seconds. Returns {granted, wait}.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(tat, now)
+local wait = start - now
+if wait > tonumber(ARGV[2]) then return {0, tostring(wait)} end
+local interval = tonumber(ARGV[1])
+if interval > 0 or tat > now then
+  local nxt = start + interval
+  redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
+end
+return {1, tostring(wait)}
+"""
+
+# KEYS: tat. ARGV: seconds. Moves the schedule to at least now + seconds.
+_PUSH_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local until_ = now + tonumber(ARGV[1])
+if until_ > tat then
+  redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
+end
+return tostring(math.max(until_, tat) - now)
+"""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    granted: bool
+    wait: float  # seconds until the slot (granted: sleep this long; refused: come back then)
+
+
+class Pacer:
+    """Cluster-wide pacing of provider calls. ``max_rps=None`` still honours 429 push-backs."""
+
+    def __init__(self, client: redis.Redis, max_rps: float | None, max_wait: float) -> None:
+        self.interval = 1.0 / max_rps if max_rps else 0.0
+        self.max_wait = max_wait
+        self._reserve = client.register_script(_RESERVE)
+        self._push_back = client.register_script(_PUSH_BACK)
+
+    def reserve(self) -> Reservation:
+        granted, wait = self._reserve(
+            keys=[PACE_KEY], args=[repr(self.interval), repr(self.max_wait)]
+        )
+        return Reservation(bool(int(granted)), max(0.0, float(wait)))
+
+    def acquire(self) -> float | None:
+        """Take a slot, sleeping up to ``max_wait``; None when taken, else seconds to wait."""
+        reservation = self.reserve()
+        if not reservation.granted:
+            return reservation.wait
+        if reservation.wait > 0:
+            time.sleep(reservation.wait)
+        return None
+
+    def push_back(self, seconds: float) -> float:
+        """After a 429: no worker calls before ``seconds`` from now. Returns the actual delay."""
+        return float(self._push_back(keys=[PACE_KEY], args=[repr(max(0.0, seconds))]))
