@@ -1,17 +1,18 @@
 """The sandbox's own control API under ``/sandbox`` (no auth: a dev and test tool only).
 
 Tests and the demo use it to flag payments as pending-refund (what MCE's KYT would do), switch
-faults, revoke tokens, read counters that prove "exactly one effect", and reset between runs.
-Every update is validated completely before anything changes.
+faults, revoke tokens, read counters that prove "exactly one effect", list and replay webhook
+deliveries, and reset between runs. Every update is validated completely before anything changes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sandbox import problems
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultInjector
-from sandbox.problems import invalid
+from sandbox.problems import ProviderError, invalid
 from sandbox.responses import Request, Response, json_response
 from sandbox.state import OUTCOME_STATUS, Payment, SandboxState
 from sandbox.validation import (
@@ -22,14 +23,16 @@ from sandbox.validation import (
     require_str,
     require_transaction_type,
 )
+from sandbox.webhooks import WebhookSender
 
 PREFIX = "/sandbox"
 
 
 class AdminApi:
-    def __init__(self, state: SandboxState, faults: FaultInjector) -> None:
+    def __init__(self, state: SandboxState, faults: FaultInjector, webhooks: WebhookSender) -> None:
         self.state = state
         self.faults = faults
+        self.webhooks = webhooks
 
     def healthz(self, _request: Request) -> Response:
         return json_response({"ok": True})
@@ -58,7 +61,25 @@ class AdminApi:
         return json_response({"revoked": self.state.revoke_tokens()})
 
     def counters(self, request: Request) -> Response:
-        return json_response(self.state.counters(prefix=request.query_value("prefix") or ""))
+        counters = self.state.counters(prefix=request.query_value("prefix") or "")
+        counters["webhooks"] = self.webhooks.counters()
+        return json_response(counters)
+
+    def webhook_deliveries(self, request: Request) -> Response:
+        """Finished deliveries (delivered or given up), oldest first; the last 10,000 are kept."""
+        prefix = request.query_value("prefix") or ""
+        return json_response({"deliveries": self.webhooks.finished(prefix)})
+
+    def replay_webhook(self, request: Request) -> Response:
+        body = parse_json_object(request.body)
+        notification_id = require_str(body, "notificationId")
+        if self.state.config.webhook_url is None:
+            raise invalid("webhook_url: not set, there is nowhere to send a replay")
+        if not self.webhooks.replay(notification_id):
+            raise ProviderError(
+                404, problems.NOT_FOUND, f"notificationId {notification_id!r}: no such notification"
+            )
+        return json_response({"replayed": notification_id})
 
     def reset(self, request: Request) -> Response:
         partial = parse_optional_json_object(request.body)
@@ -66,7 +87,9 @@ class AdminApi:
             config = SandboxConfig().merge(partial or {})
         except ValueError as exc:
             raise invalid(str(exc)) from None
+        # State first: once its refunds are gone no old status change can be queued any more.
         self.state.reset(config)
+        self.webhooks.reset()
         self.faults.reset()
         return json_response({"reset": True, "config": config.to_dict()})
 

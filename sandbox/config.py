@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 #: Operations that faults can be applied to (the provider's endpoints, by short name).
 OPERATIONS = ("token", "create", "confirm", "get")
@@ -20,6 +21,10 @@ OPERATIONS = ("token", "create", "confirm", "get")
 INJECTABLE_ERRORS = ("429", "500", "502", "503")
 #: Refund statuses with a meaning in the contract; an "unknown" status must be none of them.
 KNOWN_STATUSES = frozenset({1, 2, 3, 4, 5})
+#: In ``webhook_events``, stands for every status value outside :data:`KNOWN_STATUSES`.
+UNKNOWN_EVENTS = "unknown"
+#: The pipeline's sandbox-profile default for MCE_WEBHOOK_SECRET, so the two agree with no setup.
+DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105 - a published sandbox value
 
 
 class ConfigError(ValueError):
@@ -54,6 +59,17 @@ class SandboxConfig:
     unknown_status_seconds: float = 0.0
     unknown_status_value: int = 9
     idempotency: bool = True
+    # The Crypto Refund Webhook (off while webhook_url is None); see sandbox/webhooks.py.
+    webhook_url: str | None = None
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET
+    webhook_delay_ms: float = 0.0
+    webhook_jitter_ms: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_drop_rate: float = 0.0
+    webhook_max_attempts: int = 5
+    webhook_retry_base_ms: float = 200.0
+    webhook_timeout_seconds: float = 3.0
+    webhook_events: tuple[int | str, ...] = (1, 2, 3, 4, 5, UNKNOWN_EVENTS)
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so no code path can hold an invalid config.
@@ -93,7 +109,25 @@ class SandboxConfig:
             "unknown_status_seconds": self.unknown_status_seconds,
             "unknown_status_value": self.unknown_status_value,
             "idempotency": self.idempotency,
+            "webhook_url": self.webhook_url,
+            "webhook_secret": self.webhook_secret,
+            "webhook_delay_ms": self.webhook_delay_ms,
+            "webhook_jitter_ms": self.webhook_jitter_ms,
+            "webhook_duplicate_rate": self.webhook_duplicate_rate,
+            "webhook_drop_rate": self.webhook_drop_rate,
+            "webhook_max_attempts": self.webhook_max_attempts,
+            "webhook_retry_base_ms": self.webhook_retry_base_ms,
+            "webhook_timeout_seconds": self.webhook_timeout_seconds,
+            "webhook_events": list(self.webhook_events),
         }
+
+    def sends_webhook_for(self, status: int) -> bool:
+        """Whether a change to ``status`` is POSTed (a webhook URL is set and the status listed)."""
+        if self.webhook_url is None:
+            return False
+        if status in KNOWN_STATUSES:
+            return status in self.webhook_events
+        return status in self.webhook_events or UNKNOWN_EVENTS in self.webhook_events
 
 
 # --- validators: each takes (field name, raw value) and returns the normalized value ----------
@@ -188,6 +222,44 @@ def _boolean(name: str, value: object) -> bool:
     return value
 
 
+def _optional_url(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    problem = f"{name}: must be null or an http(s) URL with a host, e.g. http://127.0.0.1:8000/hook"
+    if not isinstance(value, str):
+        raise ConfigError(problem)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # parsing the port is what catches "http://host:abc"
+    except ValueError:
+        raise ConfigError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(problem)
+    return value
+
+
+def _non_empty_str(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name}: must be a non-empty string")
+    return value
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: must be an integer >= 1")
+    return value
+
+
+def _events(name: str, value: object) -> tuple[int | str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{name}: must be a list of statuses (integers) or {UNKNOWN_EVENTS!r}")
+    for event in value:
+        is_status = isinstance(event, int) and not isinstance(event, bool)
+        if not is_status and event != UNKNOWN_EVENTS:
+            raise ConfigError(f"{name}: {event!r} is not a status (integer) or {UNKNOWN_EVENTS!r}")
+    return tuple(dict.fromkeys(value))
+
+
 _VALIDATORS: dict[str, Validator] = {
     "latency_ms": _non_negative,
     "error_rates": _error_rates,
@@ -205,4 +277,14 @@ _VALIDATORS: dict[str, Validator] = {
     "unknown_status_seconds": _non_negative,
     "unknown_status_value": _unknown_status,
     "idempotency": _boolean,
+    "webhook_url": _optional_url,
+    "webhook_secret": _non_empty_str,
+    "webhook_delay_ms": _non_negative,
+    "webhook_jitter_ms": _non_negative,
+    "webhook_duplicate_rate": _probability,
+    "webhook_drop_rate": _probability,
+    "webhook_max_attempts": _positive_int,
+    "webhook_retry_base_ms": _non_negative,
+    "webhook_timeout_seconds": _positive,
+    "webhook_events": _events,
 }

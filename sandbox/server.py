@@ -5,6 +5,10 @@ keep-alive, TCP_NODELAY, and every response written with exactly one ``write`` (
 headers and body in one buffer). ``send_response``/``send_header``/``end_headers`` are avoided on
 purpose: they write the head and body separately, and Nagle plus delayed ACK then stalls each
 response by ~40 ms. No per-request logging unless ``verbose``.
+
+The server also owns two kinds of background threads, all daemons, stopped by ``server_close``: the
+webhook sender's delivery pool, and a ticker that applies due status changes every few ms while a
+webhook URL is set (statuses otherwise advance only when read, and nobody may be reading).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sandbox.problems import ProviderError, problem_response
 from sandbox.provider import CONFIRM_PATH, CREATE_PATH, GET_PATH, TOKEN_PATH, ProviderApi
 from sandbox.responses import Request, Response
 from sandbox.state import SandboxState
+from sandbox.webhooks import WebhookSender
 
 logger = logging.getLogger("sandbox")
 
@@ -42,6 +47,9 @@ DEFAULT_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a published sand
 
 #: Bodies above this are refused; the provider's requests are a few hundred bytes.
 MAX_BODY = 1 << 20
+
+#: How often due status changes are applied while webhooks are on (so at most this late).
+TICK_SECONDS = 0.02
 
 _date_cache: tuple[int, str] = (0, "")
 
@@ -72,6 +80,8 @@ def build_routes(provider: ProviderApi, admin: AdminApi) -> dict[str, dict[str, 
         f"{PREFIX}/revoke-tokens": {"POST": admin.revoke_tokens},
         f"{PREFIX}/counters": {"GET": admin.counters},
         f"{PREFIX}/reset": {"POST": admin.reset},
+        f"{PREFIX}/webhooks": {"GET": admin.webhook_deliveries},
+        f"{PREFIX}/webhooks/replay": {"POST": admin.replay_webhook},
     }
 
 
@@ -191,7 +201,7 @@ def _phrase(status: int) -> str:
 
 
 class SandboxServer(ThreadingHTTPServer):
-    """The simulator: a threaded HTTP server that owns the state, faults and routes."""
+    """The simulator: a threaded HTTP server that owns the state, faults, webhooks and routes."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -206,14 +216,38 @@ class SandboxServer(ThreadingHTTPServer):
         client_id: str,
         client_secret: str,
         verbose: bool = False,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.state = state
         self.faults = faults
         self.verbose = verbose
+        self.webhooks = webhooks or WebhookSender(lambda: state.config)
         self.provider = ProviderApi(state, faults, client_id=client_id, client_secret=client_secret)
-        self.admin = AdminApi(state, faults)
+        self.admin = AdminApi(state, faults, self.webhooks)
         self.routes = build_routes(self.provider, self.admin)
+        self._ticker_stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="sandbox-ticker", daemon=True)
         super().__init__(address, SandboxHandler)
+        # Only once bound: a port already in use must not leave threads behind.
+        state.set_status_listener(self.webhooks.on_status_change)
+        self.webhooks.start()
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._ticker_stop.wait(TICK_SECONDS):
+            if self.state.config.webhook_url is not None:
+                try:
+                    self.state.advance_all()
+                except Exception:
+                    logger.exception("sandbox: ticker failed to advance refunds")
+
+    def server_close(self) -> None:
+        self._ticker_stop.set()
+        self.state.set_status_listener(None)
+        self.webhooks.close()
+        if self._ticker.is_alive():
+            self._ticker.join(timeout=1)
+        super().server_close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup that can hang for seconds.
@@ -257,6 +291,7 @@ def make_server(
         client_id=client_id,
         client_secret=client_secret,
         verbose=verbose,
+        webhooks=WebhookSender(lambda: state.config, seed=seed),
     )
 
 

@@ -4,10 +4,10 @@ Pure state and rules, no HTTP. One re-entrant lock guards every mutation, so con
 the same ``clientReference`` or idempotency key resolve exactly as one provider would: one effect.
 Nothing here sleeps; the HTTP layer injects latency outside the lock.
 
-Refund statuses advance lazily (computed when read, from the times captured at confirm) instead of
-by a background thread: a simulator with no moving parts is deterministic enough for tests, and
-:meth:`SandboxState.advance_all` is there for a future webhook sender that needs to notice changes
-without being asked.
+Refund statuses advance lazily (computed when read, from the times captured at confirm), and also
+when :meth:`SandboxState.advance_all` is called: the server's ticker does that while webhooks are
+on, so a status change is noticed (and POSTed) on time even if nobody calls Get. Either way each
+change is applied exactly once, and :meth:`SandboxState.on_status_change` reports it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ COUNTED_FAULTS = ("429", "500", "502", "503", "lost", "slow", "rate_limited")
 _MAX_TOKENS = 10_000
 
 T = TypeVar("T")
+
+#: ``(refund, previous status or None when created, the config in force)``, called under the lock.
+StatusListener = Callable[["Refund", int | None, SandboxConfig], None]
 
 
 @dataclass
@@ -120,11 +123,14 @@ class SandboxState:
         self._lock = threading.RLock()
         self._clock = clock
         self.config = config or SandboxConfig()
+        self._listener: StatusListener | None = None
         self._clear()
 
     def _clear(self) -> None:
         self._payments: dict[tuple[int, str], Payment] = {}
         self._refunds: dict[str, Refund] = {}
+        # Confirmed refunds with phases still ahead: all that advance_all has to look at.
+        self._moving: dict[str, Refund] = {}
         self._by_reference: dict[str, Refund] = {}
         self._tokens: dict[str, float] = {}
         self._idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
@@ -141,6 +147,11 @@ class SandboxState:
     def set_config(self, config: SandboxConfig) -> None:
         with self._lock:
             self.config = config
+
+    def set_status_listener(self, listener: StatusListener | None) -> None:
+        """Call ``listener(refund, previous, config)`` on every status change, under the lock."""
+        with self._lock:
+            self._listener = listener
 
     def flag_payments(self, payments: list[Payment]) -> int:
         """Put payments in pending-refund; re-flagging updates one and makes it pending again."""
@@ -297,6 +308,7 @@ class SandboxState:
             refund.phases.append((processing_end + cfg.unknown_status_seconds, final))
             refund.confirmed_at = now
             refund.refund_address = refund_address or ""
+            self._moving[refund.refund_id] = refund
             self._counters.effects[refund.client_reference]["confirm"] += 1
             return self._view(refund, now)
 
@@ -308,18 +320,24 @@ class SandboxState:
             return self._view(refund, self._clock())
 
     def advance_all(self) -> None:
-        """Apply every due status change now (for a future webhook sender's ticker)."""
+        """Apply every due status change now (the webhook ticker calls this every few ms).
+
+        Only refunds with phases still ahead are visited, so a ticker stays cheap however many
+        finished refunds a long benchmark leaves behind.
+        """
         with self._lock:
             now = self._clock()
-            for refund in self._refunds.values():
+            for refund in list(self._moving.values()):
                 self._advance(refund, now)
 
     def on_status_change(self, refund: Refund, previous: int | None) -> None:
         """Called, under the lock, on every refund status change (``previous`` None = created).
 
-        The hook for the Crypto Refund Webhook: a sender added later must only enqueue the event
-        here (``refund.to_wire()``) and deliver it from its own thread, never block the lock.
+        ``refund.to_wire()`` here is exactly what Get returns at the new status. The listener (the
+        webhook sender) must only enqueue and deliver from its own threads, never block the lock.
         """
+        if self._listener is not None:
+            self._listener(refund, previous, self.config)
 
     def _view(self, refund: Refund, now: float) -> dict[str, Any]:
         self._advance(refund, now)
@@ -333,6 +351,7 @@ class SandboxState:
             previous, refund.status, refund.updated_at = refund.status, status, at
             refund.phases_applied += 1
             self.on_status_change(refund, previous)
+        self._moving.pop(refund.refund_id, None)
 
     def _find(self, refund_id: str | None = None, client_reference: str | None = None) -> Refund:
         refund = (
