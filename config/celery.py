@@ -24,14 +24,17 @@ from config.settings import Settings
 
 PROVIDER_QUEUE = "refunds.provider"  # steps that call MCE: scale these workers with MCE's limit
 TIMERS_QUEUE = "refunds.timers"  # the scheduler tick and bookkeeping: cheap, latency-sensitive
+NOTIFY_QUEUE = "refunds.notify"  # outcome notifications to merchant apps (their endpoints' pace)
+ALL_QUEUES = f"{PROVIDER_QUEUE},{TIMERS_QUEUE},{NOTIFY_QUEUE}"
 
-TASK_MODULES = ["tasks.refunds", "tasks.schedule"]
+TASK_MODULES = ["tasks.refunds", "tasks.schedule", "tasks.notifications"]
 
 TASK_ROUTES = {
     "refunds.create": {"queue": PROVIDER_QUEUE},
     "refunds.confirm": {"queue": PROVIDER_QUEUE},
     "refunds.poll": {"queue": PROVIDER_QUEUE},
     "refunds.tick": {"queue": TIMERS_QUEUE},
+    "notifications.deliver": {"queue": NOTIFY_QUEUE},
 }
 
 
@@ -55,6 +58,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [
             Queue(PROVIDER_QUEUE, exchange, routing_key=PROVIDER_QUEUE),
             Queue(TIMERS_QUEUE, exchange, routing_key=TIMERS_QUEUE),
+            Queue(NOTIFY_QUEUE, exchange, routing_key=NOTIFY_QUEUE),
         ],
         "task_default_queue": PROVIDER_QUEUE,
         "task_default_exchange": "refunds",

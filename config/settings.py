@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -116,6 +117,22 @@ class Settings(BaseSettings):
     task_soft_time_limit: float = Field(45.0, gt=0)
     task_time_limit: float = Field(60.0, gt=0)
 
+    # --- approval policy: refunds above these amounts (per currency) wait for an operator ---
+    approval_thresholds: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+
+    # --- outcome notifications to merchant apps (either, both or none) ---
+    notify_task: str | None = None  # a Celery task name, sent the outcome on the same broker
+    notify_queue: str | None = None
+    callback_url: str | None = None  # a signed HTTP POST of the outcome, at least once
+    callback_secret: SecretStr | None = None
+    callback_timeout: float = Field(5.0, gt=0, le=60)
+    callback_max_attempts: int = Field(30, ge=1)
+
+    # --- web app ---
+    api_key: SecretStr | None = Field(None, validation_alias=_env("REFUNDS_API_KEY", "api_key"))
+    webhook_tolerance_seconds: float = Field(300.0, gt=0)
+    webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
+
     # --- logs ---
     log_level: str = "INFO"
     log_json: bool = True
@@ -129,6 +146,29 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("approval_thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: Any) -> Any:
+        # JSON ({"USDT": "1000"}) or a short list (USDT=1000,BTC=0.05)
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return {}
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("use CURRENCY=AMOUNT pairs separated by commas, or JSON")
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    @field_validator("approval_thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        if any(v < 0 for v in value.values()):
+            raise ValueError("thresholds must not be negative")
+        return {k.upper(): v for k, v in value.items()}
 
     @field_validator("poll_schedule")
     @classmethod
@@ -173,6 +213,10 @@ class Settings(BaseSettings):
                     "; ".join(problems)
                     + " (set them, or REFUNDS_PROFILE=sandbox to run against the simulator)"
                 )
+        if self.callback_url and (
+            self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
+        ):
+            raise ValueError("REFUNDS_CALLBACK_URL needs REFUNDS_CALLBACK_SECRET to sign callbacks")
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("REFUNDS_TASK_SOFT_TIME_LIMIT must be below REFUNDS_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:
@@ -203,6 +247,16 @@ class Settings(BaseSettings):
     def http_timeout(self) -> tuple[float, float]:
         return (self.http_connect_timeout, self.http_read_timeout)
 
+    def needs_approval(self, amount: Decimal | None, currency: str | None) -> bool:
+        """The approval policy: above the currency's threshold, an operator approves Confirm.
+
+        A currency without a threshold is not held; an unknown amount for a currency that has
+        one is held (the safe side).
+        """
+        if not currency or currency.upper() not in self.approval_thresholds:
+            return False
+        return amount is None or amount > self.approval_thresholds[currency.upper()]
+
     def poll_delay(self, polls_done: int) -> float:
         """Delay before the next Get, given how many Gets this refund has had."""
         return self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)]
@@ -210,7 +264,7 @@ class Settings(BaseSettings):
     def safe_summary(self) -> dict[str, Any]:
         """Settings as logs show them: secrets masked, URLs without passwords."""
         data = self.model_dump()
-        for key in ("mce_client_secret", "mce_webhook_secret"):
+        for key in ("mce_client_secret", "mce_webhook_secret", "callback_secret", "api_key"):
             data[key] = "**********" if data.get(key) is not None else None
         data["redis_url"] = _redact_url(self.redis_url)
         return data

@@ -97,6 +97,35 @@ class TransitionError(RefundsError):
         return (type(self), (self.client_reference, self.current, self.target, self.why))
 
 
+class CallbackRefusedError(RefundsError):
+    """The merchant's outcome callback endpoint answered with a non-2xx status."""
+
+
+class OperatorActionError(RefundsError):
+    """An operator action does not apply to the refund as it stands (the message says why)."""
+
+    def __init__(self, client_reference: str, action: str, why: str) -> None:
+        self.client_reference = client_reference
+        self.action = action
+        self.why = why
+        super().__init__(f"cannot {action} {client_reference}: {why}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.client_reference, self.action, self.why))
+
+
+class WebhookRejectedError(RefundsError):
+    """An inbound webhook failed verification; ``status`` is the HTTP answer (400 or 401)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.reason))
+
+
 # --- the provider ---------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -45,6 +45,7 @@ from refunds.models import (
 PREFIX = "rp:"
 TIMERS = PREFIX + "timers"
 ALL = PREFIX + "all"
+OUTBOX = PREFIX + "outbox"
 
 # Record fields: RefundRecord attribute -> hash field.
 _FIELDS = {
@@ -68,6 +69,7 @@ _FIELDS = {
     "txn_hash": "hash",
     "participant_code": "pcode",
     "last_error": "err",
+    "key_generation": "gen",
 }
 
 TimerAction = Literal["keep", "set", "clear"]
@@ -101,21 +103,24 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return false
 """
 
-# KEYS: record, timers, old state set, new state set
+# KEYS: record, timers, old state set, new state set, outbox
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
-#       number of fields to set N, N field/value pairs, then field names to delete
+#       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {0, ''} end
 if current ~= ARGV[2] then return {0, current} end
-local n = tonumber(ARGV[8])
-local i = 9
-local sets = {}
-for j = 1, n do
-  sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
+local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local i = 11
+if n > 0 then
+  local sets = {}
+  for j = 1, n do
+    sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
+  end
+  redis.call('HSET', KEYS[1], unpack(sets))
 end
-if #sets > 0 then redis.call('HSET', KEYS[1], unpack(sets)) end
-while i <= #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+for j = 1, m do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+for j = 1, k do redis.call('ZADD', KEYS[5], ARGV[4], ARGV[i]); i = i + 1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 if ARGV[7] ~= '' then
@@ -208,6 +213,7 @@ def _decode(ref: str, raw: Mapping[str, str]) -> RefundRecord:
         txn_hash=opt("txn_hash"),
         participant_code=opt("participant_code"),
         last_error=json.loads(err) if err else None,
+        key_generation=int(raw.get("gen", 0)),
         history=tuple(history),
     )
 
@@ -388,6 +394,7 @@ class Ledger:
         timer: TimerAction = "keep",
         due: float | None = None,
         actor: str = "pipeline",
+        outbox: Sequence[str] = (),
     ) -> RefundRecord:
         """Move ``record`` to ``target`` if it is still in the state it was read in.
 
@@ -395,6 +402,8 @@ class Ledger:
         fields, the next due time) and adds no history line. ``fields`` maps RefundRecord attribute
         names to values; None deletes the field. Raises TransitionError when the edge is not in the
         table or another writer moved the record first; returns the new record otherwise.
+        ``outbox`` members are queued for delivery in the same atomic step (notifications of a
+        final outcome must not be lost to a crash between the transition and the queueing).
         """
         ref = record.client_reference
         if target != record.state and not is_allowed(record.state, target):
@@ -414,7 +423,7 @@ class Ledger:
         hist = (
             _history_line(at, record.state, target, reason, actor) if target != record.state else ""
         )
-        keys = [record_key(ref), TIMERS, state_key(record.state), state_key(target)]
+        keys = [record_key(ref), TIMERS, state_key(record.state), state_key(target), OUTBOX]
         argv = [
             ref,
             record.state,
@@ -424,8 +433,11 @@ class Ledger:
             _encode(due or 0),
             hist,
             str(len(sets) // 2),
+            str(len(dels)),
+            str(len(outbox)),
             *sets,
             *dels,
+            *outbox,
         ]
         ok, current = self._transition(keys=keys, args=argv)
         if not ok:
@@ -435,15 +447,20 @@ class Ledger:
 
     # --- timers ---------------------------------------------------------------------------------
 
-    def claim_due(self, lease_seconds: float, limit: int) -> list[str]:
-        """References whose due time has passed, leased for ``lease_seconds``."""
+    def claim_due(self, lease_seconds: float, limit: int, key: str = TIMERS) -> list[str]:
+        """Members of a timer set (refunds, or outbox entries) whose due time has passed, leased
+        for ``lease_seconds``."""
         at = now()
         return list(
-            self._claim(keys=[TIMERS], args=[_encode(at), _encode(at + lease_seconds), limit])
+            self._claim(keys=[key], args=[_encode(at), _encode(at + lease_seconds), limit])
         )
 
     def set_due(self, ref: str, due: float) -> None:
         self.redis.zadd(TIMERS, {ref: due})
+
+    def due_soon(self, ref: str, seconds: float) -> None:
+        """Bring an existing timer forward to ``seconds`` from now (never later, never new)."""
+        self.redis.zadd(TIMERS, {ref: now() + seconds}, xx=True, lt=True)
 
     def clear_timer(self, ref: str) -> None:
         self.redis.zrem(TIMERS, ref)

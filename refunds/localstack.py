@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 import requests
 
+from config.celery import ALL_QUEUES
 from refunds.errors import ConfigError
 
 
@@ -188,7 +189,7 @@ def start_worker(
     name: str = "worker",
     concurrency: int = 4,
     pool: str = "prefork",
-    queues: str = "refunds.provider,refunds.timers",
+    queues: str = ALL_QUEUES,
 ) -> Child:
     args = [
         sys.executable,

@@ -189,6 +189,7 @@ class RefundRecord:
     txn_hash: str | None = None
     participant_code: str | None = None
     last_error: dict[str, Any] | None = None
+    key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
     history: tuple[HistoryEntry, ...] = field(default=())
 
     @property

@@ -41,6 +41,7 @@ from refunds.mce.contract import (
 )
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, now
+from refunds.notify import outbox_members
 from refunds.stats import Stats
 
 log = logging.getLogger("refunds.steps")
@@ -137,6 +138,9 @@ def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
 def _locked(p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]) -> StepResult:
     token = p.ledger.lock(ref, p.lock_seconds)
     if token is None:
+        # Another worker (or a webhook's nudge racing a step) holds it. Come back soon rather
+        # than after a whole lease, in case the holder ends without a next step for us.
+        p.ledger.due_soon(ref, 1.0)
         return StepResult("busy: another worker holds this refund")
     try:
         record = p.ledger.find(ref)
@@ -168,7 +172,7 @@ def create(p: Pipeline, ref: str) -> StepResult:
                     original_transaction_type=record.original_transaction_type,
                     original_transaction_id=record.original_transaction_id,
                     client_reference=ref,
-                    key=idempotency_key("create", ref),
+                    key=idempotency_key("create", ref, record.key_generation),
                 )
             except McePermanentError as exc:
                 if exc.code != Code.DUPLICATE_REFERENCE:
@@ -179,7 +183,7 @@ def create(p: Pipeline, ref: str) -> StepResult:
                 data = p.client.get(client_reference=ref)
         except MceError as exc:
             return _failed_attempt(p, record, exc)
-        return _apply(p, record, data, "created at provider")
+        return apply_provider_update(p, record, data, "created at provider")
 
     return _locked(p, ref, body)
 
@@ -197,7 +201,7 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
                 data = p.client.confirm(
                     crypto_refund_id=refund_id,
                     refund_address=record.refund_address,
-                    key=idempotency_key("confirm", ref),
+                    key=idempotency_key("confirm", ref, record.key_generation),
                 )
             except McePermanentError as exc:
                 if exc.code != Code.ALREADY_CONFIRMED:
@@ -206,7 +210,7 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
                 data = p.client.get(crypto_refund_id=refund_id)
         except MceError as exc:
             return _failed_attempt(p, record, exc)
-        return _apply(p, record, data, "confirmed at provider")
+        return apply_provider_update(p, record, data, "confirmed at provider")
 
     return _locked(p, ref, body)
 
@@ -221,7 +225,7 @@ def poll(p: Pipeline, ref: str) -> StepResult:
             data = p.client.get(crypto_refund_id=record.crypto_refund_id)
         except MceError as exc:
             return _failed_attempt(p, record, exc, counted=False)
-        return _apply(p, record, data, "provider status", polled=True)
+        return apply_provider_update(p, record, data, "provider status", polled=True)
 
     return _locked(p, ref, body)
 
@@ -256,10 +260,26 @@ def _begin(p: Pipeline, record: RefundRecord, working: State, operation: str) ->
     )
 
 
-def _apply(
-    p: Pipeline, record: RefundRecord, data: RefundData, reason: str, *, polled: bool = False
+def _status_rank(status: int | None) -> int:
+    """Order of provider statuses, to recognise an update older than what we already know."""
+    if status is None:
+        return -1
+    if status in _FINAL_FOR_STATUS:
+        return 3
+    return {STATUS_CREATED: 0, STATUS_PROCESSING: 1}.get(status, 2)
+
+
+def apply_provider_update(
+    p: Pipeline,
+    record: RefundRecord,
+    data: RefundData,
+    reason: str,
+    *,
+    polled: bool = False,
+    actor: str = "pipeline",
 ) -> StepResult:
-    """Record what the provider said and decide what comes next."""
+    """Record what the provider said (a Create/Confirm/Get answer or a webhook) and decide what
+    comes next. The one place where provider news moves a refund: forward only, final sticky."""
     if data.client_reference and data.client_reference != record.client_reference:
         # A provider answer for another reference must never be written onto this record.
         exc = McePermanentError(
@@ -268,7 +288,11 @@ def _apply(
             operation="apply",
         )
         return _failed_attempt(p, record, exc)
+    if record.is_final:
+        return StepResult(f"already final: {record.state}", record)
     status = data.status
+    if _status_rank(status) < _status_rank(record.provider_status):
+        return StepResult(f"stale update: status {status} after {record.provider_status}", record)
     if status is not None and status not in STATUS_NAMES:
         log.warning(
             "unknown provider status %s; following it until final",
@@ -279,22 +303,48 @@ def _apply(
     fields: dict[str, Any] = {**data.ledger_fields(), "attempts": 0, "last_error": None}
     if polled:
         fields["polls"] = record.polls + 1
+    why = f"{reason}: status {status}" if target != record.state else ""
     if target in FINAL_STATES:
-        new = p.ledger.transition(record, target, f"{reason}: status {status}", fields=fields)
+        new = p.ledger.transition(
+            record,
+            target,
+            why,
+            fields=fields,
+            actor=actor,
+            outbox=outbox_members(p.settings, record.client_reference),
+        )
         log.info(
             "refund final: %s", target, extra=_extra(new, state=str(target), provider_status=status)
         )
         return StepResult(f"final: {target}", new)
+    if target == State.CREATED and p.settings.needs_approval(
+        data.amount if data.amount is not None else record.amount, data.currency or record.currency
+    ):
+        new = p.ledger.transition(
+            record,
+            State.AWAITING_APPROVAL,
+            f"{reason}: amount above the approval threshold",
+            fields=fields,
+            timer="clear",
+            actor=actor,
+        )
+        log.info("held for approval", extra=_extra(new, state=str(new.state)))
+        return StepResult("awaiting approval", new)
     next_task = STEP_FOR_STATE.get(target)
     if next_task == "poll":
         polls = fields.get("polls", record.polls)
         delay = p.settings.poll_delay(polls)
         nudge: NextTask | None = None  # the timer brings the next Get
+    elif next_task is None:
+        # Held (awaiting approval) or needing a human: no timer until someone acts.
+        new = p.ledger.transition(record, target, why, fields=fields, actor=actor)
+        return StepResult(f"now {target}", new)
     else:
         delay = p.settings.lease_seconds
         nudge = next_task
-    why = f"{reason}: status {status}" if target != record.state else ""
-    new = p.ledger.transition(record, target, why, fields=fields, timer="set", due=now() + delay)
+    new = p.ledger.transition(
+        record, target, why, fields=fields, timer="set", due=now() + delay, actor=actor
+    )
     return StepResult(f"now {target}", new, nudge)
 
 

@@ -12,13 +12,20 @@ from celery import Task
 
 from refunds.runtime import pipeline
 from refunds.steps import STEPS, NextTask
+from refunds.webhooks import parked_key, replay_parked
 from worker.app import app
 
 
 def run_step(name: NextTask, client_reference: str) -> str:
-    result = STEPS[name](pipeline(), client_reference)
+    p = pipeline()
+    result = STEPS[name](p, client_reference)
     if result.next_task is not None:
         TASKS[result.next_task].apply_async((client_reference,))
+    if name == "create" and p.ledger.redis.exists(parked_key(client_reference)):
+        # Webhooks that arrived before we knew this refund: now it exists at the provider.
+        for replayed in replay_parked(p, client_reference):
+            if replayed.next_task is not None:
+                TASKS[replayed.next_task].apply_async((client_reference,))
     return result.note
 
 

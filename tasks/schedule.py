@@ -8,9 +8,11 @@ on its own queue. A lost tick is harmless: the next one finds the same refunds s
 
 from __future__ import annotations
 
+from refunds.ledger import OUTBOX
 from refunds.models import State
 from refunds.runtime import pipeline
 from refunds.steps import STEP_FOR_STATE
+from tasks.notifications import deliver
 from tasks.refunds import TASKS
 from worker.app import app
 
@@ -20,7 +22,7 @@ _MAX_BATCHES = 4
 
 @app.task(name="refunds.tick", acks_late=False, ignore_result=True)
 def tick() -> int:
-    """Dispatch every refund whose timer is due; returns how many were handed out."""
+    """Dispatch every refund (and outcome notification) that is due; returns how many."""
     p = pipeline()
     handed = 0
     for _ in range(_MAX_BATCHES):
@@ -35,4 +37,7 @@ def tick() -> int:
             handed += 1
         if len(refs) < p.settings.tick_batch:
             break
+    for member in p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch, OUTBOX):
+        deliver.apply_async((member,))
+        handed += 1
     return handed
