@@ -14,6 +14,7 @@ was written), 130 interrupted.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,13 +24,28 @@ import redis
 from rich.console import Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from config.settings import Settings, load_settings
 from refunds.batch import parse_batch
-from refunds.errors import ConfigError, ConflictError, InvalidIntentError, RefundNotFoundError
+from refunds.errors import (
+    ConfigError,
+    ConflictError,
+    InvalidIntentError,
+    OperatorActionError,
+    RefundNotFoundError,
+)
 from refunds.ledger import Ledger
 from refunds.models import RefundIntent, RefundRecord, State, iso
-from refunds.progress import RefundView, follow, make_console, render_snapshot, state_text
+from refunds.opsstats import OpsStats, gather
+from refunds.progress import (
+    STATE_ORDER,
+    RefundView,
+    follow,
+    make_console,
+    render_snapshot,
+    state_text,
+)
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -299,6 +315,77 @@ def watch(refs_prefix: str | None, interval: float, once: bool) -> None:
     follow(view, title, interval=interval, console=out)
 
 
+# --- stats ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="The snapshot as a JSON object.")
+def stats(as_json: bool) -> None:
+    """Counts by state, the oldest refund not final, timers, provider errors, calls and tokens.
+
+    Reads the ledger's indexes and the shared counters, never every record: cheap enough to run
+    against a ledger of millions of refunds.
+    """
+    snapshot = gather(_ledger(_settings()))
+    if as_json:
+        _print_json(snapshot.to_public())
+        return
+    out.print(_stats_view(snapshot))
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 120:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def _stats_view(s: OpsStats) -> RenderableType:
+    states = Table("state", "count", "oldest", "age", title="refunds by state",
+                   title_justify="left")
+    for state in STATE_ORDER:
+        n = s.counts.get(state.value, 0)
+        o = s.oldest_by_state.get(state.value)
+        states.add_row(state_text(state), str(n), o.client_reference if o else "",
+                       _age(o.age(s.at)) if o else "", style="" if n else "dim")
+    states.add_row("total", str(s.total), "", "", style="bold")
+    parts: list[RenderableType] = [states]
+    if s.oldest is not None:
+        o = s.oldest
+        parts.append(Text.assemble(
+            "oldest not final: ", (o.client_reference, "bold"), " (", state_text(o.state),
+            f"), created {iso(o.created_at)}, {_age(o.age(s.at))} ago",
+        ))
+    else:
+        parts.append(Text("nothing in flight: every refund is final"))
+    parts.append(Text(f"timers: {s.timer_count} pending, lag {s.timer_lag:.1f} s"))
+    window = "hour" if s.error_window == 3600 else _age(s.error_window)
+    errors = Table("code", "count", title=f"provider errors, last {window}",
+                   title_justify="left")
+    for code, n in s.errors.items():
+        errors.add_row(code, str(n))
+    parts.append(errors if s.errors else Text(f"provider errors, last {window}: none"))
+    calls = Table("operation", "outcome", "count", title="provider calls", title_justify="left")
+    for operation, outcomes in s.calls.items():
+        for outcome, n in outcomes.items():
+            ok = outcome.isdigit() and 200 <= int(outcome) < 300
+            calls.add_row(operation, Text(outcome, style="" if ok else "yellow"), str(n))
+    parts.append(calls if s.calls else Text("provider calls: none recorded"))
+    parts.append(Text(f"token fetches: {s.token_fetches}"))
+    held = s.counts.get(State.NEEDS_ATTENTION.value, 0)
+    if held:
+        parts.append(Text(f"{held} need a human: refunds list --state needs_attention",
+                          style="magenta"))
+    return Group(*parts)
+
+
 # --- sandbox and demo -----------------------------------------------------------------------------
 
 
@@ -341,10 +428,19 @@ def sandbox(host: str, port: int, config_json: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=1), default=None,
               help="Seconds to wait for every refund to be final  [default: 120 + count/2]")
 @click.option("--keep-dir", is_flag=True, help="Keep the working directory (logs, Redis data).")
+@click.option("--webhooks/--no-webhooks", default=True, show_default=True,
+              help="The sandbox sends status webhooks to the demo's web app.")
+@click.option("--serve", is_flag=True,
+              help="After the summary, keep everything running (for curl) until Ctrl-C.")
+@click.option("--web-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port of the HTTP API (a free one if taken).")
+@click.option("--sandbox-port", type=click.IntRange(1, 65535), default=8099, show_default=True,
+              help="Port of the sandbox (a free one if taken).")
 @click.option("--json", "as_json", is_flag=True, help="The summary as a JSON object on stdout.")
 def demo(
     *, count: int, workers: int, concurrency: int, processing_seconds: float, token_ttl: float,
-    timeout: float | None, keep_dir: bool, as_json: bool,
+    timeout: float | None, keep_dir: bool, as_json: bool, webhooks: bool, serve: bool,
+    web_port: int, sandbox_port: int,
 ) -> None:
     """Run the whole pipeline here: Redis, the sandbox, workers and beat, then N refunds.
 
@@ -356,9 +452,62 @@ def demo(
     code = run_demo(DemoOptions(
         count=count, workers=workers, concurrency=concurrency,
         processing_seconds=processing_seconds, token_ttl=token_ttl, keep_dir=keep_dir,
+        webhooks=webhooks, serve=serve, web_port=web_port, sandbox_port=sandbox_port,
         as_json=as_json, timeout_seconds=timeout,
     ))
     raise click.exceptions.Exit(code)
+
+
+# --- operator actions and the web app ---------------------------------------------------------
+
+
+def _operator_command(name: str, help_text: str) -> None:
+    @cli.command(name=name, help=help_text)
+    @click.argument("ref")
+    @click.option("--by", "actor", default=lambda: os.environ.get("USER", ""),
+                  show_default="$USER", help="Who acts (recorded in the history).")
+    @click.option("--reason", required=True, help="Why (recorded in the history).")
+    @click.option("--json", "as_json", is_flag=True, help="The record as a JSON object.")
+    def command(ref: str, actor: str, reason: str, as_json: bool) -> None:
+        from refunds.operator import ACTIONS  # noqa: PLC0415
+        from refunds.producer import Producer  # noqa: PLC0415
+
+        settings = _settings()
+        producer = Producer(settings)
+        try:
+            result = ACTIONS[name](producer.ledger, settings, ref, actor=actor, reason=reason)
+        except OperatorActionError as exc:
+            fail(str(exc), EXIT_PROBLEM)
+        if result.next_task is not None:
+            producer.celery.send_task(f"refunds.{result.next_task}", args=[ref])
+        if as_json:
+            _print_json(result.record.to_public())
+            return
+        out.print(f"{ref}: now [bold]{result.record.state}[/]")
+
+
+_operator_command("approve", "Approve a refund held in awaiting_approval: it goes on to Confirm.")
+_operator_command("retry", "Retry a refund in needs_attention from where its provider progress is.")
+_operator_command("cancel", "Cancel a refund before Confirm (after Confirm it is MCE's to finish).")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="uvicorn worker processes.")
+def web(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json)."""
+    import uvicorn  # noqa: PLC0415
+
+    from refunds.logs import configure  # noqa: PLC0415
+    from refunds.web import api_key_of  # noqa: PLC0415
+
+    settings = _settings()
+    api_key_of(settings)  # refuse to start without a real API key, before binding a port
+    configure(settings.log_level, settings.log_json)
+    uvicorn.run("refunds.web:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_config=None, access_log=False)
 
 
 def main(argv: list[str] | None = None) -> None:

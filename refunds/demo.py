@@ -61,6 +61,10 @@ class DemoOptions:
     keep_dir: bool = False
     as_json: bool = False
     timeout_seconds: float | None = None
+    webhooks: bool = True
+    serve: bool = False
+    web_port: int = 8000
+    sandbox_port: int = 8099
 
     @property
     def timeout(self) -> float:
@@ -96,6 +100,7 @@ class Stack:
     workdir: Path
     redis: Child | None = None
     sandbox: Child | None = None
+    web: Child | None = None
     workers: list[Child] = field(default_factory=list)
     beat: Child | None = None
 
@@ -104,7 +109,7 @@ class Stack:
         return self.workdir / "logs"
 
     def children(self) -> list[Child]:
-        found = [self.redis, self.sandbox, *self.workers, self.beat]
+        found = [self.redis, self.sandbox, self.web, *self.workers, self.beat]
         return [c for c in found if c is not None]
 
     def check_alive(self) -> None:
@@ -117,6 +122,8 @@ class Stack:
         step), then the sandbox, then Redis, which everything else talks to."""
         if self.beat:
             self.beat.stop(timeout=10)
+        if self.web:
+            self.web.stop(timeout=10)
         for worker in self.workers:
             worker.signal(signal.SIGTERM)
         for worker in self.workers:
@@ -134,11 +141,14 @@ def run_demo(opts: DemoOptions) -> int:
     started = time.monotonic()
     external = os.environ.get("REDIS_URL") or None
     # Settings first: a bad REFUNDS_* variable must stop the demo before anything starts.
-    checked = load_settings(**_settings_overrides(external or "redis://127.0.0.1:1/0",
-                                                  SANDBOX_BASE_URL))
+    checked = load_settings(
+        **_settings_overrides(external or "redis://127.0.0.1:1/0", SANDBOX_BASE_URL)
+    )
     if external and not localstack.redis_reachable(external):
-        raise ConfigError(f"REDIS_URL {checked.safe_summary()['redis_url']} is not reachable "
-                          "(unset it and the demo starts a private Redis)")
+        raise ConfigError(
+            f"REDIS_URL {checked.safe_summary()['redis_url']} is not reachable "
+            "(unset it and the demo starts a private Redis)"
+        )
     stack = Stack(Path(tempfile.mkdtemp(prefix="refunds-demo-")))
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     code = EXIT_FAILED
@@ -150,15 +160,21 @@ def run_demo(opts: DemoOptions) -> int:
     except KeyboardInterrupt:
         console.print("demo: interrupted; shutting down")
         code = EXIT_INTERRUPTED
-    except (RuntimeError, TimeoutError, OSError, requests.RequestException,
-            redis.RedisError) as exc:
+    except (
+        RuntimeError,
+        TimeoutError,
+        OSError,
+        requests.RequestException,
+        redis.RedisError,
+    ) as exc:
         console.print(f"demo: [red]failed[/]: {exc}")
         code = EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         with _signals_ignored():
-            console.print("demo: stopping beat, workers, sandbox" +
-                          (", redis" if stack.redis else ""))
+            console.print(
+                "demo: stopping beat, web, workers, sandbox" + (", redis" if stack.redis else "")
+            )
             stack.stop()
         # A failed run keeps its logs for the post-mortem; a good or deliberately stopped one
         # leaves nothing behind unless asked to.
@@ -172,55 +188,103 @@ def run_demo(opts: DemoOptions) -> int:
 def _settings_overrides(redis_url: str, sandbox_url: str) -> dict[str, Any]:
     """The demo always runs against its own sandbox, whatever MCE_* the shell has."""
     return {
-        "profile": "sandbox", "redis_url": redis_url, "mce_base_url": sandbox_url,
-        "mce_client_id": SANDBOX_CLIENT_ID, "mce_client_secret": SANDBOX_CLIENT_SECRET,
+        "profile": "sandbox",
+        "redis_url": redis_url,
+        "mce_base_url": sandbox_url,
+        "mce_client_id": SANDBOX_CLIENT_ID,
+        "mce_client_secret": SANDBOX_CLIENT_SECRET,
         "mce_webhook_secret": SANDBOX_WEBHOOK_SECRET,
-        "poll_schedule": POLL_SCHEDULE, "tick_interval": float(TICK_INTERVAL),
+        "poll_schedule": POLL_SCHEDULE,
+        "tick_interval": float(TICK_INTERVAL),
     }
 
 
 def _child_env(redis_url: str, sandbox_url: str) -> dict[str, str]:
     return {
-        "REDIS_URL": redis_url, "MCE_BASE_URL": sandbox_url, "REFUNDS_PROFILE": "sandbox",
-        "MCE_CLIENT_ID": SANDBOX_CLIENT_ID, "MCE_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "REDIS_URL": redis_url,
+        "MCE_BASE_URL": sandbox_url,
+        "REFUNDS_PROFILE": "sandbox",
+        "MCE_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "MCE_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
         "MCE_WEBHOOK_SECRET": SANDBOX_WEBHOOK_SECRET,
-        "REFUNDS_POLL_SCHEDULE": POLL_SCHEDULE, "REFUNDS_TICK_INTERVAL": TICK_INTERVAL,
+        "REFUNDS_POLL_SCHEDULE": POLL_SCHEDULE,
+        "REFUNDS_TICK_INTERVAL": TICK_INTERVAL,
         "REFUNDS_LOG_JSON": "true",
     }
 
 
+def _start(
+    opts: DemoOptions, stack: Stack, external: str | None, console: Console
+) -> tuple[str, str, str]:
+    """Redis (unless external), the web app, the sandbox (webhooks to the web app), workers and
+    beat; returns the Redis, sandbox and web URLs once everything answers."""
+    if external:
+        redis_url = external
+        console.print(
+            "demo: using REDIS_URL (refunds and Celery queues go there; other workers "
+            "on it would take demo tasks too)"
+        )
+    else:
+        stack.redis, redis_url = localstack.start_redis(stack.workdir / "redis", appendonly=False)
+        console.print(f"demo: private Redis at {redis_url}")
+
+    sandbox_port = _port_or_free(opts.sandbox_port)
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    env = _child_env(redis_url, sandbox_url)
+    web_port = _port_or_free(opts.web_port)
+    web_url = f"http://127.0.0.1:{web_port}"
+    stack.web = localstack.start_web(stack.logdir, env, port=web_port)
+    console.print(f"demo: HTTP API and webhook receiver at {web_url}")
+
+    sandbox_config: dict[str, Any] = {
+        "processing_seconds": opts.processing_seconds,
+        "token_ttl_seconds": opts.token_ttl,
+    }
+    if opts.webhooks:
+        sandbox_config.update(
+            webhook_url=f"{web_url}/webhooks/mce", webhook_secret=SANDBOX_WEBHOOK_SECRET
+        )
+    stack.sandbox, sandbox_url = localstack.start_sandbox(
+        stack.logdir, port=sandbox_port, config_json=json.dumps(sandbox_config)
+    )
+    console.print(f"demo: sandbox at {sandbox_url} {json.dumps(sandbox_config)}")
+
+    for i in range(opts.workers):
+        stack.workers.append(
+            localstack.start_worker(
+                stack.logdir, env, name=f"worker{i + 1}", concurrency=opts.concurrency
+            )
+        )
+    stack.beat = localstack.start_beat(stack.logdir, env)
+    for worker in stack.workers:
+        localstack.wait_for_worker(worker, timeout=90)
+    console.print(f"demo: {opts.workers} worker(s) x {opts.concurrency} and beat are up")
+
+    localstack.wait_until(
+        lambda: requests.get(f"{web_url}/healthz", timeout=1).ok, 60, "the web app", stack.web
+    )
+    return redis_url, sandbox_url, web_url
+
+
 def _run(
-    opts: DemoOptions, stack: Stack, external: str | None, *, console: Console, stdout: Console,
+    opts: DemoOptions,
+    stack: Stack,
+    external: str | None,
+    *,
+    console: Console,
+    stdout: Console,
     started: float,
 ) -> int:
     run_id = secrets.token_hex(3)
     prefix = f"demo-{run_id}-"
     console.print(f"demo: run {run_id}, {opts.count} refunds, working dir {stack.workdir}")
 
-    if external:
-        redis_url = external
-        console.print("demo: using REDIS_URL (refunds and Celery queues go there; other workers "
-                      "on it would take demo tasks too)")
-    else:
-        stack.redis, redis_url = localstack.start_redis(stack.workdir / "redis", appendonly=False)
-        console.print(f"demo: private Redis at {redis_url}")
-
-    sandbox_config = {"processing_seconds": opts.processing_seconds,
-                      "token_ttl_seconds": opts.token_ttl}
-    stack.sandbox, sandbox_url = localstack.start_sandbox(
-        stack.logdir, config_json=json.dumps(sandbox_config))
-    console.print(f"demo: sandbox at {sandbox_url} {json.dumps(sandbox_config)}")
-
-    env = _child_env(redis_url, sandbox_url)
-    for i in range(opts.workers):
-        stack.workers.append(localstack.start_worker(
-            stack.logdir, env, name=f"worker{i + 1}", concurrency=opts.concurrency))
-    stack.beat = localstack.start_beat(stack.logdir, env)
-    for worker in stack.workers:
-        localstack.wait_for_worker(worker, timeout=90)
-    console.print(f"demo: {opts.workers} worker(s) x {opts.concurrency} and beat are up")
+    redis_url, sandbox_url, web_url = _start(opts, stack, external, console)
 
     settings = load_settings(**_settings_overrides(redis_url, sandbox_url))
+    localstack.wait_until(
+        lambda: requests.get(f"{web_url}/healthz", timeout=1).ok, 60, "the web app", stack.web
+    )
     refs = [f"{prefix}{i:0{len(str(opts.count))}d}" for i in range(1, opts.count + 1)]
     _flag_payments(sandbox_url, refs)
     run_started = time.time()
@@ -240,8 +304,9 @@ def _run(
         follow(view, f"demo {run_id}", interval=0.25, console=console, on_tick=on_tick)
     except _Timeout:
         pending = view.not_final()
-        console.print(f"demo: [red]timed out[/] after {opts.timeout:.0f} s; "
-                      f"{len(pending)} not final:")
+        console.print(
+            f"demo: [red]timed out[/] after {opts.timeout:.0f} s; {len(pending)} not final:"
+        )
         for ref, state in sorted(pending.items())[:50]:
             console.print(f"  {ref}: {state or 'missing'}")
         if len(pending) > 50:
@@ -249,32 +314,74 @@ def _run(
         return EXIT_FAILED
 
     records = ledger.get_many(refs)
-    counters = requests.get(f"{sandbox_url}/sandbox/counters", params={"prefix": prefix},
-                            timeout=10).json()
-    summary = summarize(opts, run_id, records, counters,
-                        wall_seconds=time.monotonic() - started,
-                        run_seconds=time.time() - run_started)
+    counters = requests.get(
+        f"{sandbox_url}/sandbox/counters", params={"prefix": prefix}, timeout=10
+    ).json()
+    summary = summarize(
+        opts,
+        run_id,
+        records,
+        counters,
+        wall_seconds=time.monotonic() - started,
+        run_seconds=time.time() - run_started,
+    )
     if opts.as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         print_summary(stdout, summary)
-    return EXIT_OK if summary["allCompleted"] else EXIT_FAILED
+    code = EXIT_OK if summary["allCompleted"] else EXIT_FAILED
+    if opts.serve:
+        _serve(console, stack, web_url, sandbox_url, refs[0])
+    return code
+
+
+def _serve(console: Console, stack: Stack, web_url: str, sandbox_url: str, ref: str) -> None:
+    """Keep everything running for the README's curl examples, until Ctrl-C."""
+    console.print(
+        f"\ndemo: serving until Ctrl-C. HTTP API {web_url} (X-API-Key: sandbox-api-key), "
+        f"sandbox {sandbox_url}. Try:\n"
+        f"  curl -s -H 'X-API-Key: sandbox-api-key' {web_url}/refunds/{ref}\n"
+        f"  curl -s -H 'X-API-Key: sandbox-api-key' '{web_url}/refunds?state=completed&limit=5'"
+    )
+    while True:
+        stack.check_alive()
+        time.sleep(1)
 
 
 class _Timeout(Exception):  # noqa: N818 - internal control flow, not an error type
     pass
 
 
+def _port_or_free(preferred: int) -> int:
+    """The preferred port (stable URLs for the README's examples) unless it is taken."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            return localstack.free_port()
+    return preferred
+
+
 def _flag_payments(sandbox_url: str, refs: list[str]) -> None:
     """What MCE's KYT would do: put each payment in pending-refund, so Create can succeed."""
     payments = [
-        {"originalTransactionType": 1, "originalTransactionId": ref,
-         "amount": f"{10 + i % 90}.50", "currency": "USDT", "outcome": "completed"}
+        {
+            "originalTransactionType": 1,
+            "originalTransactionId": ref,
+            "amount": f"{10 + i % 90}.50",
+            "currency": "USDT",
+            "outcome": "completed",
+        }
         for i, ref in enumerate(refs)
     ]
     for start in range(0, len(payments), 1000):
-        response = requests.post(f"{sandbox_url}/sandbox/payments",
-                                 json={"payments": payments[start : start + 1000]}, timeout=30)
+        response = requests.post(
+            f"{sandbox_url}/sandbox/payments",
+            json={"payments": payments[start : start + 1000]},
+            timeout=30,
+        )
         response.raise_for_status()
 
 
@@ -283,9 +390,15 @@ def _submit(settings: Settings, refs: list[str]) -> None:
 
     producer = Producer(settings)
     for ref in refs:
-        producer.submit(RefundIntent.parse({
-            "originalTransactionType": 1, "originalTransactionId": ref, "clientReference": ref,
-        }))
+        producer.submit(
+            RefundIntent.parse(
+                {
+                    "originalTransactionType": 1,
+                    "originalTransactionId": ref,
+                    "clientReference": ref,
+                }
+            )
+        )
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -304,8 +417,13 @@ def time_to_final(record: RefundRecord) -> float | None:
 
 
 def summarize(
-    opts: DemoOptions, run_id: str, records: list[RefundRecord], counters: dict[str, Any], *,
-    wall_seconds: float, run_seconds: float,
+    opts: DemoOptions,
+    run_id: str,
+    records: list[RefundRecord],
+    counters: dict[str, Any],
+    *,
+    wall_seconds: float,
+    run_seconds: float,
 ) -> dict[str, Any]:
     """The demo's numbers, as the JSON summary (the human one is printed from it)."""
     n = opts.count
@@ -341,6 +459,9 @@ def summarize(
             "p95": rounded(_percentile(times, 0.95)),
             "max": rounded(times[-1] if times else None),
         },
+        "finishedByWebhook": sum(
+            1 for r in records if r.is_final and r.history and r.history[-1].actor == "mce-webhook"
+        ),
         "runSeconds": round(run_seconds, 3),
         "wallSeconds": round(wall_seconds, 3),
     }
@@ -359,18 +480,25 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     states = "  ".join(f"{k} {v}" for k, v in sorted(s["states"].items()))
     rows = [
         ("final states", states or "-"),
-        ("provider calls/refund",
-         f"create {per['create']:.2f}  confirm {per['confirm']:.2f}  get {per['get']:.2f}  "
-         f"total {per['total']:.2f}"),
+        (
+            "provider calls/refund",
+            f"create {per['create']:.2f}  confirm {per['confirm']:.2f}  get {per['get']:.2f}  "
+            f"total {per['total']:.2f}",
+        ),
         ("token calls", f"{s['tokenCalls']} (for {s['count']} refunds)"),
+        ("final by webhook", f"{s['finishedByWebhook']} of {s['count']} (the rest by polling)"),
         ("one create per ref", yes(s["createsPerReferenceAllOne"])),
         ("one confirm per ref", yes(s["confirmsPerReferenceAllOne"])),
-        ("time to final", f"p50 {secs(ttf['p50'])}  p95 {secs(ttf['p95'])}  "
-                          f"max {secs(ttf['max'])}"),
+        (
+            "time to final",
+            f"p50 {secs(ttf['p50'])}  p95 {secs(ttf['p95'])}  max {secs(ttf['max'])}",
+        ),
         ("wall time", f"{s['wallSeconds']:.1f} s (submit to all final {s['runSeconds']:.1f} s)"),
     ]
-    console.print(f"\n[bold]demo {s['runId']}[/]: {s['count']} refunds, {s['workers']} worker(s) "
-                  f"x {s['concurrency']}")
+    console.print(
+        f"\n[bold]demo {s['runId']}[/]: {s['count']} refunds, {s['workers']} worker(s) "
+        f"x {s['concurrency']}"
+    )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         console.print(f"  {key:<{width}}  {value}", soft_wrap=True)

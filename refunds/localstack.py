@@ -231,6 +231,12 @@ def start_beat(logdir: Path, env: Mapping[str, str], name: str = "beat") -> Chil
     return Child(name, args, logdir / f"{name}.log", dict(env)).start()
 
 
+def start_web(logdir: Path, env: Mapping[str, str], *, port: int, name: str = "web") -> Child:
+    """The HTTP API and webhook receiver (``refunds web``)."""
+    args = [sys.executable, "-m", "refunds.cli", "web", "--host", "127.0.0.1", "--port", str(port)]
+    return Child(name, args, logdir / f"{name}.log", dict(env)).start()
+
+
 def wait_for_worker(child: Child, timeout: float = 60.0) -> None:
     """Wait until the worker says it is ready to consume (its "ready." log line)."""
     wait_until(

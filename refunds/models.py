@@ -72,12 +72,20 @@ def is_allowed(current: State, target: State) -> bool:
     return target in TRANSITIONS[current]
 
 
+def _type_enum(schema: dict[str, Any]) -> None:
+    """OpenAPI shows the accepted originalTransactionType values (fuzzers then aim right)."""
+    schema["enum"] = sorted(ORIGINAL_TRANSACTION_TYPES)
+
+
 class RefundIntent(BaseModel):
     """What a merchant asks for. Field names are the contract's, so batch files read naturally."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    original_transaction_type: int = Field(alias="originalTransactionType")
+    original_transaction_type: int = Field(
+        alias="originalTransactionType",
+        json_schema_extra=_type_enum,
+    )
     original_transaction_id: str = Field(
         alias="originalTransactionId", min_length=1, max_length=128
     )

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +70,7 @@ class Notification:
     client_reference: str
     status: int
     body: bytes
+    changed_at: float = field(default_factory=time.time)  # when the status changed
 
 
 @dataclass
@@ -80,6 +81,7 @@ class _Delivery:
     replay: bool = False
     attempts: int = 0
     last_status: int | None = None
+    last_sent_at: float | None = None
 
 
 def _new_counters() -> dict[str, Any]:
@@ -286,6 +288,7 @@ class WebhookSender:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(config.webhook_secret, timestamp, body),
         }
+        delivery.last_sent_at = time.time()
         try:
             conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
@@ -338,6 +341,8 @@ class WebhookSender:
                 "clientReference": notification.client_reference,
                 "status": notification.status,
                 "outcome": outcome,
+                "changed_at": notification.changed_at,
+                "sent_at": delivery.last_sent_at,
                 "delivered_at": time.time() if outcome == "delivered" else None,
                 "attempts": delivery.attempts,
                 "last_status": delivery.last_status,

@@ -321,4 +321,5 @@ def test_demo_runs_five_refunds_to_completed() -> None:
     assert "5 of 5 completed" in result.stdout
     assert re.search(r"final states\s+completed 5\b", result.stdout)
     assert re.search(r"one create per ref\s+yes", result.stdout)
-    assert "demo: stopping beat, workers, sandbox, redis" in result.stderr
+    assert "demo: stopping beat, web, workers, sandbox, redis" in result.stderr
+    assert re.search(r"final by webhook\s+\d+ of 5", result.stdout)
