@@ -1,0 +1,143 @@
+"""What ``refunds stats`` shows: one snapshot of the pipeline's health, gathered cheaply.
+
+An operator asks three questions at 3 a.m.: where do the refunds stand (counts by state), is
+anything stuck (the oldest refund that is not final, and how far the timers are behind), and is the
+provider unhappy (error codes in the last hour, calls by outcome, token fetches). Everything here
+reads counters and indexes the pipeline already keeps; nothing scans the records.
+
+The oldest non-final refund is found from the per-state sets of the non-final states and the
+creation scores in ``rp:all`` (SSCAN plus pipelined ZSCOREs), so the cost grows with the refunds in
+flight, never with the ones already final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from refunds.ledger import ALL, Ledger, state_key
+from refunds.models import FINAL_STATES, State, iso, now
+from refunds.stats import Stats
+
+NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
+ERROR_WINDOW_SECONDS = 3600.0
+_SCAN_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Oldest:
+    """One refund that is not final: its reference, state and creation time."""
+
+    client_reference: str
+    state: str
+    created_at: float
+
+    def age(self, at: float) -> float:
+        return max(0.0, at - self.created_at)
+
+
+@dataclass(frozen=True)
+class OpsStats:
+    """A snapshot of the pipeline, as ``refunds stats`` prints it."""
+
+    at: float
+    counts: dict[str, int]
+    oldest: Oldest | None
+    oldest_by_state: dict[str, Oldest]
+    timer_count: int
+    timer_lag: float
+    errors: dict[str, int]  # provider error code -> count, last ``error_window`` seconds
+    error_window: float
+    calls: dict[str, dict[str, int]]  # operation -> outcome -> count (since the counters began)
+    token_fetches: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def non_final(self) -> int:
+        return sum(n for s, n in self.counts.items() if State(s) not in FINAL_STATES)
+
+    def to_public(self) -> dict[str, Any]:
+        """The ``--json`` shape (camelCase like the rest of the CLI's JSON; keys are stable)."""
+
+        def oldest(o: Oldest | None) -> dict[str, Any] | None:
+            if o is None:
+                return None
+            return {
+                "clientReference": o.client_reference,
+                "state": o.state,
+                "createdAt": iso(o.created_at),
+                "ageSeconds": round(o.age(self.at), 3),
+            }
+
+        return {
+            "at": iso(self.at),
+            "counts": dict(self.counts),
+            "total": self.total,
+            "nonFinal": self.non_final,
+            "oldestNonFinal": oldest(self.oldest),
+            "oldestByState": {s: oldest(o) for s, o in self.oldest_by_state.items()},
+            "timers": {"count": self.timer_count, "lagSeconds": round(self.timer_lag, 3)},
+            "errors": {"windowSeconds": self.error_window, "codes": dict(self.errors)},
+            "providerCalls": {op: dict(outcomes) for op, outcomes in self.calls.items()},
+            "tokenFetches": self.token_fetches,
+        }
+
+
+def oldest_by_state(
+    ledger: Ledger, states: tuple[State, ...] = NON_FINAL_STATES
+) -> dict[str, Oldest]:
+    """The oldest refund of each given state that has any: SSCAN the state's set, ZSCORE each
+    member in ``rp:all`` (pipelined, a chunk at a time, so memory stays bounded)."""
+    client = ledger.redis
+    found: dict[str, Oldest] = {}
+    for state in states:
+        best: Oldest | None = None
+        cursor = 0
+        while True:
+            cursor, members = cast(
+                tuple[int, list[str]],
+                client.sscan(state_key(state), cursor, count=_SCAN_CHUNK),
+            )
+            if members:
+                pipe = client.pipeline(transaction=False)
+                for ref in members:
+                    pipe.zscore(ALL, ref)
+                for ref, score in zip(members, pipe.execute(), strict=True):
+                    if score is None:  # in a state set but not indexed: skip, never guess
+                        continue
+                    created = float(score)
+                    if best is None or (created, ref) < (best.created_at, best.client_reference):
+                        best = Oldest(str(ref), str(state), created)
+            if int(cursor) == 0:
+                break
+        if best is not None:
+            found[str(state)] = best
+    return found
+
+
+def gather(
+    ledger: Ledger, stats: Stats | None = None, *, error_window: float = ERROR_WINDOW_SECONDS
+) -> OpsStats:
+    """One snapshot: a handful of round trips plus one chunked pass over the refunds in flight."""
+    stats = stats or Stats(ledger.redis)
+    by_state = oldest_by_state(ledger)
+    oldest = min(by_state.values(), key=lambda o: (o.created_at, o.client_reference), default=None)
+    calls: dict[str, dict[str, int]] = {}
+    for (operation, outcome), n in sorted(stats.calls().items()):
+        calls.setdefault(operation, {})[outcome] = n
+    errors = dict(sorted(stats.errors_since(error_window).items(), key=lambda kv: (-kv[1], kv[0])))
+    return OpsStats(
+        at=now(),
+        counts=ledger.counts(),
+        oldest=oldest,
+        oldest_by_state=by_state,
+        timer_count=ledger.timer_count(),
+        timer_lag=ledger.timer_lag(),
+        errors=errors,
+        error_window=error_window,
+        calls=calls,
+        token_fetches=stats.token_fetches(),
+    )
