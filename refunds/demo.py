@@ -343,9 +343,12 @@ def _serve(console: Console, stack: Stack, web_url: str, sandbox_url: str, ref: 
         f"  curl -s -H 'X-API-Key: sandbox-api-key' {web_url}/refunds/{ref}\n"
         f"  curl -s -H 'X-API-Key: sandbox-api-key' '{web_url}/refunds?state=completed&limit=5'"
     )
-    while True:
-        stack.check_alive()
-        time.sleep(1)
+    try:
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:  # also SIGTERM (_Terminated): the normal end of serving
+        console.print("demo: done serving")
 
 
 class _Timeout(Exception):  # noqa: N818 - internal control flow, not an error type
