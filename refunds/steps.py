@@ -166,24 +166,21 @@ def create(p: Pipeline, ref: str) -> StepResult:
         if record.state not in (State.RECEIVED, State.CREATING):
             return StepResult(f"nothing to create in state {record.state}", record)
         record = _begin(p, record, State.CREATING, "create")
-        try:
-            try:
-                data = p.client.create(
-                    original_transaction_type=record.original_transaction_type,
-                    original_transaction_id=record.original_transaction_id,
-                    client_reference=ref,
-                    key=idempotency_key("create", ref, record.key_generation),
-                )
-            except McePermanentError as exc:
-                if exc.code != Code.DUPLICATE_REFERENCE:
-                    raise
-                # The provider already has a refund for this reference (from an attempt whose
-                # answer we lost, after it forgot the key): find it instead of failing.
-                log.info("duplicate reference on create; looking it up", extra=_extra(record))
-                data = p.client.get(client_reference=ref)
-        except MceError as exc:
-            return _failed_attempt(p, record, exc)
-        return apply_provider_update(p, record, data, "created at provider")
+        return _post_then_apply(
+            p,
+            record,
+            lambda: p.client.create(
+                original_transaction_type=record.original_transaction_type,
+                original_transaction_id=record.original_transaction_id,
+                client_reference=ref,
+                key=idempotency_key("create", ref, record.key_generation),
+            ),
+            # The provider already has a refund for this reference (from an attempt whose answer
+            # we lost, after it forgot the key): find it instead of failing.
+            tolerated=Code.DUPLICATE_REFERENCE,
+            look_up=lambda: p.client.get(client_reference=ref),
+            reason="created at provider",
+        )
 
     return _locked(p, ref, body)
 
@@ -196,23 +193,43 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
         if record.state not in (State.CREATED, State.CONFIRMING) or not refund_id:
             return StepResult(f"nothing to confirm in state {record.state}", record)
         record = _begin(p, record, State.CONFIRMING, "confirm")
-        try:
-            try:
-                data = p.client.confirm(
-                    crypto_refund_id=refund_id,
-                    refund_address=record.refund_address,
-                    key=idempotency_key("confirm", ref, record.key_generation),
-                )
-            except McePermanentError as exc:
-                if exc.code != Code.ALREADY_CONFIRMED:
-                    raise
-                log.info("already confirmed; reading its status", extra=_extra(record))
-                data = p.client.get(crypto_refund_id=refund_id)
-        except MceError as exc:
-            return _failed_attempt(p, record, exc)
-        return apply_provider_update(p, record, data, "confirmed at provider")
+        return _post_then_apply(
+            p,
+            record,
+            lambda: p.client.confirm(
+                crypto_refund_id=refund_id,
+                refund_address=record.refund_address,
+                key=idempotency_key("confirm", ref, record.key_generation),
+            ),
+            tolerated=Code.ALREADY_CONFIRMED,
+            look_up=lambda: p.client.get(crypto_refund_id=refund_id),
+            reason="confirmed at provider",
+        )
 
     return _locked(p, ref, body)
+
+
+def _post_then_apply(
+    p: Pipeline,
+    record: RefundRecord,
+    post: Callable[[], RefundData],
+    *,
+    tolerated: Code,
+    look_up: Callable[[], RefundData],
+    reason: str,
+) -> StepResult:
+    """One provider POST; the business error that means "already done" is answered with a Get."""
+    try:
+        try:
+            data = post()
+        except McePermanentError as exc:
+            if exc.code != tolerated:
+                raise
+            log.info("%s: reading the refund instead", tolerated, extra=_extra(record))
+            data = look_up()
+    except MceError as exc:
+        return _failed_attempt(p, record, exc)
+    return apply_provider_update(p, record, data, reason)
 
 
 def poll(p: Pipeline, ref: str) -> StepResult:
