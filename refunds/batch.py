@@ -42,10 +42,15 @@ def detect_format(path: Path, fmt: str | None = None) -> BatchFormat:
         return "csv" if fmt == "csv" else "jsonl"
     found = _EXTENSIONS.get(path.suffix.lower())
     if found is None:
-        raise InvalidIntentError([FieldError(
-            "file", f"cannot tell the format from {path.name!r}: name it .csv, .jsonl or "
-            ".ndjson, or pass --format csv|jsonl",
-        )])
+        raise InvalidIntentError(
+            [
+                FieldError(
+                    "file",
+                    f"cannot tell the format from {path.name!r}: name it .csv, .jsonl or "
+                    ".ndjson, or pass --format csv|jsonl",
+                )
+            ]
+        )
     return found
 
 
@@ -88,12 +93,14 @@ def parse_text(text: str, kind: BatchFormat) -> list[RefundIntent]:
             first_seen[intent.client_reference] = (line, intent)
             intents.append(intent)
         elif seen[1].fingerprint() != intent.fingerprint():
-            errors.append(FieldError(
-                "clientReference",
-                f"{intent.client_reference!r} is also on line {seen[0]} with different "
-                f"{', '.join(_differences(seen[1], intent))}",
-                line,
-            ))
+            errors.append(
+                FieldError(
+                    "clientReference",
+                    f"{intent.client_reference!r} is also on line {seen[0]} with different "
+                    f"{', '.join(_differences(seen[1], intent))}",
+                    line,
+                )
+            )
     if errors:
         raise InvalidIntentError(errors)
     if not intents:
@@ -113,8 +120,10 @@ def _jsonl_rows(text: str) -> Iterator[_Row]:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            yield number, FieldError("line", f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                     number)
+            yield (
+                number,
+                FieldError("line", f"not valid JSON: {exc.msg} (column {exc.colno})", number),
+            )
             continue
         if not isinstance(data, dict):
             yield number, FieldError("line", "must be a JSON object", number)
@@ -145,12 +154,18 @@ def _csv_rows(text: str, errors: list[FieldError], missing: set[str]) -> Iterato
                 ignored = _check_header(header, header_line, errors, missing)
                 continue
             if len(row) != len(header):
-                yield start, FieldError(
-                    "line", f"has {len(row)} cells, the header (line {header_line}) has "
-                    f"{len(header)}", start)
+                yield (
+                    start,
+                    FieldError(
+                        "line",
+                        f"has {len(row)} cells, the header (line {header_line}) has {len(header)}",
+                        start,
+                    ),
+                )
                 continue
             data = {
-                name: cell for name, cell in zip(header, row, strict=True)
+                name: cell
+                for name, cell in zip(header, row, strict=True)
                 if name not in ignored and cell.strip()
             }
             yield start, data
@@ -173,8 +188,9 @@ def _check_header(
         if name in seen:
             errors.append(FieldError(name or "(empty)", "column appears twice", line))
         elif name not in KNOWN_COLUMNS:
-            errors.append(FieldError(name or "(empty)", f"unknown column (expected {expected})",
-                                     line))
+            errors.append(
+                FieldError(name or "(empty)", f"unknown column (expected {expected})", line)
+            )
             ignored.add(name)
         seen.add(name)
     for name in REQUIRED_COLUMNS:

@@ -1,13 +1,15 @@
 """``refunds``: the operator's and the merchant's command line.
 
 Commands: ``submit`` (one intent from flags, or a CSV/JSONL batch), ``status``, ``list``,
-``watch``, ``sandbox`` (the simulator in the foreground) and ``demo`` (the whole pipeline on this
+``watch``, ``stats``, the operator actions ``approve``/``retry``/``cancel``, ``web`` (the HTTP
+API), ``sandbox`` (the simulator in the foreground) and ``demo`` (the whole pipeline on this
 machine). Every command builds Settings once with ``load_settings`` and turns the pipeline's own
 errors into one readable ``refunds: ...`` line on stderr, because an operator at 3 a.m. needs the
 reason, not a traceback.
 
 Exit codes are part of the interface (scripts branch on them): 0 success, 1 a refund-level problem
-(conflict, unknown reference, a demo that did not complete), 2 bad input or configuration (nothing
+(conflict, unknown reference, an operator action that does not apply, a demo that did not
+complete), 2 bad input or configuration (nothing
 was written), 130 interrupted.
 """
 
@@ -54,10 +56,11 @@ EXIT_INTERRUPTED = 130
 CHUNK = 1000  # intents per pipelined submit_many: one round trip each, bounded memory
 
 FLAG_FOR_FIELD = {
-    "originalTransactionType": "--type", "originalTransactionId": "--txn-id",
-    "clientReference": "--ref", "refundAddress": "--address",
+    "originalTransactionType": "--type",
+    "originalTransactionId": "--txn-id",
+    "clientReference": "--ref",
+    "refundAddress": "--address",
 }
-
 
 
 out = make_console()
@@ -117,15 +120,30 @@ def cli() -> None:
 @click.option("--txn-id", help="originalTransactionId of the payment to refund.")
 @click.option("--ref", help="clientReference: your unique id for this refund.")
 @click.option("--address", help="refundAddress (optional).")
-@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A CSV (with headers) or JSONL batch of intents.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
-              help="Batch format, when the file's extension does not say.")
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CSV (with headers) or JSONL batch of intents.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Batch format, when the file's extension does not say.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar for batches.")
 def submit(
-    *, txn_type: int | None, txn_id: str | None, ref: str | None, address: str | None,
-    file_: Path | None, fmt: str | None, as_json: bool, quiet: bool,
+    *,
+    txn_type: int | None,
+    txn_id: str | None,
+    ref: str | None,
+    address: str | None,
+    file_: Path | None,
+    fmt: str | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Submit one refund intent (flags) or a batch (--file).
 
@@ -141,12 +159,19 @@ def submit(
         return
     if fmt is not None:
         raise click.UsageError("--format goes with --file")
-    missing = [flag for flag, v in (("--type", txn_type), ("--txn-id", txn_id), ("--ref", ref))
-               if v is None]
+    missing = [
+        flag
+        for flag, v in (("--type", txn_type), ("--txn-id", txn_id), ("--ref", ref))
+        if v is None
+    ]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or give a batch with --file)")
-    data = {"originalTransactionType": txn_type, "originalTransactionId": txn_id,
-            "clientReference": ref, "refundAddress": address}
+    data = {
+        "originalTransactionType": txn_type,
+        "originalTransactionId": txn_id,
+        "clientReference": ref,
+        "refundAddress": address,
+    }
     try:
         intent = RefundIntent.parse(data)
     except InvalidIntentError as exc:
@@ -171,8 +196,10 @@ def _submit_one(settings: Settings, intent: RefundIntent, *, as_json: bool) -> N
     if result.created:
         out.print(f"[green]submitted[/] {record.client_reference}")
     else:
-        out.print(f"{record.client_reference} [yellow]already submitted[/] (identical intent; "
-                  "nothing changed)")
+        out.print(
+            f"{record.client_reference} [yellow]already submitted[/] (identical intent; "
+            "nothing changed)"
+        )
     out.print(_record_view(record))
 
 
@@ -191,8 +218,13 @@ def _submit_batch(
     producer = Producer(settings)
     total = BatchResult()
     progress = Progress(
-        TextColumn("submitting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=quiet or not err.is_terminal, transient=True,
+        TextColumn("submitting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
     )
     with progress:
         task = progress.add_task("submit", total=len(intents))
@@ -204,12 +236,16 @@ def _submit_batch(
             total.conflicts += result.conflicts
             progress.advance(task, len(chunk))
     if as_json:
-        _print_json({
-            "created": len(total.created),
-            "existing": len(total.existing),
-            "conflicts": [{"clientReference": c.client_reference, "differences": c.differences}
-                          for c in total.conflicts],
-        })
+        _print_json(
+            {
+                "created": len(total.created),
+                "existing": len(total.existing),
+                "conflicts": [
+                    {"clientReference": c.client_reference, "differences": c.differences}
+                    for c in total.conflicts
+                ],
+            }
+        )
     else:
         out.print(f"created: {len(total.created)}")
         out.print(f"already existing: {len(total.existing)}")
@@ -236,10 +272,16 @@ def status(ref: str, as_json: bool) -> None:
 
 
 @cli.command("list")
-@click.option("--state", type=click.Choice([s.value for s in State]),
-              help="Only refunds in this state.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
-              help="At most this many, oldest first (0: no limit).")
+@click.option(
+    "--state", type=click.Choice([s.value for s in State]), help="Only refunds in this state."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many, oldest first (0: no limit).",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
 def list_(state: str | None, limit: int, as_json: bool) -> None:
     """List refunds, oldest first, optionally only those in one state."""
@@ -251,13 +293,29 @@ def list_(state: str | None, limit: int, as_json: bool) -> None:
         return
     counts = ledger.counts()
     available = counts.get(state, 0) if state else sum(counts.values())
-    table = Table("clientReference", "state", "type", "originalTransactionId", "cryptoRefundId",
-                  "attempts", "updated", "last error", title=None)
+    table = Table(
+        "clientReference",
+        "state",
+        "type",
+        "originalTransactionId",
+        "cryptoRefundId",
+        "attempts",
+        "updated",
+        "last error",
+        title=None,
+    )
     for r in records:
         error = (r.last_error or {}).get("code") or (r.last_error or {}).get("type") or ""
-        table.add_row(r.client_reference, state_text(r.state), str(r.original_transaction_type),
-                      r.original_transaction_id, r.crypto_refund_id or "", str(r.attempts),
-                      iso(r.updated_at) or "", str(error))
+        table.add_row(
+            r.client_reference,
+            state_text(r.state),
+            str(r.original_transaction_type),
+            r.original_transaction_id,
+            r.crypto_refund_id or "",
+            str(r.attempts),
+            iso(r.updated_at) or "",
+            str(error),
+        )
     out.print(table)
     out.print(f"{len(records)} of {available}" + (f" in state {state}" if state else ""))
 
@@ -268,10 +326,25 @@ def _record_view(record: RefundRecord) -> RenderableType:
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
-    for key in ("clientReference", "state", "originalTransactionType", "originalTransactionId",
-                "refundAddress", "cryptoRefundId", "providerStatus", "amount", "currency",
-                "blockchain", "feeAmount", "feeCurrency", "txnHash", "attempts", "polls",
-                "createdAt", "updatedAt"):
+    for key in (
+        "clientReference",
+        "state",
+        "originalTransactionType",
+        "originalTransactionId",
+        "refundAddress",
+        "cryptoRefundId",
+        "providerStatus",
+        "amount",
+        "currency",
+        "blockchain",
+        "feeAmount",
+        "feeCurrency",
+        "txnHash",
+        "attempts",
+        "polls",
+        "createdAt",
+        "updatedAt",
+    ):
         value = pub.get(key)
         if value is None:
             continue
@@ -288,8 +361,9 @@ def _record_view(record: RefundRecord) -> RenderableType:
         parts.append(error)
     history = Table("at", "from", "to", "reason", "actor", title="history", title_justify="left")
     for h in record.history:
-        history.add_row(iso(h.at) or "", h.from_state or "", state_text(h.to_state), h.reason,
-                        h.actor)
+        history.add_row(
+            iso(h.at) or "", h.from_state or "", state_text(h.to_state), h.reason, h.actor
+        )
     parts.append(history)
     return Group(*parts)
 
@@ -299,8 +373,13 @@ def _record_view(record: RefundRecord) -> RenderableType:
 
 @cli.command()
 @click.option("--refs-prefix", help="Only refunds whose clientReference starts with this.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
 def watch(refs_prefix: str | None, interval: float, once: bool) -> None:
     """Live counts by state until every refund in view is final (then exit 0).
@@ -348,27 +427,37 @@ def _age(seconds: float) -> str:
 
 
 def _stats_view(s: OpsStats) -> RenderableType:
-    states = Table("state", "count", "oldest", "age", title="refunds by state",
-                   title_justify="left")
+    states = Table(
+        "state", "count", "oldest", "age", title="refunds by state", title_justify="left"
+    )
     for state in STATE_ORDER:
         n = s.counts.get(state.value, 0)
         o = s.oldest_by_state.get(state.value)
-        states.add_row(state_text(state), str(n), o.client_reference if o else "",
-                       _age(o.age(s.at)) if o else "", style="" if n else "dim")
+        states.add_row(
+            state_text(state),
+            str(n),
+            o.client_reference if o else "",
+            _age(o.age(s.at)) if o else "",
+            style="" if n else "dim",
+        )
     states.add_row("total", str(s.total), "", "", style="bold")
     parts: list[RenderableType] = [states]
     if s.oldest is not None:
         o = s.oldest
-        parts.append(Text.assemble(
-            "oldest not final: ", (o.client_reference, "bold"), " (", state_text(o.state),
-            f"), created {iso(o.created_at)}, {_age(o.age(s.at))} ago",
-        ))
+        parts.append(
+            Text.assemble(
+                "oldest not final: ",
+                (o.client_reference, "bold"),
+                " (",
+                state_text(o.state),
+                f"), created {iso(o.created_at)}, {_age(o.age(s.at))} ago",
+            )
+        )
     else:
         parts.append(Text("nothing in flight: every refund is final"))
     parts.append(Text(f"timers: {s.timer_count} pending, lag {s.timer_lag:.1f} s"))
     window = "hour" if s.error_window == 3600 else _age(s.error_window)
-    errors = Table("code", "count", title=f"provider errors, last {window}",
-                   title_justify="left")
+    errors = Table("code", "count", title=f"provider errors, last {window}", title_justify="left")
     for code, n in s.errors.items():
         errors.add_row(code, str(n))
     parts.append(errors if s.errors else Text(f"provider errors, last {window}: none"))
@@ -381,8 +470,9 @@ def _stats_view(s: OpsStats) -> RenderableType:
     parts.append(Text(f"token fetches: {s.token_fetches}"))
     held = s.counts.get(State.NEEDS_ATTENTION.value, 0)
     if held:
-        parts.append(Text(f"{held} need a human: refunds list --state needs_attention",
-                          style="magenta"))
+        parts.append(
+            Text(f"{held} need a human: refunds list --state needs_attention", style="magenta")
+        )
     return Group(*parts)
 
 
@@ -392,8 +482,12 @@ def _stats_view(s: OpsStats) -> RenderableType:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8099, show_default=True)
-@click.option("--config", "config_json", help='Simulator switches as JSON, e.g. '
-              '\'{"processing_seconds": 2, "error_rates": {"503": 0.1}}\'.')
+@click.option(
+    "--config",
+    "config_json",
+    help="Simulator switches as JSON, e.g. "
+    '\'{"processing_seconds": 2, "error_rates": {"503": 0.1}}\'.',
+)
 def sandbox(host: str, port: int, config_json: str | None) -> None:
     """Run the MCE simulator in the foreground (Ctrl-C stops it).
 
@@ -415,32 +509,84 @@ def sandbox(host: str, port: int, config_json: str | None) -> None:
 
 
 @cli.command()
-@click.option("--count", type=click.IntRange(min=1), default=50, show_default=True,
-              help="How many refunds to push through.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Pool size of each worker.")
-@click.option("--processing-seconds", type=click.FloatRange(min=0), default=2.0,
-              show_default=True, help="How long the sandbox keeps a refund processing on chain.")
-@click.option("--token-ttl", type=click.FloatRange(min=1), default=30.0, show_default=True,
-              help="Lifetime of the sandbox's bearer tokens, in seconds.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=None,
-              help="Seconds to wait for every refund to be final  [default: 120 + count/2]")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many refunds to push through.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Pool size of each worker.",
+)
+@click.option(
+    "--processing-seconds",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="How long the sandbox keeps a refund processing on chain.",
+)
+@click.option(
+    "--token-ttl",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Lifetime of the sandbox's bearer tokens, in seconds.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds to wait for every refund to be final  [default: 120 + count/2]",
+)
 @click.option("--keep-dir", is_flag=True, help="Keep the working directory (logs, Redis data).")
-@click.option("--webhooks/--no-webhooks", default=True, show_default=True,
-              help="The sandbox sends status webhooks to the demo's web app.")
-@click.option("--serve", is_flag=True,
-              help="After the summary, keep everything running (for curl) until Ctrl-C.")
-@click.option("--web-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
-              help="Port of the HTTP API (a free one if taken).")
-@click.option("--sandbox-port", type=click.IntRange(1, 65535), default=8099, show_default=True,
-              help="Port of the sandbox (a free one if taken).")
+@click.option(
+    "--webhooks/--no-webhooks",
+    default=True,
+    show_default=True,
+    help="The sandbox sends status webhooks to the demo's web app.",
+)
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="After the summary, keep everything running (for curl) until Ctrl-C.",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="Port of the HTTP API (a free one if taken).",
+)
+@click.option(
+    "--sandbox-port",
+    type=click.IntRange(1, 65535),
+    default=8099,
+    show_default=True,
+    help="Port of the sandbox (a free one if taken).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The summary as a JSON object on stdout.")
 def demo(
-    *, count: int, workers: int, concurrency: int, processing_seconds: float, token_ttl: float,
-    timeout: float | None, keep_dir: bool, as_json: bool, webhooks: bool, serve: bool,
-    web_port: int, sandbox_port: int,
+    *,
+    count: int,
+    workers: int,
+    concurrency: int,
+    processing_seconds: float,
+    token_ttl: float,
+    timeout: float | None,
+    keep_dir: bool,
+    as_json: bool,
+    webhooks: bool,
+    serve: bool,
+    web_port: int,
+    sandbox_port: int,
 ) -> None:
     """Run the whole pipeline here: Redis, the sandbox, workers and beat, then N refunds.
 
@@ -449,12 +595,22 @@ def demo(
     """
     from refunds.demo import DemoOptions, run_demo  # noqa: PLC0415
 
-    code = run_demo(DemoOptions(
-        count=count, workers=workers, concurrency=concurrency,
-        processing_seconds=processing_seconds, token_ttl=token_ttl, keep_dir=keep_dir,
-        webhooks=webhooks, serve=serve, web_port=web_port, sandbox_port=sandbox_port,
-        as_json=as_json, timeout_seconds=timeout,
-    ))
+    code = run_demo(
+        DemoOptions(
+            count=count,
+            workers=workers,
+            concurrency=concurrency,
+            processing_seconds=processing_seconds,
+            token_ttl=token_ttl,
+            keep_dir=keep_dir,
+            webhooks=webhooks,
+            serve=serve,
+            web_port=web_port,
+            sandbox_port=sandbox_port,
+            as_json=as_json,
+            timeout_seconds=timeout,
+        )
+    )
     raise click.exceptions.Exit(code)
 
 
@@ -464,8 +620,13 @@ def demo(
 def _operator_command(name: str, help_text: str) -> None:
     @cli.command(name=name, help=help_text)
     @click.argument("ref")
-    @click.option("--by", "actor", default=lambda: os.environ.get("USER", ""),
-                  show_default="$USER", help="Who acts (recorded in the history).")
+    @click.option(
+        "--by",
+        "actor",
+        default=lambda: os.environ.get("USER", ""),
+        show_default="$USER",
+        help="Who acts (recorded in the history).",
+    )
     @click.option("--reason", required=True, help="Why (recorded in the history).")
     @click.option("--json", "as_json", is_flag=True, help="The record as a JSON object.")
     def command(ref: str, actor: str, reason: str, as_json: bool) -> None:
@@ -494,8 +655,13 @@ _operator_command("cancel", "Cancel a refund before Confirm (after Confirm it is
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="uvicorn worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="uvicorn worker processes.",
+)
 def web(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json)."""
     import uvicorn  # noqa: PLC0415
@@ -506,8 +672,15 @@ def web(host: str, port: int, workers: int) -> None:
     settings = _settings()
     api_key_of(settings)  # refuse to start without a real API key, before binding a port
     configure(settings.log_level, settings.log_json)
-    uvicorn.run("refunds.web:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_config=None, access_log=False)
+    uvicorn.run(
+        "refunds.web:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -451,9 +451,7 @@ class Ledger:
         """Members of a timer set (refunds, or outbox entries) whose due time has passed, leased
         for ``lease_seconds``."""
         at = now()
-        return list(
-            self._claim(keys=[key], args=[_encode(at), _encode(at + lease_seconds), limit])
-        )
+        return list(self._claim(keys=[key], args=[_encode(at), _encode(at + lease_seconds), limit]))
 
     def set_due(self, ref: str, due: float) -> None:
         self.redis.zadd(TIMERS, {ref: due})

@@ -43,7 +43,9 @@ _PROVIDER_FINAL = (S.COMPLETED, S.FAILED, S.REJECTED)
 # with a refund that is already confirmed or even final), but never backwards.
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.RECEIVED: frozenset({S.CREATING, S.CANCELLED, S.NEEDS_ATTENTION}),
-    S.CREATING: frozenset({S.CREATED, S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    S.CREATING: frozenset(
+        {S.CREATED, S.AWAITING_APPROVAL, S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}
+    ),
     S.CREATED: frozenset(
         {
             S.CONFIRMING,
@@ -59,7 +61,15 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     # An operator's retry puts the refund back where its provider-side progress says it is.
     S.NEEDS_ATTENTION: frozenset(
-        {S.RECEIVED, S.CREATED, S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED}
+        {
+            S.RECEIVED,
+            S.CREATED,
+            S.AWAITING_APPROVAL,
+            S.CONFIRMING,
+            S.PROCESSING,
+            *_PROVIDER_FINAL,
+            S.CANCELLED,
+        }
     ),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),

@@ -101,7 +101,10 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     if not record.crypto_refund_id:
         target = State.RECEIVED
     elif record.provider_status in (None, STATUS_CREATED):
-        target = State.CREATED
+        approved = any(h.reason.startswith("approved:") for h in record.history)
+        held = settings.needs_approval(record.amount, record.currency) and not approved
+        # A retry must not stand in for an approval the policy still asks for.
+        target = State.AWAITING_APPROVAL if held else State.CREATED
     else:
         target = State.PROCESSING
     new = _move(
@@ -112,7 +115,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         actor=actor,
         reason=reason,
         fields={"attempts": 0, "key_generation": record.key_generation + 1},
-        timer="set",
+        timer="clear" if target == State.AWAITING_APPROVAL else "set",
         due=now() + settings.lease_seconds,
     )
     return ActionResult(new, STEP_FOR_STATE.get(target))

@@ -25,16 +25,28 @@ from refunds.models import FINAL_STATES, State
 
 # Pipeline order, for tables that read top to bottom like the refund's life.
 STATE_ORDER = (
-    State.RECEIVED, State.CREATING, State.CREATED, State.AWAITING_APPROVAL, State.CONFIRMING,
-    State.PROCESSING, State.NEEDS_ATTENTION, State.COMPLETED, State.FAILED, State.REJECTED,
+    State.RECEIVED,
+    State.CREATING,
+    State.CREATED,
+    State.AWAITING_APPROVAL,
+    State.CONFIRMING,
+    State.PROCESSING,
+    State.NEEDS_ATTENTION,
+    State.COMPLETED,
+    State.FAILED,
+    State.REJECTED,
     State.CANCELLED,
 )
 STATE_STYLE = {
-    State.COMPLETED: "green", State.FAILED: "red", State.REJECTED: "red",
-    State.CANCELLED: "yellow", State.NEEDS_ATTENTION: "bold magenta",
+    State.COMPLETED: "green",
+    State.FAILED: "red",
+    State.REJECTED: "red",
+    State.CANCELLED: "yellow",
+    State.NEEDS_ATTENTION: "bold magenta",
     State.AWAITING_APPROVAL: "cyan",
 }
 FINAL_NAMES = frozenset(s.value for s in FINAL_STATES)
+
 
 def make_console(*, stderr: bool = False) -> Console:
     """A rich console; piped output gets a wide fixed width so tables are not cut at 80 columns
@@ -44,10 +56,8 @@ def make_console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=160 if wide else None)
 
 
-
 def state_text(state: State | str) -> Text:
     return Text(str(state), style=STATE_STYLE.get(State(state), ""))
-
 
 
 # --- watch ----------------------------------------------------------------------------------------
@@ -146,18 +156,25 @@ def render_snapshot(snap: Snapshot, title: str) -> RenderableType:
         ProgressBar(total=max(snap.total, 1), completed=snap.final, width=40),
         f"{snap.final}/{snap.total} final",
     )
-    parts: list[RenderableType] = [table, bar, Text(
-        f"throughput {snap.rate:.1f}/s (last 10 s)   timer lag {snap.timer_lag:.1f} s"
-    )]
+    parts: list[RenderableType] = [
+        table,
+        bar,
+        Text(f"throughput {snap.rate:.1f}/s (last 10 s)   timer lag {snap.timer_lag:.1f} s"),
+    ]
     held = snap.counts.get(State.NEEDS_ATTENTION.value, 0)
     if held:
-        parts.append(Text(f"{held} need a human: refunds list --state needs_attention",
-                          style="magenta"))
+        parts.append(
+            Text(f"{held} need a human: refunds list --state needs_attention", style="magenta")
+        )
     return Group(*parts)
 
 
 def follow(
-    view: RefundView, title: str, *, interval: float, console: Console,
+    view: RefundView,
+    title: str,
+    *,
+    interval: float,
+    console: Console,
     on_tick: Callable[[Snapshot], None] | None = None,
 ) -> Snapshot:
     """Refresh ``view`` every ``interval`` s until every refund in it is final; a Live view on a
@@ -187,8 +204,7 @@ def follow(
 
 
 def _plain_line(snap: Snapshot) -> str:
-    counts = " ".join(f"{s.value}={snap.counts[s.value]}" for s in STATE_ORDER
-                      if snap.counts.get(s.value))
+    counts = " ".join(
+        f"{s.value}={snap.counts[s.value]}" for s in STATE_ORDER if snap.counts.get(s.value)
+    )
     return f"{snap.final}/{snap.total} final  {counts}  {snap.rate:.1f}/s"
-
-

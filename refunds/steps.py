@@ -149,11 +149,38 @@ def _locked(p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]) -
             return StepResult("unknown reference")
         return body(record)
     except TransitionError as exc:
-        # Someone else (a webhook, an operator) moved the record: their write wins.
-        log.info("step lost a race: %s", exc, extra={"client_reference": ref})
-        return StepResult("superseded")
+        if exc.why != "not an allowed transition":
+            # Someone else (a webhook, an operator) moved the record: their write wins.
+            log.info("step lost a race: %s", exc, extra={"client_reference": ref})
+            return StepResult("superseded")
+        # A step asked for an edge the table forbids: a bug, not a race. Stop the refund where
+        # a human sees it, instead of retrying the same step every lease.
+        log.exception("refused transition", extra={"client_reference": ref})
+        return _stop_for_bug(p, ref, exc)
     finally:
         p.ledger.unlock(ref, token)
+
+
+def _stop_for_bug(p: Pipeline, ref: str, exc: TransitionError) -> StepResult:
+    record = p.ledger.find(ref)
+    if record is None or record.is_final or record.state == State.NEEDS_ATTENTION:
+        return StepResult("refused transition")
+    error = {
+        "type": "TransitionError",
+        "message": str(exc),
+        "status": None,
+        "code": "INTERNAL_TRANSITION_REFUSED",
+        "logId": None,
+        "operation": "transition",
+    }
+    new = p.ledger.transition(
+        record,
+        State.NEEDS_ATTENTION,
+        f"internal: {exc.why}",
+        fields={"last_error": error},
+        timer="clear",
+    )
+    return StepResult("needs attention", new)
 
 
 # --- the three steps ---------------------------------------------------------------------------

@@ -6,10 +6,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import pytest
 
 from config.settings import Settings
+from refunds import operator
 from refunds.errors import ConflictError, TransitionError
 from refunds.ledger import Ledger
 from refunds.mce.auth import TokenCache
@@ -187,3 +189,21 @@ def test_invalidate_only_drops_the_refused_token(
     assert new != old and fetch.calls == 2
     a.invalidate(old)  # a late 401 for the old token must not throw away the new one
     assert b.get() == new and a.get() == new and fetch.calls == 2
+
+
+def test_operator_retry_does_not_stand_in_for_an_approval(
+    ledger: Ledger, settings: Settings, prefix: str
+) -> None:
+    strict = settings.model_copy(update={"approval_thresholds": {"USDT": Decimal("100")}})
+    rec = ledger.submit(intent(prefix + "big"), due_in=30).record
+    rec = ledger.transition(rec, State.CREATING, "create attempt 1")
+    rec = ledger.transition(rec, State.NEEDS_ATTENTION, "provider refused: X", fields={
+        "crypto_refund_id": "CR1", "provider_status": 1, "amount": Decimal("500"),
+        "currency": "USDT"})
+    result = operator.retry(ledger, strict, prefix + "big", actor="ann", reason="try again")
+    assert result.record.state == State.AWAITING_APPROVAL and result.next_task is None
+    assert ledger.due_at(prefix + "big") is None
+    assert result.record.key_generation == 1
+    approved = operator.approve(ledger, strict, prefix + "big", actor="bob", reason="checked")
+    assert approved.record.state == State.CONFIRMING and approved.next_task == "confirm"
+    assert [h.actor for h in approved.record.history][-2:] == ["ann", "bob"]

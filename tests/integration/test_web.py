@@ -8,7 +8,6 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,16 @@ from schemathesis.checks import (
 )
 
 from refunds.ledger import Ledger
-from refunds.localstack import Child, free_port, start_beat, start_worker, wait_for_worker
-from refunds.localstack import start_sandbox, wait_until
+from refunds.localstack import (
+    Child,
+    free_port,
+    start_beat,
+    start_sandbox,
+    start_web,
+    start_worker,
+    wait_for_worker,
+    wait_until,
+)
 from refunds.models import State
 from tests.conftest import SandboxAdmin, wait_final
 
@@ -97,17 +104,7 @@ def web_stack(
         "REFUNDS_POLL_SCHEDULE": "3,5",
     }
     children: list[Child] = [sandbox_child]
-    web = Child(
-        "web",
-        [
-            str(Path(__import__("sys").executable).parent / "refunds"),
-            "web",
-            "--port",
-            str(web_port),
-        ],
-        logdir / "web.log",
-        wenv,
-    ).start()
+    web = start_web(logdir, wenv, port=web_port)
     children.append(web)
     wait_until(
         lambda: requests.get(f"http://127.0.0.1:{web_port}/healthz", timeout=1).ok, 30, "web", web
