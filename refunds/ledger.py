@@ -106,6 +106,7 @@ return false
 # KEYS: record, timers, old state set, new state set, outbox
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
+#       Answers {1, the record as written (HGETALL)} or {0, the current state ('' = none)}
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {0, ''} end
@@ -136,7 +137,7 @@ if ARGV[5] == 'set' then
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-return {1, ARGV[3]}
+return {1, redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS: timers. ARGV: now, lease until, limit
@@ -439,11 +440,13 @@ class Ledger:
             *dels,
             *outbox,
         ]
-        ok, current = self._transition(keys=keys, args=argv)
+        ok, answer = self._transition(keys=keys, args=argv)
         if not ok:
-            why = "record does not exist" if not current else f"record is now {current}"
-            raise TransitionError(ref, current or None, target, why)
-        return self.get(ref)
+            why = "record does not exist" if not answer else f"record is now {answer}"
+            raise TransitionError(ref, answer or None, target, why)
+        # The script answers with the record as written: no second round trip to read it back.
+        flat = list(answer)
+        return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     # --- timers ---------------------------------------------------------------------------------
 
