@@ -8,7 +8,10 @@ script runs; the script's state check makes that decision atomic.
 
 Keys (all under ``rp:``; short field names because 100,000 refunds in flight must stay small):
 
-- ``rp:r:{ref}``      hash: the record (see ``_FIELDS``), history as JSON lines in field ``hist``
+- ``rp:r:{ref}``      hash: the record (see ``_FIELDS``)
+- ``rp:h:{ref}``      string: the record's history, one JSON line per transition (kept apart so
+                      the hash stays a compact listpack: Redis converts a hash to a table, about
+                      twice the memory, once any value exceeds 64 bytes)
 - ``rp:state:{s}``    set of references per state (listing and counts without a scan)
 - ``rp:all``          sorted set of references by creation time
 - ``rp:timers``       sorted set of references by due time: every non-final, non-held refund
@@ -87,7 +90,7 @@ def lock_key(ref: str) -> str:
     return f"{PREFIX}lock:{ref}"
 
 
-# KEYS: record, timers, all, state set of the new state
+# KEYS: record, timers, all, state set of the new state, history
 # ARGV: ref, now, due, fp, history line, then field/value pairs
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -96,17 +99,17 @@ end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('HSET', KEYS[1], 'hist', ARGV[5])
+redis.call('SET', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return false
 """
 
-# KEYS: record, timers, old state set, new state set, outbox
+# KEYS: record, timers, old state set, new state set, outbox, history
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
-#       Answers {1, the record as written (HGETALL)} or {0, the current state ('' = none)}
+#       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {0, ''} end
@@ -125,8 +128,8 @@ for j = 1, k do redis.call('ZADD', KEYS[5], ARGV[4], ARGV[i]); i = i + 1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 if ARGV[7] ~= '' then
-  local hist = redis.call('HGET', KEYS[1], 'hist') or ''
-  redis.call('HSET', KEYS[1], 'hist', hist .. '\\n' .. ARGV[7])
+  -- GET and SET, not APPEND: APPEND reserves room to grow, about doubling the memory kept.
+  redis.call('SET', KEYS[6], (redis.call('GET', KEYS[6]) or '') .. '\\n' .. ARGV[7])
 end
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
@@ -137,7 +140,7 @@ if ARGV[5] == 'set' then
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-return {1, redis.call('HGETALL', KEYS[1])}
+return {1, redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[6]) or ''}
 """
 
 # KEYS: timers. ARGV: now, lease until, limit
@@ -174,7 +177,11 @@ def _history_line(at: float, from_state: str | None, to_state: str, reason: str,
     return json.dumps(entry, separators=(",", ":"))
 
 
-def _decode(ref: str, raw: Mapping[str, str]) -> RefundRecord:
+def history_key(ref: str) -> str:
+    return f"{PREFIX}h:{ref}"
+
+
+def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
     def opt(name: str) -> str | None:
         value = raw.get(_FIELDS[name])
         return value if value not in (None, "") else None
@@ -184,7 +191,7 @@ def _decode(ref: str, raw: Mapping[str, str]) -> RefundRecord:
         return Decimal(value) if value is not None else None
 
     history = []
-    for line in (raw.get("hist") or "").split("\n"):
+    for line in (hist or "").split("\n"):
         if line:
             h = json.loads(line)
             history.append(
@@ -270,7 +277,7 @@ class Ledger:
             fields["addr"] = intent.refund_address
         flat = [_encode(x) for kv in fields.items() for x in kv]
         hist = _history_line(at, None, State.RECEIVED, "submitted", "pipeline")
-        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED)]
+        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
         argv = [ref, _encode(at), _encode(due), intent.fingerprint(), hist, *flat]
         return keys, argv
 
@@ -335,8 +342,11 @@ class Ledger:
     # --- reading --------------------------------------------------------------------------------
 
     def find(self, ref: str) -> RefundRecord | None:
-        raw = cast(dict[str, str], self.redis.hgetall(record_key(ref)))
-        return _decode(ref, raw) if raw else None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(record_key(ref))
+        pipe.get(history_key(ref))
+        raw, hist = pipe.execute()
+        return _decode(ref, cast(dict[str, str], raw), hist) if raw else None
 
     def get(self, ref: str) -> RefundRecord:
         record = self.find(ref)
@@ -353,7 +363,13 @@ class Ledger:
             pipe = self.redis.pipeline(transaction=False)
             for ref in part:
                 pipe.hgetall(record_key(ref))
-            records += [_decode(r, raw) for r, raw in zip(part, pipe.execute(), strict=True) if raw]
+                pipe.get(history_key(ref))
+            answers = pipe.execute()
+            records += [
+                _decode(r, raw, hist)
+                for r, raw, hist in zip(part, answers[::2], answers[1::2], strict=True)
+                if raw
+            ]
         return records
 
     def states_of(self, refs: list[str]) -> list[str | None]:
@@ -424,7 +440,14 @@ class Ledger:
         hist = (
             _history_line(at, record.state, target, reason, actor) if target != record.state else ""
         )
-        keys = [record_key(ref), TIMERS, state_key(record.state), state_key(target), OUTBOX]
+        keys = [
+            record_key(ref),
+            TIMERS,
+            state_key(record.state),
+            state_key(target),
+            OUTBOX,
+            history_key(ref),
+        ]
         argv = [
             ref,
             record.state,
@@ -440,13 +463,13 @@ class Ledger:
             *dels,
             *outbox,
         ]
-        ok, answer = self._transition(keys=keys, args=argv)
+        ok, answer, *hist = self._transition(keys=keys, args=argv)
         if not ok:
             why = "record does not exist" if not answer else f"record is now {answer}"
             raise TransitionError(ref, answer or None, target, why)
         # The script answers with the record as written: no second round trip to read it back.
         flat = list(answer)
-        return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)))
+        return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)), hist[0])
 
     # --- timers ---------------------------------------------------------------------------------
 
