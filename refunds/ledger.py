@@ -128,6 +128,12 @@ for j = 1, k do redis.call('ZADD', KEYS[5], ARGV[4], ARGV[i]); i = i + 1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 if ARGV[7] ~= '' then
+  -- Records written before the history had a key of its own keep it in the hash: move it.
+  local legacy = redis.call('HGET', KEYS[1], 'hist')
+  if legacy then
+    redis.call('SET', KEYS[6], legacy)
+    redis.call('HDEL', KEYS[1], 'hist')
+  end
   -- GET and SET, not APPEND: APPEND reserves room to grow, about doubling the memory kept.
   redis.call('SET', KEYS[6], (redis.call('GET', KEYS[6]) or '') .. '\\n' .. ARGV[7])
 end
@@ -191,7 +197,9 @@ def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
         return Decimal(value) if value is not None else None
 
     history = []
-    for line in (hist or "").split("\n"):
+    # A record from before the history had its own key keeps it in the hash (moved on its next
+    # transition): read it from there, so an upgrade never shows an empty history.
+    for line in (hist or raw.get("hist") or "").split("\n"):
         if line:
             h = json.loads(line)
             history.append(

@@ -62,6 +62,9 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+            # The whole traceback, in one field: a critical error must be diagnosable from the
+            # JSON logs alone. Our exceptions never carry secrets (see refunds.errors).
+            entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 

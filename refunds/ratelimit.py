@@ -55,6 +55,15 @@ return tostring(math.max(until_, tat) - now)
 """
 
 
+# KEYS: tat. Seconds until the next slot is free (0 when free now). Reads only.
+_WAIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+return tostring(math.max(0, tat - now))
+"""
+
+
 @dataclass(frozen=True)
 class Reservation:
     granted: bool
@@ -69,6 +78,8 @@ class Pacer:
         self.max_wait = max_wait
         self._reserve = client.register_script(_RESERVE)
         self._push_back = client.register_script(_PUSH_BACK)
+        self._wait = client.register_script(_WAIT)
+        self.max_rps = max_rps
 
     def reserve(self) -> Reservation:
         granted, wait = self._reserve(
@@ -84,6 +95,10 @@ class Pacer:
         if reservation.wait > 0:
             time.sleep(reservation.wait)
         return None
+
+    def wait_now(self) -> float:
+        """Seconds until the schedule has a free slot (a 429's push-back shows here)."""
+        return float(self._wait(keys=[PACE_KEY]))
 
     def push_back(self, seconds: float) -> float:
         """After a 429: no worker calls before ``seconds`` from now. Returns the actual delay."""

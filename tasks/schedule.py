@@ -8,10 +8,12 @@ on its own queue. A lost tick is harmless: the next one finds the same refunds s
 
 from __future__ import annotations
 
+import math
+
 from refunds.ledger import OUTBOX
 from refunds.models import State
 from refunds.runtime import pipeline
-from refunds.steps import STEP_FOR_STATE
+from refunds.steps import STEP_FOR_STATE, Pipeline
 from tasks.notifications import deliver
 from tasks.refunds import TASKS
 from worker.app import app
@@ -20,13 +22,30 @@ from worker.app import app
 _MAX_BATCHES = 4
 
 
+def _provider_budget(p: Pipeline) -> tuple[int, int]:
+    """How many refunds to hand out this tick (per batch, and batches).
+
+    Every step makes a provider call, so handing out more than the cluster's pace allows only
+    makes steps that are throttled and come back: while a 429 holds the cluster back, none are
+    handed out (they stay due), and with MCE_MAX_RPS set, about two ticks' worth of calls are.
+    """
+    pacer = p.client.pacer
+    if pacer is not None and pacer.wait_now() > p.settings.pacing_max_wait:
+        return 0, 0
+    if p.settings.mce_max_rps:
+        budget = math.ceil(p.settings.mce_max_rps * p.settings.tick_interval * 2)
+        return max(1, min(budget, p.settings.tick_batch)), 1
+    return p.settings.tick_batch, _MAX_BATCHES
+
+
 @app.task(name="refunds.tick", acks_late=False, ignore_result=True)
 def tick() -> int:
     """Dispatch every refund (and outcome notification) that is due; returns how many."""
     p = pipeline()
     handed = 0
-    for _ in range(_MAX_BATCHES):
-        refs = p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch)
+    batch, batches = _provider_budget(p)
+    for _ in range(batches):
+        refs = p.ledger.claim_due(p.settings.lease_seconds, batch)
         for ref, state in zip(refs, p.ledger.states_of(refs), strict=True):
             step = STEP_FOR_STATE.get(State(state)) if state else None
             if step is None:
@@ -35,7 +54,7 @@ def tick() -> int:
                 continue
             TASKS[step].apply_async((ref,))
             handed += 1
-        if len(refs) < p.settings.tick_batch:
+        if len(refs) < batch:
             break
     for member in p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch, OUTBOX):
         deliver.apply_async((member,))

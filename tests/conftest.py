@@ -178,11 +178,13 @@ def stack(stack_session: Stack) -> Stack:
 
 @pytest.fixture(scope="session")
 def settings(env: dict[str, str]) -> Settings:
-    overrides = {
-        "redis_url": env["REDIS_URL"],
-        "mce_base_url": env["MCE_BASE_URL"],
-        "profile": "sandbox",
+    # The same timings as the workers (a producer's safety-net timer is its lease_seconds).
+    overrides: dict[str, Any] = {
+        key.removeprefix("REFUNDS_").lower(): value
+        for key, value in TEST_ENV.items()
+        if key.startswith("REFUNDS_")
     }
+    overrides.update(redis_url=env["REDIS_URL"], mce_base_url=env["MCE_BASE_URL"])
     return load_settings(**overrides)
 
 
