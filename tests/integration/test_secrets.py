@@ -44,6 +44,7 @@ from refunds.localstack import (
     free_port,
     start_beat,
     start_sandbox,
+    start_web,
     start_worker,
     wait_for_worker,
     wait_until,
@@ -259,7 +260,12 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
         )
         children.append(sandbox_child)
         sandbox = SandboxAdmin(sandbox_url)
+        web_port = free_port()
+        web_url = f"http://127.0.0.1:{web_port}"
         sandbox.reset(
+            # Webhooks signed with the real secret go to the web app, which is in this run too.
+            webhook_url=f"{web_url}/webhooks/mce",
+            webhook_secret=found["MCE_WEBHOOK_SECRET"],
             token_ttl_seconds=2,
             processing_seconds=1.0,
             error_rates={"503": 0.1},
@@ -278,6 +284,9 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
             "REFUNDS_API_KEY": found["REFUNDS_API_KEY"],
             "REFUNDS_CALLBACK_SECRET": found["REFUNDS_CALLBACK_SECRET"],
         }
+        web = start_web(logdir, env, port=web_port)
+        children.append(web)
+        wait_until(lambda: requests.get(web_url + "/healthz", timeout=1).ok, 30, "web", web)
         worker = start_worker(logdir, env, name="worker", concurrency=4)
         children.append(worker)
         wait_for_worker(worker)
@@ -321,14 +330,22 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
             flagged = [f"{prefix}{wave}-{i}" for i in range(FLAGGED_PER_WAVE)]
             sandbox.flag([f"tx-{r}" for r in flagged])
             unflagged = [f"{prefix}{wave}-np{i}" for i in range(UNFLAGGED_PER_WAVE)]
-            for ref in flagged + unflagged:
-                producer.submit(
-                    {
-                        "originalTransactionType": 1,
-                        "originalTransactionId": f"tx-{ref}",
-                        "clientReference": ref,
-                    }
-                )
+            for i, ref in enumerate(flagged + unflagged):
+                intent = {
+                    "originalTransactionType": 1,
+                    "originalTransactionId": f"tx-{ref}",
+                    "clientReference": ref,
+                }
+                if i % 2:  # half over HTTP, with the API key
+                    r = requests.post(
+                        web_url + "/refunds",
+                        json=intent,
+                        timeout=10,
+                        headers={"X-API-Key": found["REFUNDS_API_KEY"]},
+                    )
+                    assert r.status_code == 201, r.text
+                else:
+                    producer.submit(intent)
             the_run.refs += flagged + unflagged
             the_run.not_pending += unflagged
             # Revoked tokens: the next call meets a 401, invalidates the token and replays. A
@@ -378,7 +395,7 @@ def test_every_issued_token_is_known_and_the_search_finds_a_token_where_it_lives
 
 def test_no_secret_or_token_in_any_process_log(run: Run) -> None:
     logs = run.logs()
-    assert {"worker.log", "beat.log", "flower.log", "sandbox.log"} <= set(logs)
+    assert {"worker.log", "beat.log", "flower.log", "sandbox.log", "web.log"} <= set(logs)
     for name, text in logs.items():
         assert leaks(text, run.all_secrets) == [], name
         assert "bearer " not in text.lower(), name  # no Authorization header, not even masked
@@ -511,7 +528,11 @@ def test_worker_and_beat_log_json_lines_with_refund_ids(run: Run) -> None:
         assert entry.get("client_reference"), entry
         assert entry.get("task_id"), entry
         assert str(entry.get("task_name", "")).startswith("refunds."), entry
-    finals = [e for e in steps if str(e.get("msg", "")).startswith("refund final")]
+    # A refund becomes final in a worker (a poll) or in the web app (MCE's webhook, the fast path).
+    web = [e for e in _entries(logs["web.log"]) if isinstance(e, dict)]
+    web_steps = [e for e in web if e.get("logger") == "refunds.steps"]
+    assert all(e.get("client_reference") for e in web_steps)
+    finals = [e for e in steps + web_steps if str(e.get("msg", "")).startswith("refund final")]
     assert {e["client_reference"] for e in finals} == set(run.refs) - set(run.not_pending)
     assert all(e.get("refund_id") for e in finals)
     confirms = [e for e in steps if str(e.get("msg", "")).startswith("confirm attempt")]
