@@ -455,7 +455,12 @@ def _stats_view(s: OpsStats) -> RenderableType:
         )
     else:
         parts.append(Text("nothing in flight: every refund is final"))
-    parts.append(Text(f"timers: {s.timer_count} pending, lag {s.timer_lag:.1f} s"))
+    tick = "never" if s.since_last_tick is None else f"{s.since_last_tick:.1f} s ago"
+    parts.append(
+        Text(
+            f"timers: {s.timer_count} pending, lag {s.timer_lag:.1f} s, last scheduler tick {tick}"
+        )
+    )
     window = "hour" if s.error_window == 3600 else _age(s.error_window)
     errors = Table("code", "count", title=f"provider errors, last {window}", title_justify="left")
     for code, n in s.errors.items():

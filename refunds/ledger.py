@@ -49,6 +49,7 @@ PREFIX = "rp:"
 TIMERS = PREFIX + "timers"
 ALL = PREFIX + "all"
 OUTBOX = PREFIX + "outbox"
+LAST_TICK = PREFIX + "tick:last"
 
 # Record fields: RefundRecord attribute -> hash field.
 _FIELDS = {
@@ -507,6 +508,14 @@ class Ledger:
         if not first:
             return 0.0
         return max(0.0, now() - float(first[0][1]))
+
+    def beat_heartbeat(self) -> None:
+        self.redis.set(LAST_TICK, repr(now()))
+
+    def since_last_tick(self) -> float | None:
+        """Seconds since a scheduler tick last ran (None: never)."""
+        value = self.redis.get(LAST_TICK)
+        return None if value is None else max(0.0, now() - float(value))
 
     def timer_count(self) -> int:
         return int(self.redis.zcard(TIMERS))

@@ -46,6 +46,7 @@ class OpsStats:
     oldest_by_state: dict[str, Oldest]
     timer_count: int
     timer_lag: float
+    since_last_tick: float | None  # seconds since the scheduler tick last ran (None: never)
     errors: dict[str, int]  # provider error code -> count, last ``error_window`` seconds
     error_window: float
     calls: dict[str, dict[str, int]]  # operation -> outcome -> count (since the counters began)
@@ -79,7 +80,13 @@ class OpsStats:
             "nonFinal": self.non_final,
             "oldestNonFinal": oldest(self.oldest),
             "oldestByState": {s: oldest(o) for s, o in self.oldest_by_state.items()},
-            "timers": {"count": self.timer_count, "lagSeconds": round(self.timer_lag, 3)},
+            "timers": {
+                "count": self.timer_count,
+                "lagSeconds": round(self.timer_lag, 3),
+                "lastTickSecondsAgo": None
+                if self.since_last_tick is None
+                else round(self.since_last_tick, 3),
+            },
             "errors": {"windowSeconds": self.error_window, "codes": dict(self.errors)},
             "providerCalls": {op: dict(outcomes) for op, outcomes in self.calls.items()},
             "tokenFetches": self.token_fetches,
@@ -136,6 +143,7 @@ def gather(
         oldest_by_state=by_state,
         timer_count=ledger.timer_count(),
         timer_lag=ledger.timer_lag(),
+        since_last_tick=ledger.since_last_tick(),
         errors=errors,
         error_window=error_window,
         calls=calls,

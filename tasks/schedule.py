@@ -59,4 +59,5 @@ def tick() -> int:
     for member in p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch, OUTBOX):
         deliver.apply_async((member,))
         handed += 1
+    p.ledger.beat_heartbeat()  # "the scheduler is alive and served": health checks read this
     return handed

@@ -28,7 +28,7 @@ from refunds.localstack import Child, start_redis
 from refunds.models import FINAL_STATES, RefundIntent, State
 from refunds.producer import Producer
 from refunds.stats import Stats
-from tests.conftest import SandboxAdmin, wait_final
+from tests.conftest import SandboxAdmin, Stack, wait_final
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "refunds.cli"]
@@ -254,3 +254,41 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
         "token fetches",
     ):
         assert text in human.stdout
+
+
+def test_health_probe_needs_redis_and_recent_ticks(
+    stack: Stack, env: dict[str, str], redis_url: str
+) -> None:
+    probe = [sys.executable, "-m", "refunds.health"]
+    ok = subprocess.run(
+        [*probe, "--tick-within", "10"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr  # the session's beat and worker tick every 0.25 s
+    quiet_db = {**os.environ, **env, "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/11"}
+    never = subprocess.run(
+        [*probe, "--tick-within", "10"],
+        env=quiet_db,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert never.returncode == 1 and "last scheduler tick never" in never.stderr
+    plain = subprocess.run(
+        probe, env=quiet_db, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert plain.returncode == 0  # Redis answers; no tick requirement asked
+    down = subprocess.run(
+        probe,
+        env={**quiet_db, "REDIS_URL": "redis://127.0.0.1:1/0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert down.returncode == 1 and down.stderr.startswith("unhealthy:")
