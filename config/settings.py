@@ -175,8 +175,10 @@ class Settings(BaseSettings):
     def _check_schedule(cls, value: list[float]) -> list[float]:
         if not value:
             raise ValueError("needs at least one delay")
-        if any(v <= 0 or v > 60 for v in value):
-            raise ValueError("delays must be > 0 and <= 60 seconds (no countdown beyond a minute)")
+        # Poll delays are durable timer due times, not Celery countdowns, so they may be long;
+        # an hour keeps every refund looked at at least hourly.
+        if any(v <= 0 or v > 3600 for v in value):
+            raise ValueError("delays must be > 0 and <= 3600 seconds")
         return value
 
     @model_validator(mode="after")

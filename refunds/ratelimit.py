@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import redis
 
 PACE_KEY = "rp:pace:tat"
+# Without MCE_MAX_RPS, how stale a process's view of a cluster-wide push-back may be.
+_UNPACED_CHECK_SECONDS = 0.25
 
 # KEYS: tat. ARGV: interval seconds (0 = unlimited), max wait seconds. Returns {granted, wait}.
 _RESERVE = """
@@ -80,6 +82,8 @@ class Pacer:
         self._push_back = client.register_script(_PUSH_BACK)
         self._wait = client.register_script(_WAIT)
         self.max_rps = max_rps
+        self._checked_at = float("-inf")
+        self._paused_until = 0.0
 
     def reserve(self) -> Reservation:
         granted, wait = self._reserve(
@@ -89,6 +93,19 @@ class Pacer:
 
     def acquire(self) -> float | None:
         """Take a slot, sleeping up to ``max_wait``; None when taken, else seconds to wait."""
+        if not self.interval:
+            # No rate configured: only a 429's push-back can hold us, so read the schedule at
+            # most every few hundred milliseconds instead of running a script per call.
+            at = time.monotonic()
+            if at - self._checked_at > _UNPACED_CHECK_SECONDS:
+                self._paused_until = at + self.wait_now()
+                self._checked_at = at
+            wait = self._paused_until - at
+            if wait > self.max_wait:
+                return wait
+            if wait > 0:
+                time.sleep(wait)
+            return None
         reservation = self.reserve()
         if not reservation.granted:
             return reservation.wait
@@ -102,4 +119,7 @@ class Pacer:
 
     def push_back(self, seconds: float) -> float:
         """After a 429: no worker calls before ``seconds`` from now. Returns the actual delay."""
-        return float(self._push_back(keys=[PACE_KEY], args=[repr(max(0.0, seconds))]))
+        delay = float(self._push_back(keys=[PACE_KEY], args=[repr(max(0.0, seconds))]))
+        self._paused_until = time.monotonic() + delay
+        self._checked_at = time.monotonic()
+        return delay

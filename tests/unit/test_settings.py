@@ -67,8 +67,10 @@ def test_poll_schedule_from_a_comma_list_and_bounds(monkeypatch: pytest.MonkeyPa
     s = load_settings()
     assert s.poll_schedule == [0.5, 1.0, 2.0]
     assert [s.poll_delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 2.0, 2.0]
-    monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "5,600")
-    with pytest.raises(ConfigError, match="no countdown beyond a minute"):
+    monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "5,600")  # timers, not countdowns: allowed
+    assert load_settings().poll_schedule == [5.0, 600.0]
+    monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "5,7200")
+    with pytest.raises(ConfigError, match="<= 3600 seconds"):
         load_settings()
 
 
