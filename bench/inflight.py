@@ -46,7 +46,7 @@ from refunds.models import State
 from refunds.producer import Producer
 from refunds.stats import Stats
 
-POLL_EVERY = 60.0  # the longest poll delay Settings allows; every poll after the first waits this
+POLL_EVERY = 60.0  # the default schedule's last delay; every poll after the first waits this
 PROCESSING_SECONDS = 7 * 86_400
 RSS_EVERY = 3.0
 LAG_EVERY = 0.25
@@ -400,7 +400,10 @@ def _figures(
             "GET/s needed to poll every in-flight refund once a minute",
             round(n / POLL_EVERY),
             "GET/s",
-            note="60 s is the longest poll delay Settings allows",
+            note=(
+                "60 s is the default schedule's last delay; "
+                "REFUNDS_POLL_SCHEDULE may go up to 3600 s"
+            ),
         ),
     ]
 
