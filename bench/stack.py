@@ -8,9 +8,7 @@ benchmarks measure the pipeline, not the disk.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -24,7 +22,6 @@ import requests
 from config.settings import Settings, load_settings
 from refunds.localstack import (
     Child,
-    free_port,
     start_beat,
     start_redis,
     start_sandbox,
@@ -162,27 +159,16 @@ class BenchStack:
         for _ in range(count):
             self._n += 1
             name = f"bare{self._n}"
-            args = [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.bare",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "-Q",
-                BARE_QUEUE,
-                "--hostname",
-                f"{name}-{os.getpid()}-{free_port()}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ]
-            started.append(Child(name, args, self.logdir / f"{name}.log", dict(env)).start())
+            started.append(
+                start_worker(
+                    self.logdir,
+                    env,
+                    name=name,
+                    concurrency=concurrency,
+                    queues=BARE_QUEUE,
+                    app="bench.bare",
+                )
+            )
         for child in started:
             wait_for_worker(child, timeout=120)
         self.workers += started

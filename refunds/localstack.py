@@ -190,13 +190,15 @@ def start_worker(
     concurrency: int = 4,
     pool: str = "prefork",
     queues: str = ALL_QUEUES,
+    app: str = "worker.app",
 ) -> Child:
+    """A Celery worker (of the pipeline's app unless ``app`` names another, as benchmarks do)."""
     args = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "worker.app",
+        app,
         "worker",
         "--loglevel",
         "INFO",
@@ -210,6 +212,24 @@ def start_worker(
         f"{name}-{os.getpid()}-{free_port()}@%h",
         "--without-mingle",
         "--without-gossip",
+    ]
+    return Child(name, args, logdir / f"{name}.log", dict(env)).start()
+
+
+def start_flower(
+    logdir: Path, env: Mapping[str, str], *, port: int, basic_auth: str, name: str = "flower"
+) -> Child:
+    """Flower as the Procfile starts it: local address, basic auth (``user:password``)."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
+        f"--basic-auth={basic_auth}",
     ]
     return Child(name, args, logdir / f"{name}.log", dict(env)).start()
 

@@ -180,22 +180,35 @@ def test_faults_still_one_create_per_reference_and_all_final(
         assert_history_follows_table(record)
 
 
-def test_provider_that_forgets_keys_and_rejects_duplicates_still_one_create(
-    stack: Stack, sandbox: SandboxAdmin, producer: Producer, ledger: Ledger, prefix: str
+def _forgetful_provider_run(
+    stack: Stack,
+    sandbox: SandboxAdmin,
+    producer: Producer,
+    ledger: Ledger,
+    prefix: str,
+    *,
+    mode: str,
 ) -> None:
-    # Lost answers + no idempotency memory: retries meet DUPLICATE_CLIENT_REFERENCE and
-    # CRYPTO_REFUND_ALREADY_CONFIRMED, which the pipeline resolves with Get.
+    """Lost answers and no idempotency memory: every retry meets the duplicate behaviours."""
     sandbox.reset(
         lost_rate=0.3,
         idempotency=False,
-        duplicate_mode="reject",
-        confirm_mode="reject",
+        duplicate_mode=mode,
+        confirm_mode=mode,
         processing_seconds=0.3,
     )
     refs = _submit(producer, sandbox, prefix, 20)
     records = wait_final(ledger, refs, 90, stack)
     assert {r.state for r in records} == {State.COMPLETED}
     assert_one_create_each(sandbox, prefix, refs)
+
+
+def test_provider_that_forgets_keys_and_rejects_duplicates_still_one_create(
+    stack: Stack, sandbox: SandboxAdmin, producer: Producer, ledger: Ledger, prefix: str
+) -> None:
+    # Retries meet DUPLICATE_CLIENT_REFERENCE and CRYPTO_REFUND_ALREADY_CONFIRMED, which the
+    # pipeline resolves with Get.
+    _forgetful_provider_run(stack, sandbox, producer, ledger, prefix, mode="reject")
     responses = sandbox.counters(prefix)["responses"]
     assert responses["create"].get("422", 0) > 0  # the duplicate path was exercised
     assert responses["confirm"].get("422", 0) > 0  # and the already-confirmed path
@@ -204,17 +217,7 @@ def test_provider_that_forgets_keys_and_rejects_duplicates_still_one_create(
 def test_provider_that_returns_duplicates_still_one_create(
     stack: Stack, sandbox: SandboxAdmin, producer: Producer, ledger: Ledger, prefix: str
 ) -> None:
-    sandbox.reset(
-        lost_rate=0.3,
-        idempotency=False,
-        duplicate_mode="return",
-        confirm_mode="return",
-        processing_seconds=0.3,
-    )
-    refs = _submit(producer, sandbox, prefix, 20)
-    records = wait_final(ledger, refs, 90, stack)
-    assert {r.state for r in records} == {State.COMPLETED}
-    assert_one_create_each(sandbox, prefix, refs)
+    _forgetful_provider_run(stack, sandbox, producer, ledger, prefix, mode="return")
 
 
 def test_unknown_provider_status_is_followed_until_final(

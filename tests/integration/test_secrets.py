@@ -43,6 +43,7 @@ from refunds.localstack import (
     Child,
     free_port,
     start_beat,
+    start_flower,
     start_sandbox,
     start_web,
     start_worker,
@@ -214,22 +215,6 @@ class Run:
         return r
 
 
-def _start_flower(logdir: Path, env: dict[str, str], port: int, password: str) -> Child:
-    # As the Procfile starts it, with the same environment as the worker.
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "flower",
-        "--address=127.0.0.1",
-        f"--port={port}",
-        f"--basic-auth={FLOWER_USER}:{password}",
-    ]
-    return Child("flower", args, logdir / "flower.log", env).start()
-
-
 @pytest.fixture(scope="module")
 def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
@@ -292,7 +277,14 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
         wait_for_worker(worker)
         children.append(start_beat(logdir, env))
         flower_port = free_port()
-        children.append(_start_flower(logdir, env, flower_port, found["FLOWER_PASSWORD"]))
+        children.append(
+            start_flower(
+                logdir,
+                env,
+                port=flower_port,
+                basic_auth=f"{FLOWER_USER}:{found['FLOWER_PASSWORD']}",
+            )
+        )
         flower = f"http://127.0.0.1:{flower_port}"
         auth = (FLOWER_USER, found["FLOWER_PASSWORD"])
 
