@@ -37,14 +37,15 @@ import requests
 from bench.common import Figure, Plan, Result, at_most, chunks, intents, percentile, refs
 from bench.procstats import sample
 from bench.stack import BenchStack, sandbox_config
-from refunds import ledger as ledger_module
+from devstack.localstack import Child, free_port, wait_until
 from refunds import steps
-from refunds.ledger import TIMERS, Ledger, record_key, state_key
-from refunds.localstack import Child, free_port, wait_until
+from refunds.context import Context
 from refunds.mce.schemas import RefundData
 from refunds.models import State
+from refunds.ops.counters import Stats
 from refunds.producer import Producer
-from refunds.stats import Stats
+from refunds.store import ledger as ledger_module
+from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
 
 POLL_EVERY = 60.0  # the default schedule's last delay; every poll after the first waits this
 PROCESSING_SECONDS = 7 * 86_400
@@ -84,7 +85,7 @@ def _populate(args: tuple[list[str], str, str]) -> Counter[str]:
         poll_schedule=[POLL_EVERY],
     )
     ledger = Ledger.from_url(redis_url)
-    pipeline = steps.Pipeline(
+    pipeline = Context(
         settings=settings,
         ledger=ledger,
         client=_ReplayClient(),  # type: ignore[arg-type]

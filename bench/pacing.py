@@ -18,9 +18,9 @@ from bench.common import Figure, Plan, Result, chunks, intents, refs, txn_id
 from bench.procstats import sample
 from bench.stack import BenchStack, sandbox_config
 from config.celery import PROVIDER_QUEUE, TIMERS_QUEUE
-from refunds.ledger import TIMERS, Ledger
+from refunds.ops.counters import Stats
 from refunds.producer import Producer
-from refunds.stats import Stats
+from refunds.store.ledger import TIMERS, Ledger
 
 MAX_RPS = 50.0
 SANDBOX_RPS = 60.0

@@ -27,8 +27,8 @@ from bench import bare
 from bench.common import chunks, intents, refs, txn_id, wait_for
 from bench.stack import PIPELINE_ENV, BenchStack, sandbox_config
 from bench.throughput import PROCESSING_SECONDS
-from refunds.ledger import Ledger
 from refunds.producer import Producer
+from refunds.store.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

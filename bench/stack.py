@@ -1,6 +1,6 @@
 """The benchmark's private stack: Redis, the sandbox, pipeline or bare workers, beat.
 
-Everything is a child process started through ``refunds.localstack`` (the same helpers the demo and
+Everything is a child process started through ``devstack.localstack`` (the same helpers the demo and
 the tests use), in a temporary directory that is removed at the end. Redis runs without AOF: the
 benchmarks measure the pipeline, not the disk.
 """
@@ -20,7 +20,7 @@ import redis
 import requests
 
 from config.settings import Settings, load_settings
-from refunds.localstack import (
+from devstack.localstack import (
     Child,
     start_beat,
     start_redis,

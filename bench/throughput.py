@@ -17,10 +17,10 @@ from bench import bare
 from bench.common import Figure, Plan, Result, at_least, chunks, intents, refs, txn_id, wait_for
 from bench.procstats import LoadMeter, sample
 from bench.stack import PIPELINE_ENV, BenchStack, provider_calls, sandbox_config
-from refunds.ledger import Ledger
 from refunds.models import FINAL_STATES, State
+from refunds.ops.counters import Stats
 from refunds.producer import Producer
-from refunds.stats import Stats
+from refunds.store.ledger import Ledger
 
 PROCESSING_SECONDS = 0.2  # below the first poll delay: one Get finds the refund final
 FIRST_POLL = PIPELINE_ENV["REFUNDS_POLL_SCHEDULE"].split(",")[0]
@@ -220,7 +220,7 @@ def _rounds(runs: list[FlowRun]) -> str:
 def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
     """Benchmark 1 (rates and ratio) and benchmark 2 (cost per refund) from the same runs.
 
-    Pipeline and bare runs alternate (``plan.throughput_rounds`` of each), so a change in the
+    Context and bare runs alternate (``plan.throughput_rounds`` of each), so a change in the
     machine's other load hits both flows alike; the figures are the means over the rounds.
     """
     n, workers, concurrency = plan.throughput_refunds, plan.workers, plan.concurrency
@@ -246,7 +246,7 @@ def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
         f"first poll / countdown {FIRST_POLL}s"
     )
     rounds = plan.throughput_rounds
-    r1 = Result("throughput", "1. Pipeline refunds/s to final vs a bare Celery flow")
+    r1 = Result("throughput", "1. Context refunds/s to final vs a bare Celery flow")
     r1.figures = [
         Figure(
             "pipeline refunds/s",
@@ -292,7 +292,7 @@ def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
     r1.method = [
         f"N = {n} refunds per run; {shape}; {rounds} round(s) of pipeline then bare, "
         "alternating, figures are the means.",
-        "Pipeline: Producer.submit_many in chunks of 1,000 (the bulk path; the scheduler tick "
+        "Context: Producer.submit_many in chunks of 1,000 (the bulk path; the scheduler tick "
         "hands the refunds out), then create -> confirm -> timer -> poll as in production.",
         "Bare flow (bench/bare.py): the bench process sends one `bench.create` per refund; "
         "create -> confirm -> Celery countdown -> get, one requests.Session and one token per "

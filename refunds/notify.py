@@ -25,8 +25,8 @@ from celery import Celery
 
 from config.settings import Settings
 from refunds.errors import CallbackRefusedError, RefundNotFoundError
-from refunds.ledger import OUTBOX, Ledger
 from refunds.models import RefundRecord, iso
+from refunds.store.ledger import OUTBOX, Ledger
 
 log = logging.getLogger("refunds.notify")
 

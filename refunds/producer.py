@@ -20,8 +20,8 @@ from celery import Celery
 from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
-from refunds.ledger import Ledger, SubmitResult
 from refunds.models import RefundIntent, RefundRecord
+from refunds.store.ledger import Ledger, SubmitResult
 
 
 @dataclass

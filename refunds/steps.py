@@ -15,12 +15,11 @@ at once, with the provider's ``code`` and ``logId`` in ``last_error``.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from config.settings import Settings
+from refunds.context import Context
 from refunds.errors import (
     MceError,
     McePermanentError,
@@ -28,8 +27,7 @@ from refunds.errors import (
     MceTransientError,
     TransitionError,
 )
-from refunds.ledger import Ledger
-from refunds.mce.client import MceClient, idempotency_key
+from refunds.mce.client import idempotency_key
 from refunds.mce.contract import (
     STATUS_COMPLETED,
     STATUS_CREATED,
@@ -42,7 +40,6 @@ from refunds.mce.contract import (
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
-from refunds.stats import Stats
 
 log = logging.getLogger("refunds.steps")
 
@@ -71,34 +68,6 @@ _FINAL_FOR_STATUS = {
     STATUS_FAILED: State.FAILED,
     STATUS_REJECTED: State.REJECTED,
 }
-
-
-@dataclass
-class Pipeline:
-    """What a step needs: settings, the ledger and the provider client (one set per process)."""
-
-    settings: Settings
-    ledger: Ledger
-    client: MceClient
-    stats: Stats
-    rng: random.Random = field(default_factory=random.Random)
-
-    def jitter(self, ceiling: float) -> float:
-        """Full jitter, in its own method so tests can pin it."""
-        return self.rng.uniform(0, ceiling)
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1-based): capped exponential with full jitter."""
-        ceiling = min(
-            self.settings.retry_max_seconds,
-            self.settings.retry_base_seconds * (2 ** max(0, attempt - 1)),
-        )
-        return max(0.05, self.jitter(ceiling))
-
-    @property
-    def lock_seconds(self) -> float:
-        # Outlives the hard task time limit, so a lock never expires under a running step.
-        return self.settings.task_time_limit + 5
 
 
 @dataclass(frozen=True)
@@ -135,7 +104,7 @@ def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
     }
 
 
-def _locked(p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]) -> StepResult:
+def _locked(p: Context, ref: str, body: Callable[[RefundRecord], StepResult]) -> StepResult:
     token = p.ledger.lock(ref, p.lock_seconds)
     if token is None:
         # Another worker (or a webhook's nudge racing a step) holds it. Come back soon rather
@@ -161,7 +130,7 @@ def _locked(p: Pipeline, ref: str, body: Callable[[RefundRecord], StepResult]) -
         p.ledger.unlock(ref, token)
 
 
-def _stop_for_bug(p: Pipeline, ref: str, exc: TransitionError) -> StepResult:
+def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
     record = p.ledger.find(ref)
     if record is None or record.is_final or record.state == State.NEEDS_ATTENTION:
         return StepResult("refused transition")
@@ -186,7 +155,7 @@ def _stop_for_bug(p: Pipeline, ref: str, exc: TransitionError) -> StepResult:
 # --- the three steps ---------------------------------------------------------------------------
 
 
-def create(p: Pipeline, ref: str) -> StepResult:
+def create(p: Context, ref: str) -> StepResult:
     """Create the provider refund, idempotently keyed by the intent's ``clientReference``."""
 
     def body(record: RefundRecord) -> StepResult:
@@ -212,7 +181,7 @@ def create(p: Pipeline, ref: str) -> StepResult:
     return _locked(p, ref, body)
 
 
-def confirm(p: Pipeline, ref: str) -> StepResult:
+def confirm(p: Context, ref: str) -> StepResult:
     """Confirm the provider refund; an already-confirmed answer is read as success."""
 
     def body(record: RefundRecord) -> StepResult:
@@ -237,7 +206,7 @@ def confirm(p: Pipeline, ref: str) -> StepResult:
 
 
 def _post_then_apply(
-    p: Pipeline,
+    p: Context,
     record: RefundRecord,
     post: Callable[[], RefundData],
     *,
@@ -259,7 +228,7 @@ def _post_then_apply(
     return apply_provider_update(p, record, data, reason)
 
 
-def poll(p: Pipeline, ref: str) -> StepResult:
+def poll(p: Context, ref: str) -> StepResult:
     """Read the refund's provider status and follow it until it is final."""
 
     def body(record: RefundRecord) -> StepResult:
@@ -274,7 +243,7 @@ def poll(p: Pipeline, ref: str) -> StepResult:
     return _locked(p, ref, body)
 
 
-STEPS: dict[NextTask, Callable[[Pipeline, str], StepResult]] = {
+STEPS: dict[NextTask, Callable[[Context, str], StepResult]] = {
     "create": create,
     "confirm": confirm,
     "poll": poll,
@@ -284,7 +253,7 @@ STEPS: dict[NextTask, Callable[[Pipeline, str], StepResult]] = {
 # --- shared pieces -----------------------------------------------------------------------------
 
 
-def _begin(p: Pipeline, record: RefundRecord, working: State, operation: str) -> RefundRecord:
+def _begin(p: Context, record: RefundRecord, working: State, operation: str) -> RefundRecord:
     """Record the attempt before the call, with a lease-long timer in case this worker dies."""
     attempts = 1 if record.state != working else record.attempts + 1
     reason = f"{operation} attempt 1" if record.state != working else ""
@@ -314,7 +283,7 @@ def _status_rank(status: int | None) -> int:
 
 
 def apply_provider_update(
-    p: Pipeline,
+    p: Context,
     record: RefundRecord,
     data: RefundData,
     reason: str,
@@ -393,7 +362,7 @@ def apply_provider_update(
 
 
 def _failed_attempt(
-    p: Pipeline, record: RefundRecord, exc: MceError, *, counted: bool = True
+    p: Context, record: RefundRecord, exc: MceError, *, counted: bool = True
 ) -> StepResult:
     """Retry on the timer, or stop in ``needs_attention`` with the provider's code.
 

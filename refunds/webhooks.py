@@ -26,10 +26,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from refunds.context import Context
 from refunds.errors import TransitionError, WebhookRejectedError
 from refunds.mce.schemas import RefundData
 from refunds.models import now
-from refunds.steps import NextTask, Pipeline, StepResult, apply_provider_update
+from refunds.steps import NextTask, StepResult, apply_provider_update
 
 log = logging.getLogger("refunds.webhooks")
 
@@ -105,7 +106,7 @@ def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     return nid, kind, data
 
 
-def receive(p: Pipeline, body: bytes, timestamp: str | None, sig: str | None) -> WebhookResult:
+def receive(p: Context, body: bytes, timestamp: str | None, sig: str | None) -> WebhookResult:
     """Handle one delivery end to end. Raises WebhookRejectedError for a 400/401 answer."""
     verify(
         p.settings.webhook_secret.get_secret_value(),
@@ -138,14 +139,14 @@ def receive(p: Pipeline, body: bytes, timestamp: str | None, sig: str | None) ->
     return result
 
 
-def _mark(p: Pipeline, key: str, outcome: str, ref: str | None) -> None:
+def _mark(p: Context, key: str, outcome: str, ref: str | None) -> None:
     p.ledger.redis.hset(key, "status", outcome)
     if ref:
         p.ledger.redis.hset(key, "ref", ref)
     p.stats.record_webhook(outcome)
 
 
-def apply_event(p: Pipeline, nid: str, data: dict[str, Any]) -> WebhookResult:
+def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
     """Apply one stored event's refund object to the ledger (also used to replay parked ones)."""
     try:
         refund = RefundData.model_validate(data)
@@ -181,14 +182,14 @@ def apply_event(p: Pipeline, nid: str, data: dict[str, Any]) -> WebhookResult:
     raise TransitionError(ref, None, "?", "record kept moving; MCE will deliver again")
 
 
-def _park(p: Pipeline, nid: str, ref: str, why: str) -> WebhookResult:
+def _park(p: Context, nid: str, ref: str, why: str) -> WebhookResult:
     p.ledger.redis.zadd(parked_key(ref), {nid: now()})
     p.ledger.redis.expire(parked_key(ref), EVENT_TTL)
     log.info("webhook parked: %s", why, extra={"client_reference": ref})
     return WebhookResult("parked", ref)
 
 
-def replay_parked(p: Pipeline, ref: str) -> list[WebhookResult]:
+def replay_parked(p: Context, ref: str) -> list[WebhookResult]:
     """Apply the events parked for ``ref``, oldest first (the create step calls this)."""
     key = parked_key(ref)
     ids = [str(i) for i in p.ledger.redis.zrange(key, 0, -1)]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
+from refunds.context import current_context
 from refunds.notify import Notifier
-from refunds.runtime import pipeline
 from worker.app import app
 
 _notifier: tuple[int, Notifier] | None = None
@@ -18,7 +18,7 @@ _notifier: tuple[int, Notifier] | None = None
 def notifier() -> Notifier:
     global _notifier  # noqa: PLW0603 - one per process (it holds an HTTP session)
     if _notifier is None or _notifier[0] != os.getpid():
-        p = pipeline()
+        p = current_context()
         _notifier = (os.getpid(), Notifier(p.settings, p.ledger, app))
     return _notifier[1]
 

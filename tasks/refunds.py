@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from celery import Task
 
-from refunds.runtime import pipeline
+from refunds.context import current_context
 from refunds.steps import STEPS, NextTask
 from refunds.webhooks import parked_key, replay_parked
 from worker.app import app
 
 
 def run_step(name: NextTask, client_reference: str) -> str:
-    p = pipeline()
+    p = current_context()
     result = STEPS[name](p, client_reference)
     if result.next_task is not None:
         TASKS[result.next_task].apply_async((client_reference,))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from refunds.ledger import OUTBOX
+from refunds.context import Context, current_context
 from refunds.models import State
-from refunds.runtime import pipeline
-from refunds.steps import STEP_FOR_STATE, Pipeline
+from refunds.steps import STEP_FOR_STATE
+from refunds.store.ledger import OUTBOX
 from tasks.notifications import deliver
 from tasks.refunds import TASKS
 from worker.app import app
@@ -22,7 +22,7 @@ from worker.app import app
 _MAX_BATCHES = 4
 
 
-def _provider_budget(p: Pipeline) -> tuple[int, int]:
+def _provider_budget(p: Context) -> tuple[int, int]:
     """How many refunds to hand out this tick (per batch, and batches).
 
     Every step makes a provider call, so handing out more than the cluster's pace allows only
@@ -41,7 +41,7 @@ def _provider_budget(p: Pipeline) -> tuple[int, int]:
 @app.task(name="refunds.tick", acks_late=False, ignore_result=True)
 def tick() -> int:
     """Dispatch every refund (and outcome notification) that is due; returns how many."""
-    p = pipeline()
+    p = current_context()
     handed = 0
     batch, batches = _provider_budget(p)
     for _ in range(batches):

@@ -19,8 +19,7 @@ import pytest
 import requests
 
 from config.settings import Settings, load_settings
-from refunds.ledger import Ledger
-from refunds.localstack import (
+from devstack.localstack import (
     Child,
     start_beat,
     start_redis,
@@ -30,6 +29,7 @@ from refunds.localstack import (
 )
 from refunds.models import FINAL_STATES, RefundRecord
 from refunds.producer import Producer
+from refunds.store.ledger import Ledger
 
 # Fast timings for tests: short polls and backoff, short leases so a killed worker's refunds come
 # due again within seconds.

@@ -14,8 +14,8 @@ from celery.signals import setup_logging
 
 from config.celery import make_celery
 from config.settings import get_settings
-from refunds import logs
 from refunds.errors import ConfigError
+from refunds.ops import logs
 
 try:
     settings = get_settings()

@@ -25,7 +25,7 @@ from config.settings import Settings
 from refunds.errors import MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.models import now
-from refunds.stats import TOKEN_FETCHES
+from refunds.ops.counters import TOKEN_FETCHES
 
 TOKEN_KEY = "rp:mce:token"  # noqa: S105 - a Redis key name, not a token
 LOCK_KEY = "rp:mce:token:lock"

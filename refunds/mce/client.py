@@ -39,8 +39,8 @@ from refunds.mce.contract import (
 )
 from refunds.mce.errors import error_from_response
 from refunds.mce.schemas import RefundData, TokenData
-from refunds.ratelimit import Pacer
-from refunds.stats import Stats
+from refunds.ops.counters import Stats
+from refunds.store.pacing import Pacer
 
 # Fixed namespace: keys derived from it are the same in every process, on every machine, forever.
 _KEY_NAMESPACE = uuid.UUID("6f1c2a52-6d0b-4b8e-9a57-2f6a3c1f9e10")

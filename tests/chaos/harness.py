@@ -39,8 +39,7 @@ from typing import Any, cast
 import redis
 
 from config.settings import load_settings
-from refunds.ledger import TIMERS, Ledger, record_key, state_key
-from refunds.localstack import (
+from devstack.localstack import (
     Child,
     free_port,
     start_beat,
@@ -51,6 +50,7 @@ from refunds.localstack import (
 )
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed
 from refunds.producer import Producer
+from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
 from tests.conftest import TEST_ENV, SandboxAdmin
 
 FINAL = frozenset(str(s) for s in FINAL_STATES)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from refunds.ledger import Ledger
-from refunds.localstack import Child, start_redis
+from devstack.localstack import Child, start_redis
 from refunds.models import State
+from refunds.store.ledger import Ledger
 
 SCRIPT = Path(sys.executable).parent / "refunds"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "refunds.cli"]

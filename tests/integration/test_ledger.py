@@ -11,12 +11,12 @@ from decimal import Decimal
 import pytest
 
 from config.settings import Settings
-from refunds import operator
+from refunds import actions
 from refunds.errors import ConflictError, TransitionError
-from refunds.ledger import Ledger
 from refunds.mce.auth import TokenCache
 from refunds.mce.schemas import TokenData
 from refunds.models import RefundIntent, State
+from refunds.store.ledger import Ledger
 
 
 def intent(ref: str, txn: str = "tx") -> RefundIntent:
@@ -200,10 +200,10 @@ def test_operator_retry_does_not_stand_in_for_an_approval(
     rec = ledger.transition(rec, State.NEEDS_ATTENTION, "provider refused: X", fields={
         "crypto_refund_id": "CR1", "provider_status": 1, "amount": Decimal("500"),
         "currency": "USDT"})
-    result = operator.retry(ledger, strict, prefix + "big", actor="ann", reason="try again")
+    result = actions.retry(ledger, strict, prefix + "big", actor="ann", reason="try again")
     assert result.record.state == State.AWAITING_APPROVAL and result.next_task is None
     assert ledger.due_at(prefix + "big") is None
     assert result.record.key_generation == 1
-    approved = operator.approve(ledger, strict, prefix + "big", actor="bob", reason="checked")
+    approved = actions.approve(ledger, strict, prefix + "big", actor="bob", reason="checked")
     assert approved.record.state == State.CONFIRMING and approved.next_task == "confirm"
     assert [h.actor for h in approved.record.history][-2:] == ["ann", "bob"]

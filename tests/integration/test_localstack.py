@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from refunds.ledger import Ledger
-from refunds.localstack import find_redis_server, start_redis
+from devstack.localstack import find_redis_server, start_redis
 from refunds.models import RefundIntent, State
+from refunds.store.ledger import Ledger
 
 
 def test_without_redis_server_on_path_the_bundled_binary_runs_the_ledger(

@@ -30,12 +30,12 @@ import pytest
 import redis
 
 from config.settings import Settings, load_settings
-from refunds import operator
-from refunds.ledger import OUTBOX, Ledger
-from refunds.localstack import Child, free_port, start_beat, start_worker, wait_for_worker
+from devstack.localstack import Child, free_port, start_beat, start_worker, wait_for_worker
+from refunds import actions
 from refunds.models import State
 from refunds.notify import ATTEMPTS, DEAD, notification_id
 from refunds.producer import Producer
+from refunds.store.ledger import OUTBOX, Ledger
 from tests.conftest import TEST_ENV, SandboxAdmin, wait_final
 from tests.integration import merchant_app
 
@@ -295,7 +295,7 @@ def test_http_callbacks_are_signed_retried_and_cover_every_final_refund(
     assert records[stuck].state == State.NEEDS_ATTENTION
 
     # The operator's process reads the same configuration as the workers (one env file).
-    cancelled = operator.cancel(
+    cancelled = actions.cancel(
         cluster.ledger, cluster.settings, stuck, actor="ops-bob", reason="merchant refunded by hand"
     ).record
     assert cancelled.state == State.CANCELLED

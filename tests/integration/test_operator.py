@@ -4,7 +4,7 @@ A dedicated worker and beat run on database 7 of the private Redis with an appro
 (``REFUNDS_APPROVAL_THRESHOLDS=USDT=100``), against the session's sandbox. Database 8 has no worker
 at all: refunds submitted there stay ``received``, which is how a cancel before any worker touched
 the refund is exercised. Each action is called as the CLI calls it
-(``refunds.operator.<action>(ledger, settings, ref, actor=..., reason=...)``) and the returned
+(``refunds.actions.<action>(ledger, settings, ref, actor=..., reason=...)``) and the returned
 nudge is sent the way an operator's tool sends it.
 
 The lease is 30 s here (the session's is 12 s), so a refund that completes within 20 s of an
@@ -21,15 +21,15 @@ import pytest
 import redis
 
 from config.settings import Settings, load_settings
-from refunds import operator
+from devstack.localstack import Child, start_beat, start_worker, wait_for_worker
+from refunds import actions
+from refunds.context import build_context
 from refunds.errors import McePermanentError, OperatorActionError
-from refunds.ledger import OUTBOX, Ledger
-from refunds.localstack import Child, start_beat, start_worker, wait_for_worker
 from refunds.mce.client import idempotency_key
 from refunds.mce.contract import Code
 from refunds.models import RefundRecord, State
 from refunds.producer import Producer
-from refunds.runtime import build_pipeline
+from refunds.store.ledger import OUTBOX, Ledger
 from tests.conftest import TEST_ENV, SandboxAdmin
 from tests.integration.test_pipeline import assert_history_follows_table
 
@@ -58,7 +58,7 @@ class Cluster:
         )
         return ref
 
-    def nudge(self, ref: str, result: operator.ActionResult) -> None:
+    def nudge(self, ref: str, result: actions.ActionResult) -> None:
         """What an operator's tool does with an action's result."""
         assert result.next_task is not None
         self.producer.celery.send_task("refunds." + result.next_task, args=[ref])
@@ -177,7 +177,7 @@ def test_approve_releases_a_held_refund_to_completed_with_actor_and_reason(
     ref = cluster.submit(sandbox, f"{prefix}big", "500.00")
     wait_state(cluster.ledger, ref, [State.AWAITING_APPROVAL], 30)
 
-    result = operator.approve(
+    result = actions.approve(
         cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="merchant called, verified"
     )
     assert result.next_task == "confirm"
@@ -207,7 +207,7 @@ def test_approve_of_a_refund_that_is_not_held_is_refused_and_changes_nothing(
     before = wait_state(cluster.ledger, ref, [State.COMPLETED], 30)
 
     with pytest.raises(OperatorActionError) as info:
-        operator.approve(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="looks fine")
+        actions.approve(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="looks fine")
     assert str(info.value) == f"cannot approve {ref}: it is completed, not awaiting_approval"
     assert info.value.action == "approve" and info.value.client_reference == ref
     assert_unchanged(cluster.ledger, before)
@@ -228,7 +228,7 @@ def test_retry_after_the_payment_is_flagged_completes_under_a_new_idempotency_ke
 
     # MCE's KYT flags the payment now. The old key would only replay the stored refusal:
     sandbox.flag([f"tx-{ref}"], amount="20.00", currency="USDT")
-    client = build_pipeline(cluster.settings).client
+    client = build_context(cluster.settings).client
     with pytest.raises(McePermanentError) as replay:
         client.create(
             original_transaction_type=1,
@@ -239,7 +239,7 @@ def test_retry_after_the_payment_is_flagged_completes_under_a_new_idempotency_ke
     assert replay.value.code == Code.NOT_PENDING
     assert effects(sandbox, ref)["create"] == 0
 
-    result = operator.retry(
+    result = actions.retry(
         cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="payment flagged now"
     )
     assert result.record.state == State.RECEIVED
@@ -260,7 +260,7 @@ def test_retry_of_a_refund_that_does_not_need_attention_is_refused(
     ref = cluster.submit(sandbox, f"{prefix}small", "50.00")
     before = wait_state(cluster.ledger, ref, [State.COMPLETED], 30)
     with pytest.raises(OperatorActionError) as info:
-        operator.retry(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="again")
+        actions.retry(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="again")
     assert "it is completed; only needs_attention refunds are retried" in str(info.value)
     assert_unchanged(cluster.ledger, before)
 
@@ -274,7 +274,7 @@ def test_cancel_of_a_held_refund_makes_it_final_without_a_timer_or_a_confirm(
     ref = cluster.submit(sandbox, f"{prefix}big", "500.00")
     wait_state(cluster.ledger, ref, [State.AWAITING_APPROVAL], 30)
 
-    result = operator.cancel(
+    result = actions.cancel(
         cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="merchant withdrew the refund"
     )
     assert result.next_task is None
@@ -300,9 +300,9 @@ def test_cancel_after_confirm_is_refused_as_the_providers_refund_to_finish(
     # Approved (so Confirm may be under way), not yet nudged: cancelling is no longer ours to do.
     ref = cluster.submit(sandbox, f"{prefix}big", "500.00")
     wait_state(cluster.ledger, ref, [State.AWAITING_APPROVAL], 30)
-    result = operator.approve(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="ok")
+    result = actions.approve(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="ok")
     with pytest.raises(OperatorActionError) as info:
-        operator.cancel(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="changed mind")
+        actions.cancel(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="changed mind")
     assert "it is the provider's refund to finish" in str(info.value)
     assert_unchanged(cluster.ledger, result.record)
     cluster.nudge(ref, result)
@@ -312,7 +312,7 @@ def test_cancel_after_confirm_is_refused_as_the_providers_refund_to_finish(
     slow = cluster.submit(sandbox, f"{prefix}slow", "50.00")
     processing = wait_state(cluster.ledger, slow, [State.PROCESSING], 30)
     with pytest.raises(OperatorActionError) as info:
-        operator.cancel(cluster.ledger, cluster.settings, slow, actor=ACTOR, reason="too slow")
+        actions.cancel(cluster.ledger, cluster.settings, slow, actor=ACTOR, reason="too slow")
     assert str(info.value) == (
         f"cannot cancel {slow}: it was (or may have been) confirmed at the provider; "
         "it is the provider's refund to finish"
@@ -324,7 +324,7 @@ def test_cancel_after_confirm_is_refused_as_the_providers_refund_to_finish(
     done = wait_state(cluster.ledger, ref, [State.COMPLETED, State.NEEDS_ATTENTION], 20)
     assert done.state == State.COMPLETED, done.last_error
     with pytest.raises(OperatorActionError) as info:
-        operator.cancel(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="too late")
+        actions.cancel(cluster.ledger, cluster.settings, ref, actor=ACTOR, reason="too late")
     assert str(info.value) == f"cannot cancel {ref}: it is already final (completed)"
     assert_unchanged(cluster.ledger, done)
 
@@ -343,12 +343,12 @@ def test_cancel_of_a_received_refund_before_any_worker_touched_it(
 
     # Neither approve nor retry applies to it.
     with pytest.raises(OperatorActionError, match="it is received, not awaiting_approval"):
-        operator.approve(idle.ledger, idle.settings, ref, actor=ACTOR, reason="x")
+        actions.approve(idle.ledger, idle.settings, ref, actor=ACTOR, reason="x")
     with pytest.raises(OperatorActionError, match="only needs_attention refunds are retried"):
-        operator.retry(idle.ledger, idle.settings, ref, actor=ACTOR, reason="x")
+        actions.retry(idle.ledger, idle.settings, ref, actor=ACTOR, reason="x")
     assert_unchanged(idle.ledger, before)
 
-    result = operator.cancel(idle.ledger, idle.settings, ref, actor=ACTOR, reason="duplicate")
+    result = actions.cancel(idle.ledger, idle.settings, ref, actor=ACTOR, reason="duplicate")
     assert result.next_task is None
     assert result.record.state == State.CANCELLED
     assert result.record.history[-1].from_state == State.RECEIVED
@@ -362,7 +362,7 @@ def test_cancel_of_a_received_refund_before_any_worker_touched_it(
     assert effects(sandbox, ref) == {"create": 0, "confirm": 0}
 
     with pytest.raises(OperatorActionError, match=r"it is already final \(cancelled\)"):
-        operator.cancel(idle.ledger, idle.settings, ref, actor=ACTOR, reason="again")
+        actions.cancel(idle.ledger, idle.settings, ref, actor=ACTOR, reason="again")
 
 
 @pytest.mark.parametrize("action", ["approve", "retry", "cancel"])
@@ -383,6 +383,6 @@ def test_an_action_without_actor_or_reason_is_refused_and_changes_nothing(
     ref = idle.submit(sandbox, f"{prefix}r", "50.00")
     before = idle.ledger.get(ref)
     with pytest.raises(OperatorActionError, match=message) as info:
-        operator.ACTIONS[action](idle.ledger, idle.settings, ref, actor=actor, reason=reason)
+        actions.ACTIONS[action](idle.ledger, idle.settings, ref, actor=actor, reason=reason)
     assert info.value.action == action
     assert_unchanged(idle.ledger, before)

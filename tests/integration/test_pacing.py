@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from config.settings import load_settings
-from refunds.ledger import Ledger
-from refunds.localstack import Child, start_beat, start_worker, wait_for_worker
+from devstack.localstack import Child, start_beat, start_worker, wait_for_worker
 from refunds.models import State
 from refunds.producer import Producer
-from refunds.ratelimit import PACE_KEY, Pacer
+from refunds.store.ledger import Ledger
+from refunds.store.pacing import PACE_KEY, Pacer
 from tests.conftest import SandboxAdmin, wait_final
 
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from refunds.errors import ConflictError
-from refunds.ledger import Ledger
 from refunds.models import State, is_allowed
 from refunds.producer import Producer
+from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, Stack, wait_final
 
 

@@ -38,8 +38,7 @@ import redis
 import requests
 
 from config.settings import load_settings
-from refunds.ledger import Ledger
-from refunds.localstack import (
+from devstack.localstack import (
     Child,
     free_port,
     start_beat,
@@ -53,6 +52,7 @@ from refunds.localstack import (
 from refunds.mce.auth import TOKEN_KEY
 from refunds.models import State
 from refunds.producer import Producer
+from refunds.store.ledger import Ledger
 from tests.conftest import TEST_ENV, SandboxAdmin, wait_final
 
 REPO = Path(__file__).resolve().parents[2]

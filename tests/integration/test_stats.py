@@ -23,11 +23,11 @@ from typing import Any, cast
 import pytest
 import redis
 
-from refunds.ledger import ALL, Ledger, record_key, state_key
-from refunds.localstack import Child, start_redis
+from devstack.localstack import Child, start_redis
 from refunds.models import FINAL_STATES, RefundIntent, State
+from refunds.ops.counters import Stats
 from refunds.producer import Producer
-from refunds.stats import Stats
+from refunds.store.ledger import ALL, Ledger, record_key, state_key
 from tests.conftest import SandboxAdmin, Stack, wait_final
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,7 +259,7 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
 def test_health_probe_needs_redis_and_recent_ticks(
     stack: Stack, env: dict[str, str], redis_url: str
 ) -> None:
-    probe = [sys.executable, "-m", "refunds.health"]
+    probe = [sys.executable, "-m", "refunds.ops.health"]
     ok = subprocess.run(
         [*probe, "--tick-within", "10"],
         env={**os.environ, **env},

@@ -12,10 +12,10 @@ from pathlib import Path
 import requests
 
 from config.settings import load_settings
-from refunds.ledger import Ledger
-from refunds.localstack import free_port, wait_until
+from devstack.localstack import free_port, wait_until
 from refunds.models import State
 from refunds.producer import Producer
+from refunds.store.ledger import Ledger
 from tests.conftest import wait_final
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,8 +23,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from refunds.ledger import Ledger
-from refunds.localstack import (
+from devstack.localstack import (
     Child,
     free_port,
     start_beat,
@@ -35,6 +34,7 @@ from refunds.localstack import (
     wait_until,
 )
 from refunds.models import State
+from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, wait_final
 
 KEY = {"X-API-Key": "test-api-key-4f1b"}

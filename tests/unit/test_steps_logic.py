@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
+from refunds.context import Context
 from refunds.mce.client import idempotency_key
 from refunds.models import State
-from refunds.steps import Pipeline, state_for_status
+from refunds.steps import state_for_status
 
 
 @pytest.mark.parametrize(
@@ -35,9 +36,9 @@ def test_state_for_status(current: State, status: int | None, expected: State) -
     assert state_for_status(current, status) == expected
 
 
-def pipeline(**settings: Any) -> Pipeline:
+def pipeline(**settings: Any) -> Context:
     s = load_settings(profile="sandbox", **settings)
-    return Pipeline(settings=s, ledger=None, client=None, stats=None, rng=random.Random(7))  # type: ignore[arg-type]
+    return Context(settings=s, ledger=None, client=None, stats=None, rng=random.Random(7))  # type: ignore[arg-type]
 
 
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:

@@ -13,11 +13,11 @@ from typing import Any
 
 from config.settings import Settings
 from refunds.errors import OperatorActionError, TransitionError
-from refunds.ledger import Ledger, TimerAction
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
 from refunds.steps import STEP_FOR_STATE, NextTask
+from refunds.store.ledger import Ledger, TimerAction
 
 
 @dataclass(frozen=True)

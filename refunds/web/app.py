@@ -1,7 +1,7 @@
 """The HTTP way in: intake for merchant apps in any language, MCE's webhook, operator actions.
 
 A FastAPI (ASGI) app served by uvicorn (``refunds web``). Every route calls the same functions as
-the Python API and the CLI (``Producer``, ``refunds.operator``, ``refunds.webhooks``), so the
+the Python API and the CLI (``Producer``, ``refunds.actions``, ``refunds.webhooks``), so the
 HTTP API adds transport, never rules. Handlers are plain ``def`` functions: the ledger is
 synchronous Redis, and Starlette runs them in its thread pool.
 
@@ -24,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.settings import Settings
+from refunds.actions import ACTIONS
+from refunds.context import Context, build_context
 from refunds.errors import (
     ConfigError,
     ConflictError,
@@ -32,12 +34,9 @@ from refunds.errors import (
     RefundNotFoundError,
     WebhookRejectedError,
 )
-from refunds.metrics import render_metrics
 from refunds.models import RefundIntent, State
-from refunds.operator import ACTIONS
+from refunds.ops.metrics import render_metrics
 from refunds.producer import Producer
-from refunds.runtime import build_pipeline
-from refunds.steps import Pipeline
 from refunds.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, receive
 
 SANDBOX_API_KEY = "sandbox-api-key"
@@ -135,10 +134,10 @@ def api_key_of(settings: Settings) -> str:
     raise ConfigError("invalid configuration: REFUNDS_API_KEY is not set (the web app needs it)")
 
 
-def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:  # noqa: PLR0915
+def create_app(settings: Settings, pipeline: Context | None = None) -> FastAPI:  # noqa: PLR0915
     """The app; routes are declared here together so the API reads in one place."""
     api_key = api_key_of(settings)
-    p = pipeline or build_pipeline(settings)
+    p = pipeline or build_context(settings)
     producer = Producer(settings, ledger=p.ledger)
     app = FastAPI(
         title="refund-pipeline",
@@ -351,7 +350,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory refunds.web:app_from_env``."""
+    """Factory for ``uvicorn --factory refunds.web.app:app_from_env``."""
     from config.settings import get_settings  # noqa: PLC0415
 
     return create_app(get_settings())

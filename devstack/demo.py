@@ -39,12 +39,12 @@ from config.settings import (
     Settings,
     load_settings,
 )
-from refunds import localstack
+from devstack import localstack
+from devstack.localstack import Child
+from refunds.cli.progress import RefundView, follow, make_console
 from refunds.errors import ConfigError
-from refunds.ledger import Ledger
-from refunds.localstack import Child
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State
-from refunds.progress import RefundView, follow, make_console
+from refunds.store.ledger import Ledger
 
 POLL_SCHEDULE = "0.5,1,2"  # quick follow-ups: the sandbox completes refunds in seconds
 TICK_INTERVAL = "0.5"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,17 +29,7 @@ from rich.text import Text
 
 from config.settings import Settings, load_settings
 from refunds.batch import parse_batch
-from refunds.errors import (
-    ConfigError,
-    ConflictError,
-    InvalidIntentError,
-    OperatorActionError,
-    RefundNotFoundError,
-)
-from refunds.ledger import Ledger
-from refunds.models import RefundIntent, RefundRecord, State, iso
-from refunds.opsstats import OpsStats, gather
-from refunds.progress import (
+from refunds.cli.progress import (
     STATE_ORDER,
     RefundView,
     follow,
@@ -48,6 +37,16 @@ from refunds.progress import (
     render_snapshot,
     state_text,
 )
+from refunds.errors import (
+    ConfigError,
+    ConflictError,
+    InvalidIntentError,
+    OperatorActionError,
+    RefundNotFoundError,
+)
+from refunds.models import RefundIntent, RefundRecord, State, iso
+from refunds.ops.snapshot import OpsStats, gather
+from refunds.store.ledger import Ledger
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -598,7 +597,7 @@ def demo(
     Uses REDIS_URL when set (it must be reachable), else starts a private Redis. Exits 0 only if
     every refund ends `completed`.
     """
-    from refunds.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from devstack.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     code = run_demo(
         DemoOptions(
@@ -635,7 +634,7 @@ def _operator_command(name: str, help_text: str) -> None:
     @click.option("--reason", required=True, help="Why (recorded in the history).")
     @click.option("--json", "as_json", is_flag=True, help="The record as a JSON object.")
     def command(ref: str, actor: str, reason: str, as_json: bool) -> None:
-        from refunds.operator import ACTIONS  # noqa: PLC0415
+        from refunds.actions import ACTIONS  # noqa: PLC0415
         from refunds.producer import Producer  # noqa: PLC0415
 
         settings = _settings()
@@ -671,14 +670,14 @@ def web(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json)."""
     import uvicorn  # noqa: PLC0415
 
-    from refunds.logs import configure  # noqa: PLC0415
-    from refunds.web import api_key_of  # noqa: PLC0415
+    from refunds.ops.logs import configure  # noqa: PLC0415
+    from refunds.web.app import api_key_of  # noqa: PLC0415
 
     settings = _settings()
     api_key_of(settings)  # refuse to start without a real API key, before binding a port
     configure(settings.log_level, settings.log_json)
     uvicorn.run(
-        "refunds.web:app_from_env",
+        "refunds.web.app:app_from_env",
         factory=True,
         host=host,
         port=port,
@@ -693,5 +692,3 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="refunds")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])

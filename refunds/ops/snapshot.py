@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from refunds.ledger import ALL, Ledger, state_key
 from refunds.models import FINAL_STATES, State, iso, now
-from refunds.stats import Stats
+from refunds.ops.counters import Stats
+from refunds.store.ledger import ALL, Ledger, state_key
 
 NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
 ERROR_WINDOW_SECONDS = 3600.0

@@ -20,8 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from refunds.ledger import ALL, Ledger
 from refunds.models import FINAL_STATES, State
+from refunds.store.ledger import ALL, Ledger
 
 # Pipeline order, for tables that read top to bottom like the refund's life.
 STATE_ORDER = (

@@ -1,6 +1,6 @@
 """Prometheus metrics, read from the shared Redis counters at scrape time.
 
-Workers on many machines all add to the same Redis counters (``refunds.stats``), so any web
+Workers on many machines all add to the same Redis counters (``refunds.ops.counters``), so any web
 process can serve the whole cluster's numbers: refunds by state, provider calls and latency by
 operation and outcome, webhook outcomes, timer lag and backlog, outbox size.
 """
@@ -19,13 +19,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from refunds.ledger import OUTBOX
-from refunds.stats import LATENCY_BUCKETS
-from refunds.steps import Pipeline
+from refunds.context import Context
+from refunds.ops.counters import LATENCY_BUCKETS
+from refunds.store.ledger import OUTBOX
 
 
 class RedisCollector(Collector):
-    def __init__(self, p: Pipeline) -> None:
+    def __init__(self, p: Context) -> None:
         self.p = p
 
     def collect(self) -> Iterator[Metric]:
@@ -84,7 +84,7 @@ class RedisCollector(Collector):
         )
 
 
-def render_metrics(p: Pipeline) -> tuple[bytes, str]:
+def render_metrics(p: Context) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(p))
     return generate_latest(registry), CONTENT_TYPE_LATEST

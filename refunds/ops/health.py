@@ -1,4 +1,4 @@
-"""``python -m refunds.health [--tick-within S]``: a health probe for container orchestrators.
+"""``python -m refunds.ops.health [--tick-within S]``: a health probe for container orchestrators.
 
 Exit 0 when Redis answers (and, with ``--tick-within``, when a scheduler tick ran within that many
 seconds, which proves beat is alive and a worker serves the timers queue); exit 1 with one line on
@@ -14,11 +14,11 @@ import redis
 
 from config.settings import load_settings
 from refunds.errors import ConfigError
-from refunds.ledger import Ledger
+from refunds.store.ledger import Ledger
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m refunds.health")
+    parser = argparse.ArgumentParser(prog="python -m refunds.ops.health")
     parser.add_argument(
         "--tick-within",
         type=float,

@@ -1,0 +1,5 @@
+import sys
+
+from refunds.cli import main
+
+main(sys.argv[1:])

@@ -1,0 +1,71 @@
+"""The process-wide context: one Redis pool, one token cache, one HTTP session, one Settings.
+
+Built lazily on first use in each process (after a prefork worker forks), from the one Settings.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+
+from config.settings import Settings, get_settings
+from refunds.mce.auth import TokenCache
+from refunds.mce.client import MceClient
+from refunds.ops.counters import Stats
+from refunds.store.ledger import Ledger
+from refunds.store.pacing import Pacer
+
+
+@dataclass
+class Context:
+    """What a step needs: settings, ledger, provider client and counters (one set per process)."""
+
+    settings: Settings
+    ledger: Ledger
+    client: MceClient
+    stats: Stats
+    rng: random.Random = field(default_factory=random.Random)
+
+    def jitter(self, ceiling: float) -> float:
+        """Full jitter, in its own method so tests can pin it."""
+        return self.rng.uniform(0, ceiling)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based): capped exponential with full jitter."""
+        ceiling = min(
+            self.settings.retry_max_seconds,
+            self.settings.retry_base_seconds * (2 ** max(0, attempt - 1)),
+        )
+        return max(0.05, self.jitter(ceiling))
+
+    @property
+    def lock_seconds(self) -> float:
+        # Outlives the hard task time limit, so a lock never expires under a running step.
+        return self.settings.task_time_limit + 5
+
+
+_lock = threading.Lock()
+_current: tuple[int, Context] | None = None
+
+
+def build_context(settings: Settings) -> Context:
+    ledger = Ledger.from_url(settings.redis_url)
+    stats = Stats(ledger.redis)
+    client = MceClient(
+        settings,
+        pacer=Pacer(ledger.redis, settings.mce_max_rps, settings.pacing_max_wait),
+        stats=stats,
+    )
+    client.tokens = TokenCache(ledger.redis, settings, client.fetch_token)
+    return Context(settings=settings, ledger=ledger, client=client, stats=stats)
+
+
+def current_context() -> Context:
+    """This process's Context, rebuilt in a forked child (the parent's sockets are not its own)."""
+    global _current  # noqa: PLW0603 - one per process by design
+    with _lock:
+        if _current is None or _current[0] != os.getpid():
+            _current = (os.getpid(), build_context(get_settings()))
+        return _current[1]

@@ -1,0 +1,1 @@
+"""Read-only operations: counters, snapshot, metrics, health probe, logs."""

@@ -1,0 +1,1 @@
+"""The HTTP face: FastAPI app (intake, operator actions, MCE webhook, health, metrics)."""
