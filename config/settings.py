@@ -131,7 +131,14 @@ class Settings(BaseSettings):
     # --- web app ---
     api_key: SecretStr | None = Field(None, validation_alias=_env("REFUNDS_API_KEY", "api_key"))
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
-    webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Every request body, webhooks included (413 above it); the old webhook-only name still works.
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        validation_alias=_env(
+            "REFUNDS_MAX_BODY_BYTES", "REFUNDS_WEBHOOK_MAX_BODY_BYTES", "max_body_bytes"
+        ),
+    )
 
     # --- logs ---
     log_level: str = "INFO"

@@ -12,12 +12,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
 
 from refunds.errors import FieldError, InvalidIntentError
 from refunds.mce.contract import ORIGINAL_TRANSACTION_TYPES
+from refunds.money import format_money
 
 
 class State(StrEnum):
@@ -172,15 +181,6 @@ class HistoryEntry:
     reason: str
     actor: str = "pipeline"
 
-    def to_public(self) -> dict[str, Any]:
-        return {
-            "at": iso(self.at),
-            "from": self.from_state,
-            "to": self.to_state,
-            "reason": self.reason,
-            "actor": self.actor,
-        }
-
 
 @dataclass(frozen=True)
 class RefundRecord:
@@ -225,25 +225,87 @@ class RefundRecord:
         )
 
     def to_public(self) -> dict[str, Any]:
-        """The record as the CLI's ``--json`` and the HTTP API show it (camelCase, like the API)."""
-        return {
-            "clientReference": self.client_reference,
-            "state": str(self.state),
-            "originalTransactionType": self.original_transaction_type,
-            "originalTransactionId": self.original_transaction_id,
-            "refundAddress": self.refund_address,
-            "cryptoRefundId": self.crypto_refund_id,
-            "providerStatus": self.provider_status,
-            "amount": None if self.amount is None else str(self.amount),
-            "currency": self.currency,
-            "blockchain": self.blockchain,
-            "feeAmount": None if self.fee_amount is None else str(self.fee_amount),
-            "feeCurrency": self.fee_currency,
-            "txnHash": self.txn_hash,
-            "attempts": self.attempts,
-            "polls": self.polls,
-            "lastError": self.last_error,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-            "history": [h.to_public() for h in self.history],
-        }
+        """The record as the CLI's ``--json`` and the HTTP API show it: ``PublicRefund``'s JSON."""
+        return PublicRefund.of(self).model_dump(mode="json", by_alias=True)
+
+
+def _plain_money(value: Decimal) -> str:
+    text = format_money(value)
+    assert text is not None  # noqa: S101 - None never reaches a serializer of Decimal
+    return text
+
+
+# An amount in the public shape: a Decimal inside, plain decimal notation on the wire.
+PublicMoney = Annotated[Decimal, PlainSerializer(_plain_money, return_type=str)]
+
+
+class PublicHistoryEntry(BaseModel):
+    """One transition as the world sees it (``from`` is a keyword, hence the alias)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    at: str | None = Field(description="ISO 8601, UTC, milliseconds")
+    from_state: str | None = Field(alias="from")
+    to: str
+    reason: str
+    actor: str
+
+
+class PublicRefund(BaseModel):
+    """The one public shape of a refund record: the HTTP API's ``response_model``, the JSON of
+    ``refunds status --json`` (via ``RefundRecord.to_public``) and the fields of the CLI's record
+    view, in this order. Keys are camelCase like the contract's; amounts are strings in plain
+    decimal notation (``refunds.money.format_money``); times are ISO 8601 UTC strings.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    client_reference: str
+    state: State
+    original_transaction_type: int
+    original_transaction_id: str
+    refund_address: str | None
+    crypto_refund_id: str | None
+    provider_status: int | None
+    amount: PublicMoney | None
+    currency: str | None
+    blockchain: str | None
+    fee_amount: PublicMoney | None
+    fee_currency: str | None
+    txn_hash: str | None
+    attempts: int
+    polls: int
+    last_error: dict[str, Any] | None
+    created_at: str | None
+    updated_at: str | None
+    history: list[PublicHistoryEntry]
+
+    @classmethod
+    def of(cls, record: RefundRecord) -> PublicRefund:
+        return cls(
+            client_reference=record.client_reference,
+            state=record.state,
+            original_transaction_type=record.original_transaction_type,
+            original_transaction_id=record.original_transaction_id,
+            refund_address=record.refund_address,
+            crypto_refund_id=record.crypto_refund_id,
+            provider_status=record.provider_status,
+            amount=record.amount,
+            currency=record.currency,
+            blockchain=record.blockchain,
+            fee_amount=record.fee_amount,
+            fee_currency=record.fee_currency,
+            txn_hash=record.txn_hash,
+            attempts=record.attempts,
+            polls=record.polls,
+            last_error=record.last_error,
+            created_at=iso(record.created_at),
+            updated_at=iso(record.updated_at),
+            history=[
+                PublicHistoryEntry(
+                    at=iso(h.at), from_state=h.from_state, to=h.to_state, reason=h.reason,
+                    actor=h.actor,
+                )
+                for h in record.history
+            ],
+        )

@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,12 @@ def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise WebhookRejectedError(400, "data is not an object")
     return nid, kind, data
+
+
+def receive_delivery(p: Context, body: bytes, headers: Mapping[str, str]) -> WebhookResult:
+    """The HTTP face's entry: the raw body and all request headers; picking the signature headers
+    is this module's business, so a change of MCE's headers stays here."""
+    return receive(p, body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER))
 
 
 def receive(p: Context, body: bytes, timestamp: str | None, sig: str | None) -> WebhookResult:

@@ -1,0 +1,65 @@
+"""Every error answer of the HTTP API has one shape: ``{"detail": str, "errors": [...]}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import redis
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# Seconds a client should wait when Redis is unreachable: a restart or a failover takes about this.
+RETRY_AFTER_SECONDS = 5
+
+# Redis (the ledger) or the broker cannot be reached: nothing was decided, so the client retries.
+# Intake is idempotent on clientReference, so a retry after a half-done submit is safe.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+)
+
+
+def problem(
+    status: int,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"detail": detail, "errors": errors or []},
+        headers=dict(headers) if headers else None,
+    )
+
+
+def unavailable(detail: str = "storage unavailable, retry later") -> JSONResponse:
+    return problem(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def not_found(_: Request, exc: Exception) -> JSONResponse:
+    return problem(404, str(exc))
+
+
+def invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+            "message": str(e["msg"]),
+        }
+        for e in exc.errors()
+    ]
+    return problem(422, "invalid request", errors)
+
+
+def redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After instead of a 500 text page; the reason class only (no URL, no host)."""
+    return unavailable(f"storage unavailable ({type(exc).__name__}), retry later")

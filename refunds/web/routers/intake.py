@@ -1,0 +1,99 @@
+"""Merchant apps: submit a refund intent, read one, list them (``/refunds``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from refunds.errors import ConflictError, InvalidIntentError
+from refunds.models import PublicRefund, RefundIntent, State
+from refunds.web.deps import SECURED, ContextDep, ProducerDep
+from refunds.web.errors import problem
+from refunds.web.schemas import JSON_BODY, Problem, RefundPage
+from refunds.web.schemas import SECURED as SECURED_ERRORS
+from refunds.web.transport import JsonBodyRoute
+
+router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
+
+
+@router.post(
+    "/refunds",
+    status_code=201,
+    response_model=PublicRefund,
+    responses={
+        200: {"model": PublicRefund, "description": "The existing identical intent"},
+        409: {"model": Problem, "description": "Same reference, other content"},
+        **JSON_BODY,
+        **SECURED_ERRORS,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": RefundIntent.model_json_schema(by_alias=True)}
+            },
+        }
+    },
+    summary="Submit a refund intent (idempotent on clientReference)",
+)
+async def submit(request: Request, response: Response, producer: ProducerDep) -> Any:
+    # The body is read by hand (not a pydantic parameter) so that every bad field is reported
+    # with the intent's own messages, the same as the CLI's and submit_refund's.
+    try:
+        data = await request.json()
+    except ValueError:
+        return problem(
+            422, "body is not valid JSON", [{"field": "body", "message": "not valid JSON"}]
+        )
+    try:
+        intent = RefundIntent.parse(data)
+    except InvalidIntentError as exc:
+        return problem(
+            422,
+            "invalid refund intent",
+            [{"field": e.field, "message": e.message} for e in exc.errors],
+        )
+    try:
+        result = await run_in_threadpool(producer.submit_intent, intent)
+    except ConflictError as exc:
+        return problem(
+            409,
+            str(exc),
+            [{"field": f, "message": "differs from the existing intent"} for f in exc.differences],
+        )
+    response.status_code = 201 if result.created else 200
+    return PublicRefund.of(result.record)
+
+
+@router.get(
+    "/refunds/{client_reference}",
+    response_model=PublicRefund,
+    responses={404: {"model": Problem}, **SECURED_ERRORS},
+    summary="One refund",
+)
+def get_refund(client_reference: str, context: ContextDep) -> Any:
+    return PublicRefund.of(context.ledger.get(client_reference))
+
+
+@router.get(
+    "/refunds",
+    response_model=RefundPage,
+    responses=SECURED_ERRORS,
+    summary="Refunds, oldest first, optionally in one state (paged)",
+)
+def list_refunds(
+    context: ContextDep,
+    state: State | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Any:
+    refs = context.ledger.references(state)
+    page = refs[cursor : cursor + limit]
+    nxt = cursor + limit if cursor + limit < len(refs) else None
+    return RefundPage(
+        items=[PublicRefund.of(r) for r in context.ledger.get_many(page)],
+        next=nxt,
+        total=len(refs),
+    )

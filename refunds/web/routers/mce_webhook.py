@@ -1,0 +1,60 @@
+"""MCE's Crypto Refund Webhook (``POST /webhooks/mce``): a thin pass-through.
+
+The raw body and the whole header mapping go to ``refunds.webhooks``, which owns verification
+(which headers, which scheme), storage and applying; a change of MCE's signature headers is
+therefore local to that module. No API key here: the signature is the authentication. The body
+limit is the app's (``REFUNDS_MAX_BODY_BYTES``, see ``refunds.web.transport``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from refunds.errors import WebhookRejectedError
+from refunds.web.deps import ContextDep, ProducerDep
+from refunds.web.errors import problem
+from refunds.web.schemas import BODY, UNAVAILABLE, Problem, WebhookOut
+from refunds.webhooks import receive_delivery
+
+router = APIRouter()
+
+
+@router.post(
+    "/webhooks/mce",
+    response_model=WebhookOut,
+    responses={
+        202: {"model": WebhookOut, "description": "Kept for a refund not known yet"},
+        400: {"model": Problem},
+        401: {"model": Problem},
+        **BODY,
+        **UNAVAILABLE,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+    summary="MCE's Crypto Refund Webhook (signed; verified over the raw body)",
+)
+async def webhook(request: Request, context: ContextDep, producer: ProducerDep) -> Any:
+    body = await request.body()
+    try:
+        result = await run_in_threadpool(receive_delivery, context, body, request.headers)
+    except WebhookRejectedError as exc:
+        context.stats.record_webhook(f"rejected_{exc.status}")
+        return problem(exc.status, exc.reason)
+    if result.next_task is not None and result.client_reference:
+        producer.celery.send_task(f"refunds.{result.next_task}", args=[result.client_reference])
+    return JSONResponse(
+        status_code=result.http_status,
+        content={
+            "outcome": result.outcome,
+            "clientReference": result.client_reference,
+            "state": result.state,
+        },
+    )
