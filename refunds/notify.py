@@ -26,6 +26,7 @@ from celery import Celery
 from config.settings import Settings
 from refunds.errors import CallbackRefusedError, RefundNotFoundError
 from refunds.models import RefundRecord, iso
+from refunds.money import format_money
 from refunds.store.ledger import OUTBOX, Ledger
 
 log = logging.getLogger("refunds.notify")
@@ -62,7 +63,7 @@ def outcome(record: RefundRecord) -> dict[str, Any]:
         "state": str(record.state),
         "cryptoRefundId": record.crypto_refund_id,
         "txnHash": record.txn_hash,
-        "amount": None if record.amount is None else str(record.amount),
+        "amount": format_money(record.amount),
         "currency": record.currency,
         "providerStatus": record.provider_status,
         "finalAt": iso(final_at),

@@ -1,0 +1,42 @@
+"""What every command shares: exit codes, the consoles, the one way out of an error, settings.
+
+Exit codes are part of the interface (scripts branch on them): 0 success, 1 a refund-level problem
+(conflict, unknown reference, an operator action that does not apply, a demo that did not
+complete), 2 bad input or configuration (nothing was written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import click
+
+from config.settings import Settings, load_settings
+from refunds.cli.progress import make_console
+from refunds.store.ledger import Ledger
+
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+out = make_console()
+err = make_console(stderr=True)
+
+
+def fail(message: str, code: int = EXIT_PROBLEM) -> NoReturn:
+    """One line on stderr, then exit: the CLI's only way out of an error."""
+    click.echo(f"refunds: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def ledger(settings: Settings) -> Ledger:
+    return Ledger.from_url(settings.redis_url)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))

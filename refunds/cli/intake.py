@@ -1,0 +1,166 @@
+"""``refunds submit``: one intent from flags, or a CSV/JSONL batch with ``--file``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from config.settings import Settings
+from refunds.batch import parse_batch
+from refunds.cli import common
+from refunds.cli.common import EXIT_PROBLEM, EXIT_USAGE, err, fail, out, print_json
+from refunds.cli.views import record_view
+from refunds.errors import ConflictError, InvalidIntentError
+from refunds.models import RefundIntent
+
+CHUNK = 1000  # intents per pipelined submit_many: one round trip each, bounded memory
+
+FLAG_FOR_FIELD = {
+    "originalTransactionType": "--type",
+    "originalTransactionId": "--txn-id",
+    "clientReference": "--ref",
+    "refundAddress": "--address",
+}
+
+
+@click.command()
+@click.option("--type", "txn_type", type=int, help="originalTransactionType (1, 2 or 3).")
+@click.option("--txn-id", help="originalTransactionId of the payment to refund.")
+@click.option("--ref", help="clientReference: your unique id for this refund.")
+@click.option("--address", help="refundAddress (optional).")
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CSV (with headers) or JSONL batch of intents.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Batch format, when the file's extension does not say.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar for batches.")
+def submit(
+    *,
+    txn_type: int | None,
+    txn_id: str | None,
+    ref: str | None,
+    address: str | None,
+    file_: Path | None,
+    fmt: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Submit one refund intent (flags) or a batch (--file).
+
+    Submitting is idempotent on clientReference: the same intent again returns the existing
+    record; the same reference with other content is a conflict (exit 1). An invalid batch is
+    rejected whole (exit 2, every bad field listed with its line), and nothing is written.
+    """
+    settings = common.settings()
+    if file_ is not None:
+        if any(v is not None for v in (txn_type, txn_id, ref, address)):
+            raise click.UsageError("give either --file or --type/--txn-id/--ref, not both")
+        _submit_batch(settings, file_, fmt, as_json=as_json, quiet=quiet)
+        return
+    if fmt is not None:
+        raise click.UsageError("--format goes with --file")
+    missing = [
+        flag
+        for flag, v in (("--type", txn_type), ("--txn-id", txn_id), ("--ref", ref))
+        if v is None
+    ]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or give a batch with --file)")
+    data = {
+        "originalTransactionType": txn_type,
+        "originalTransactionId": txn_id,
+        "clientReference": ref,
+        "refundAddress": address,
+    }
+    try:
+        intent = RefundIntent.parse(data)
+    except InvalidIntentError as exc:
+        for e in exc.errors:
+            flag = FLAG_FOR_FIELD.get(e.field)
+            click.echo(f"{e.field} ({flag}): {e.message}" if flag else str(e), err=True)
+        fail("invalid intent; nothing was submitted", EXIT_USAGE)
+    _submit_one(settings, intent, as_json=as_json)
+
+
+def _submit_one(settings: Settings, intent: RefundIntent, *, as_json: bool) -> None:
+    from refunds.producer import Producer  # noqa: PLC0415 - Celery loads only when submitting
+
+    try:
+        result = Producer(settings).submit_intent(intent)
+    except ConflictError as exc:
+        fail(str(exc), EXIT_PROBLEM)
+    record = result.record
+    if as_json:
+        print_json(record.to_public())
+        return
+    if result.created:
+        out.print(f"[green]submitted[/] {record.client_reference}")
+    else:
+        out.print(
+            f"{record.client_reference} [yellow]already submitted[/] (identical intent; "
+            "nothing changed)"
+        )
+    out.print(record_view(record))
+
+
+def _submit_batch(
+    settings: Settings, path: Path, fmt: str | None, *, as_json: bool, quiet: bool
+) -> None:
+    from refunds.producer import BatchResult, Producer  # noqa: PLC0415
+
+    try:
+        intents = parse_batch(path, fmt)
+    except InvalidIntentError as exc:
+        for e in exc.errors:
+            click.echo(str(e), err=True)
+        n = len(exc.errors)
+        fail(f"{path}: {n} problem{'s' * (n != 1)}; nothing was submitted", EXIT_USAGE)
+    producer = Producer(settings)
+    total = BatchResult()
+    progress = Progress(
+        TextColumn("submitting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("submit", total=len(intents))
+        for start in range(0, len(intents), CHUNK):
+            chunk = intents[start : start + CHUNK]
+            result = producer.submit_many(chunk)
+            total.created += result.created
+            total.existing += result.existing
+            total.conflicts += result.conflicts
+            progress.advance(task, len(chunk))
+    if as_json:
+        print_json(
+            {
+                "created": len(total.created),
+                "existing": len(total.existing),
+                "conflicts": [
+                    {"clientReference": c.client_reference, "differences": c.differences}
+                    for c in total.conflicts
+                ],
+            }
+        )
+    else:
+        out.print(f"created: {len(total.created)}")
+        out.print(f"already existing: {len(total.existing)}")
+        out.print(f"conflicts: {len(total.conflicts)}")
+        for c in total.conflicts:
+            out.print(f"  {c}")
+    if total.conflicts:
+        raise click.exceptions.Exit(EXIT_PROBLEM)
