@@ -206,6 +206,7 @@ class RefundRecord:
     fee_currency: str | None = None
     txn_hash: str | None = None
     participant_code: str | None = None
+    status_info: str | None = None  # the provider's label for its status, when it sends one
     last_error: dict[str, Any] | None = None
     key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
     history: tuple[HistoryEntry, ...] = field(default=())
@@ -240,6 +241,7 @@ class RefundRecord:
             "feeAmount": None if self.fee_amount is None else str(self.fee_amount),
             "feeCurrency": self.fee_currency,
             "txnHash": self.txn_hash,
+            "statusInfo": self.status_info,
             "attempts": self.attempts,
             "polls": self.polls,
             "lastError": self.last_error,

@@ -37,7 +37,7 @@ from refunds.errors import (
 from refunds.models import RefundIntent, State
 from refunds.ops.metrics import render_metrics
 from refunds.producer import Producer
-from refunds.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, receive
+from refunds.webhooks import SIGNATURE_HEADER, receive
 
 SANDBOX_API_KEY = "sandbox-api-key"
 PLACEHOLDER_KEYS = frozenset(
@@ -297,7 +297,7 @@ def create_app(settings: Settings, pipeline: Context | None = None) -> FastAPI: 
                 "content": {"application/json": {"schema": {"type": "object"}}},
             }
         },
-        summary="MCE's Crypto Refund Webhook (signed: X-MCE-Timestamp, X-MCE-Signature)",
+        summary="MCE's Crypto Refund Webhook (signed: X-Signature: t=<epoch ms>,v0=<hex>)",
     )
     async def webhook(request: Request) -> Any:
         limit = settings.webhook_max_body_bytes
@@ -313,11 +313,7 @@ def create_app(settings: Settings, pipeline: Context | None = None) -> FastAPI: 
         body = b"".join(chunks)
         try:
             result = await run_in_threadpool(
-                receive,
-                p,
-                body,
-                request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER),
+                receive, p, body, request.headers.get(SIGNATURE_HEADER)
             )
         except WebhookRejectedError as exc:
             p.stats.record_webhook(f"rejected_{exc.status}")
