@@ -69,7 +69,9 @@ def test_unusable_token_answers_are_refused(answer: Any) -> None:
 
 
 def test_status_info_is_read_and_kept_for_the_ledger() -> None:
-    data = RefundData.model_validate({"cryptoRefundId": "CR1", "status": 2, "statusInfo": "PROCESSING"})
+    data = RefundData.model_validate(
+        {"cryptoRefundId": "CR1", "status": 2, "statusInfo": "PROCESSING"}
+    )
     assert data.status_info == "PROCESSING"
     assert data.ledger_fields()["status_info"] == "PROCESSING"
     assert "status_info" not in RefundData.model_validate({"cryptoRefundId": "CR1"}).ledger_fields()
@@ -92,7 +94,9 @@ def test_version_is_one_setting_in_front_of_every_path(monkeypatch: pytest.Monke
         load_settings()
 
 
-def test_participant_code_is_optional_and_blank_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_participant_code_is_optional_and_blank_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for k, v in PROD.items():
         monkeypatch.setenv(k, v)
     assert load_settings().mce_participant_code is None
@@ -125,8 +129,13 @@ def test_a_process_with_a_blank_webhook_secret_exits_with_one_line() -> None:
     }
     env |= {"REFUNDS_PROFILE": "sandbox", "MCE_WEBHOOK_SECRET": " "}
     code = "from config.settings import get_settings; get_settings()"
-    proc = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode != 0
     assert "MCE_WEBHOOK_SECRET" in proc.stderr

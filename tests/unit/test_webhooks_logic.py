@@ -64,7 +64,7 @@ def test_spaces_around_pairs_and_uppercase_hex_are_accepted() -> None:
         " ",
         "",
         "1" * 17,
-        "０１２",  # fullwidth digits
+        "\uff10\uff11\uff12",  # fullwidth digits
     ],
 )
 def test_a_correctly_signed_timestamp_that_is_not_ascii_digits_is_400(t: str) -> None:
