@@ -72,6 +72,7 @@ class RefundOut(BaseModel):
     feeAmount: str | None  # noqa: N815
     feeCurrency: str | None  # noqa: N815
     txnHash: str | None  # noqa: N815
+    statusInfo: str | None = None  # noqa: N815
     attempts: int
     polls: int
     lastError: dict[str, Any] | None  # noqa: N815
