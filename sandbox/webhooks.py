@@ -1,9 +1,9 @@
 """The Crypto Refund Webhook: every refund status change POSTed, signed, to the merchant's URL.
 
-Signed as MCE's webhook pages show: one header ``X-Signature: t=<epoch ms>,v0=<hex>``, where ``v0`` is
-the lowercase hex HMAC-SHA256 of ``"{t}.{raw body}"`` keyed with ``webhook_secret``. The body is
-``{"eventType", "notificationId", "data"}`` (plus top-level ``code``/``msg`` with
-``webhook_code_msg``); ``data`` is the refund as Get shows it at that status.
+Signed as MCE's webhook pages show: one header ``X-Signature: t=<epoch ms>,v0=<hex>``,
+where ``v0`` is the lowercase hex HMAC-SHA256 of ``"{t}.{raw body}"`` keyed with
+``webhook_secret``. The body is ``{"eventType", "notificationId", "data"}`` (plus top-level
+``code``/``msg`` with ``webhook_code_msg``); ``data`` is the refund as Get shows it then.
 
 What the contract assumes a real MCE does, with switches to make it worse on purpose: deliveries
 delayed (``webhook_delay_ms``) and reordered (``webhook_jitter_ms``), delivered twice with the
