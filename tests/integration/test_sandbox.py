@@ -688,6 +688,16 @@ def test_config_round_trips_and_rejects_bad_updates_without_change(sb: Sandbox) 
         ({"unknown_status_value": 3}, "unknown_status_value"),
         ({"fault_operations": ["create", "refund"]}, "fault_operations"),
         ({"latency_ms": 1, "max_rps": 0}, "max_rps"),
+        ({"token_shape": "jwt"}, "token_shape"),
+        ({"webhook_event_type": "crypto.refund.created"}, "webhook_event_type"),
+        ({"webhook_code_msg": 1}, "webhook_code_msg"),
+        ({"refund_overrides": {"r": {"status": "3"}}}, "refund_overrides.r.status"),
+        ({"refund_overrides": {"r": {"amount": 5000}}}, "refund_overrides.r.amount"),
+        ({"other_refund_id": "r-"}, "other_refund_id"),
+        ({"confirm_async_seconds": -1}, "confirm_async_seconds"),
+        ({"complete_unconfirmed_seconds": 0}, "complete_unconfirmed_seconds"),
+        ({"not_found_lag_seconds": "1"}, "not_found_lag_seconds"),
+        ({"duplicate_mode": "twice"}, "duplicate_mode"),
     ]:
         response = sb.admin("POST", "/config", bad)
         assert field in assert_problem(response, 400, "INVALID_REQUEST")["detail"], bad
