@@ -72,12 +72,12 @@ def _token(refresh: bool = False) -> str:
     state = _state()
     if state["token"] is None or refresh:
         r = state["http"].post(
-            SANDBOX_URL + "/v1.0/auth/token",
-            json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET},
+            SANDBOX_URL + "/v1.0/oauth/token",
+            data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
             timeout=TIMEOUT,
         )
         r.raise_for_status()
-        state["token"] = r.json()["data"]["accessToken"]
+        state["token"] = r.json()["access_token"]
         state["redis"].incr(TOKEN_CALLS_KEY)
     return str(state["token"])
 

@@ -83,6 +83,33 @@ class Settings(BaseSettings):
         None, validation_alias=_env("MCE_WEBHOOK_SECRET", "mce_webhook_secret")
     )
 
+    # --- contract v2 (provider-contract.md 2, 3): where the provider is unsure, a setting ---
+    mce_api_version: str = Field(
+        "v1.0",
+        pattern=r"^v[0-9]+(\.[0-9]+)*$",
+        validation_alias=_env("MCE_API_VERSION", "mce_api_version"),
+    )
+    mce_token_path: str = Field(
+        "/oauth/token",
+        pattern=r"^/[A-Za-z0-9/_.-]*$",
+        validation_alias=_env("MCE_TOKEN_PATH", "mce_token_path"),
+    )
+    mce_token_encoding: Literal["form", "json"] = Field(
+        "form", validation_alias=_env("MCE_TOKEN_ENCODING", "mce_token_encoding")
+    )
+    mce_token_default_lifetime: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        validation_alias=_env("MCE_TOKEN_DEFAULT_LIFETIME", "mce_token_default_lifetime"),
+    )
+    mce_participant_code: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        validation_alias=_env("MCE_PARTICIPANT_CODE", "mce_participant_code"),
+    )
+
     # --- pacing: MCE's rate limit applies to our credentials, so to all workers together ---
     mce_max_rps: float | None = Field(
         None, gt=0, validation_alias=_env("MCE_MAX_RPS", "mce_max_rps")
@@ -143,6 +170,22 @@ class Settings(BaseSettings):
     # --- logs ---
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("mce_webhook_secret")
+    @classmethod
+    def _webhook_secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # In every profile: an empty key would make signatures anyone can compute.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "must not be empty or blank (it keys the HMAC that authenticates MCE's webhooks)"
+            )
+        return value
+
+    @field_validator("mce_participant_code", mode="before")
+    @classmethod
+    def _blank_participant_is_none(cls, value: Any) -> Any:
+        # ``MCE_PARTICIPANT_CODE=`` in an env file means "not configured", not "send it empty".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("poll_schedule", mode="before")
     @classmethod
@@ -241,6 +284,10 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         assert self.mce_base_url is not None  # noqa: S101 - guaranteed by the validator
         return self.mce_base_url.rstrip("/")
+
+    def api_url(self, tail: str) -> str:
+        """``{base}/{version}{tail}``: the version is one setting, the tails are constants."""
+        return f"{self.base_url}/{self.mce_api_version}{tail}"
 
     @property
     def client_secret(self) -> SecretStr:

@@ -206,6 +206,7 @@ class RefundRecord:
     fee_currency: str | None = None
     txn_hash: str | None = None
     participant_code: str | None = None
+    status_info: str | None = None  # the provider's label for its status, when it sends one
     last_error: dict[str, Any] | None = None
     key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
     history: tuple[HistoryEntry, ...] = field(default=())
@@ -273,6 +274,7 @@ class PublicRefund(BaseModel):
     fee_amount: PublicMoney | None
     fee_currency: str | None
     txn_hash: str | None
+    status_info: str | None
     attempts: int
     polls: int
     last_error: dict[str, Any] | None
@@ -296,6 +298,7 @@ class PublicRefund(BaseModel):
             fee_amount=record.fee_amount,
             fee_currency=record.fee_currency,
             txn_hash=record.txn_hash,
+            status_info=record.status_info,
             attempts=record.attempts,
             polls=record.polls,
             last_error=record.last_error,

@@ -1,14 +1,19 @@
 """MCE's Crypto Refund Webhook: verify, store raw, de-duplicate, apply (contract section 6).
 
 The fast path to a final refund. Order matters (dj-stripe's lesson):
-1. verify the signature over the raw bytes (HMAC-SHA256 of ``"{timestamp}.{body}"``, constant-time
-   compare) and the timestamp's freshness: a forged or stale delivery changes nothing at all;
-2. store the raw event under its ``notificationId`` before acting on it (``HSETNX``: the first
-   delivery wins, repeats are answered "duplicate" and change nothing);
-3. apply it through the same function as polling (``steps.apply_provider_update``): forward only,
+1. verify MCE's ``X-Signature: t=<epoch ms>,v0=<hex>`` over the raw bytes (HMAC-SHA256 of
+   ``"{t}.{body}"``, constant-time compare, any of several ``v0`` for secret rotation, a symmetric
+   5-minute tolerance in milliseconds): a forged or stale delivery changes nothing at all;
+2. store the raw event under its ``notificationId`` before acting on it, in one atomic step that
+   also claims it: of concurrent copies exactly one is applied, the rest answer "duplicate";
+   the same id with another body is a "conflict" (logged, counted, not applied);
+3. route on the payload: a ``data.cryptoRefundId`` makes it a refund event
+   (``crypto.refund.updated`` or ``.v2``); other families (deposits, collections) are stored
+   and "ignored";
+4. apply it through the same function as polling (``steps.apply_provider_update``): forward only,
    final states sticky, an older update never moves a refund back, a final one clears the poll
    timer and queues the outcome notifications;
-4. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
+5. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
    its clientReference and replayed by the create step once the refund exists: kept, never dropped.
 
 A failed apply keeps its error on the stored event and answers 500, so MCE delivers it again.
@@ -23,6 +28,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,10 +41,17 @@ from refunds.steps import NextTask, StepResult, apply_provider_update
 
 log = logging.getLogger("refunds.webhooks")
 
-EVENT_TYPE = "crypto.refund.updated"  # assumed (contract section 6)
-TIMESTAMP_HEADER = "X-MCE-Timestamp"  # assumed
-SIGNATURE_HEADER = "X-MCE-Signature"  # assumed
+#: Refund event names (contract 6: the v2 pattern ``<domain>.<object>.updated.v2``). Routing is on
+#: the payload (a ``data.cryptoRefundId``), not on these names; an unlisted name is only logged.
+EVENT_TYPES = frozenset({"crypto.refund.updated", "crypto.refund.updated.v2"})  # assumed
+SIGNATURE_HEADER = "X-Signature"  # fact: "t=<epoch ms>,v0=<64 hex>" on three MCE webhook pages
+SIGNATURE_SCHEME = "v0"  # assumed (Stripe/Bridge convention): hex HMAC-SHA256 of "{t}.{raw body}"
+#: ``t`` is epoch milliseconds in ASCII digits; 16 digits reach the year 318857, so more is junk.
+_MAX_TIMESTAMP_DIGITS = 16
 EVENT_TTL = 30 * 24 * 3600  # raw events are kept a month for replays and audits
+#: A delivery claimed (status "received") longer ago than this is presumed abandoned by a crashed
+#: receiver, and the next copy may take it over; well above any apply time.
+CLAIM_SECONDS = 60.0
 ACTOR = "mce-webhook"
 
 
@@ -51,35 +64,74 @@ def parked_key(ref: str) -> str:
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 of ``"{timestamp}.{raw body}"``, t exactly as in the header."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def parse_signature_header(header: str) -> tuple[str | None, list[str]]:
+    """(t, [v0 values]) from ``t=<ms>,v0=<hex>[,v0=<hex>...][,v1=...]``.
+
+    Comma-separated ``key=value`` pairs, spaces around them ignored; several ``v0`` are kept (secret
+    rotation), other schemes are ignored (a future ``v1``). Two different ``t`` values are malformed
+    (400): which one was signed would be ambiguous.
+    """
+    timestamps: set[str] = set()
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "t":
+            timestamps.add(value)
+        elif key == SIGNATURE_SCHEME and value:
+            candidates.append(value)
+    if len(timestamps) > 1:
+        raise WebhookRejectedError(400, "signature header has more than one timestamp")
+    return (timestamps.pop() if timestamps else None), candidates
 
 
 def verify(
     secret: str,
-    timestamp: str | None,
-    sig: str | None,
+    header: str | None,
     body: bytes,
     *,
     tolerance: float,
     at: float | None = None,
 ) -> None:
-    """Raise WebhookRejectedError (401 bad or missing signature, 400 stale or malformed time)."""
-    if not timestamp or not sig:
-        raise WebhookRejectedError(401, "missing signature headers")
-    expected = signature(secret, timestamp, body)
-    if not hmac.compare_digest(expected, sig.strip().lower()):
+    """Check MCE's ``X-Signature`` over the raw body (contract section 6).
+
+    ``tolerance`` is in seconds, applied symmetrically and computed in milliseconds; ``at`` is the
+    current time in epoch seconds (tests pin it). Raises WebhookRejectedError: 401 when the
+    header, its ``v0`` or a matching signature is missing; 400 when ``t`` is absent or not plain
+    ASCII digits (``NaN``, ``1_796_030_000``, ``+1796030000``, ``1.79603e9``, Arabic-Indic
+    digits: Python's ``int()`` accepts several of these, so it is never asked) or outside the
+    tolerance.
+    """
+    if not header or not header.strip():
+        raise WebhookRejectedError(401, f"missing {SIGNATURE_HEADER} header")
+    timestamp, candidates = parse_signature_header(header)
+    if timestamp is None:
+        raise WebhookRejectedError(400, "signature header has no timestamp t")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
+        raise WebhookRejectedError(400, "timestamp t is not epoch milliseconds in ASCII digits")
+    if not candidates:
+        raise WebhookRejectedError(401, f"signature header has no {SIGNATURE_SCHEME} signature")
+    expected = signature(secret, timestamp, body).encode()
+    matched = False
+    for candidate in candidates:  # every candidate compared, in constant time each
+        matched |= hmac.compare_digest(expected, candidate.lower().encode("ascii", "replace"))
+    if not matched:
         raise WebhookRejectedError(401, "signature does not match")
-    try:
-        sent = float(timestamp)
-    except ValueError:
-        raise WebhookRejectedError(400, "timestamp is not a number") from None
-    if abs((at if at is not None else time.time()) - sent) > tolerance:
+    now_ms = time.time_ns() // 1_000_000 if at is None else int(at * 1000)
+    if abs(now_ms - int(timestamp)) > int(tolerance * 1000):
         raise WebhookRejectedError(400, "timestamp outside the tolerance (replayed or clock skew)")
 
 
 @dataclass(frozen=True)
 class WebhookResult:
-    outcome: str  # applied | duplicate | stale | parked | ignored
+    #: applied | duplicate | conflict | stale | parked | ignored | mismatch
+    outcome: str
     client_reference: str | None = None
     state: str | None = None
     next_task: NextTask | None = None
@@ -90,9 +142,13 @@ class WebhookResult:
 
 
 def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
-    """(notificationId, eventType, data) from a verified body, or a 400 WebhookRejectedError."""
+    """(notificationId, eventType, data) from a verified body, or a 400 WebhookRejectedError.
+
+    JSON numbers are read as ``Decimal`` from their text (some MCE webhooks carry ``amount`` as a
+    number); top-level ``code``/``msg`` (v2 examples) are ignored.
+    """
     try:
-        event = json.loads(body)
+        event = json.loads(body, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise WebhookRejectedError(400, "body is not valid JSON") from None
     if not isinstance(event, dict):
@@ -107,33 +163,96 @@ def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     return nid, kind, data
 
 
+def is_refund_event(kind: str, data: dict[str, Any]) -> bool:
+    """A crypto refund event: routed on the payload (a ``data.cryptoRefundId``), not the name."""
+    rid = data.get("cryptoRefundId")
+    if not isinstance(rid, str) or not rid.strip():
+        return False
+    if kind not in EVENT_TYPES:
+        log.info("webhook eventType %r not known; routed as a refund event by its payload", kind)
+    return True
+
+
+# --- event store: the rp:wh:* keys (to move into refunds/store/events.py) ----------------------
+
+# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
+# One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
+# delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
+# "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
+_STORE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
+             'received_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'new'
+end
+local hash = redis.call('HGET', KEYS[1], 'hash')
+if (hash and hash ~= ARGV[2]) or (not hash and redis.call('HGET', KEYS[1], 'body') ~= ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'conflicts', 1)
+  redis.call('HSET', KEYS[1], 'conflict_hash', ARGV[2], 'conflict_at', ARGV[3])
+  return 'conflict'
+end
+local at = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '0')
+if status == 'error' or (status == 'received' and tonumber(ARGV[3]) - at > tonumber(ARGV[5])) then
+  redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[3])
+  return 'retry'
+end
+return 'duplicate'
+"""
+
+
+def store_event(p: Context, nid: str, body: bytes) -> str:
+    """Store and claim one delivery atomically: "new", "retry", "duplicate" or "conflict"."""
+    text = body.decode("utf-8", errors="replace")
+    digest = hashlib.sha256(body).hexdigest()
+    script = p.ledger.redis.register_script(_STORE)
+    return str(
+        script(keys=[event_key(nid)], args=[text, digest, repr(now()), EVENT_TTL, CLAIM_SECONDS])
+    )
+
+
+# --- receiving ----------------------------------------------------------------------------------
+
+
 def receive_delivery(p: Context, body: bytes, headers: Mapping[str, str]) -> WebhookResult:
-    """The HTTP face's entry: the raw body and all request headers; picking the signature headers
+    """The HTTP face's entry: the raw body and all request headers; picking the signature header
     is this module's business, so a change of MCE's headers stays here."""
-    return receive(p, body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER))
+    return receive(p, body, headers.get(SIGNATURE_HEADER))
 
 
-def receive(p: Context, body: bytes, timestamp: str | None, sig: str | None) -> WebhookResult:
-    """Handle one delivery end to end. Raises WebhookRejectedError for a 400/401 answer."""
+def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookResult:
+    """Handle one delivery end to end. Raises WebhookRejectedError for a 400/401 answer.
+
+    Concurrent copies of one delivery: exactly one is "applied" (or whatever its apply says),
+    the others "duplicate", all 2xx. The same notificationId with another body is a "conflict":
+    logged at WARNING, counted, nothing applied (which body is MCE's truth is for a human, or a
+    Get, to say).
+    """
     verify(
         p.settings.webhook_secret.get_secret_value(),
-        timestamp,
-        sig,
+        signature_header,
         body,
         tolerance=p.settings.webhook_tolerance_seconds,
     )
     nid, kind, data = parse(body)
     key = event_key(nid)
     redis = p.ledger.redis
-    if not redis.hsetnx(key, "body", body.decode("utf-8", errors="replace")):
-        status = redis.hget(key, "status")
-        if status not in ("received", "error"):
-            p.stats.record_webhook("duplicate")
-            return WebhookResult("duplicate", data.get("clientReference"))
-        # The first delivery of this event failed half-way: this repeat finishes the job.
-    redis.hset(key, mapping={"status": "received", "received_at": repr(now())})
-    redis.expire(key, EVENT_TTL)
-    if kind != EVENT_TYPE:
+    stored = store_event(p, nid, body)
+    ref = data.get("clientReference") if isinstance(data.get("clientReference"), str) else None
+    if stored == "duplicate":
+        p.stats.record_webhook("duplicate")
+        return WebhookResult("duplicate", ref)
+    if stored == "conflict":
+        log.warning(
+            "webhook conflict: notificationId %s seen before with another body; not applied",
+            nid,
+            extra={"client_reference": ref, "notification_id": nid},
+        )
+        p.stats.record_webhook("conflict")
+        return WebhookResult("conflict", ref)
+    if not is_refund_event(kind, data):
+        # Other families (deposits, collections): kept for reconciliation, never applied.
         _mark(p, key, "ignored", None)
         return WebhookResult("ignored")
     try:
@@ -154,18 +273,37 @@ def _mark(p: Context, key: str, outcome: str, ref: str | None) -> None:
 
 
 def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
-    """Apply one stored event's refund object to the ledger (also used to replay parked ones)."""
+    """Apply one stored event's refund object to the ledger (also used to replay parked ones).
+
+    Matched on ``cryptoRefundId`` first: the record is found by the object's clientReference, and
+    once the record knows its refund id, an event naming another id is a "mismatch" (logged at
+    ERROR, counted, never adopted). An object with no clientReference cannot be matched to a
+    record here and is kept as "unmatched" for reconciliation.
+    """
     try:
         refund = RefundData.model_validate(data)
     except ValidationError:
         raise WebhookRejectedError(400, "data is not a refund object") from None
     ref = refund.client_reference
     if not ref:
-        return WebhookResult("ignored")
+        log.warning(
+            "webhook kept unmatched: refund %s names no clientReference",
+            refund.crypto_refund_id,
+            extra={"refund_id": refund.crypto_refund_id},
+        )
+        return WebhookResult("unmatched")
     for _ in range(5):  # a concurrent poll or step may move the record between read and write
         record = p.ledger.find(ref)
         if record is None:
             return _park(p, nid, ref, "unknown refund")
+        if record.crypto_refund_id and record.crypto_refund_id != refund.crypto_refund_id:
+            log.error(
+                "webhook mismatch: record has refund %s, event names %s; not applied",
+                record.crypto_refund_id,
+                refund.crypto_refund_id,
+                extra={"client_reference": ref, "refund_id": record.crypto_refund_id},
+            )
+            return WebhookResult("mismatch", ref, str(record.state))
         try:
             result: StepResult = apply_provider_update(p, record, refund, "webhook", actor=ACTOR)
         except TransitionError as exc:

@@ -65,6 +65,11 @@ class AdminApi:
         counters["webhooks"] = self.webhooks.counters()
         return json_response(counters)
 
+    def recorded_requests(self, request: Request) -> Response:
+        """The last requests per operation as received (body, query, content type), oldest first;
+        ``?operation=create`` for one. Credentials are masked; bearer tokens are never kept."""
+        return json_response({"requests": self.state.requests(request.query_value("operation"))})
+
     def webhook_deliveries(self, request: Request) -> Response:
         """Finished deliveries (delivered or given up), oldest first; the last 10,000 are kept."""
         prefix = request.query_value("prefix") or ""

@@ -23,6 +23,14 @@ INJECTABLE_ERRORS = ("429", "500", "502", "503")
 KNOWN_STATUSES = frozenset({1, 2, 3, 4, 5})
 #: In ``webhook_events``, stands for every status value outside :data:`KNOWN_STATUSES`.
 UNKNOWN_EVENTS = "unknown"
+#: API version prefixes served (contract 2: the seed uses /v1.0, the v2.0 docs /v2.0, same tails).
+API_VERSIONS = ("v1.0", "v2.0")
+#: Create Token answer shapes (contract 3 allows any of them; the client must read all).
+TOKEN_SHAPES = ("oauth", "envelope", "envelope_snake", "no_lifetime")
+#: Refund event names a webhook may carry (contract 6).
+EVENT_TYPES = ("crypto.refund.updated", "crypto.refund.updated.v2")
+#: Wire fields of a refund that ``refund_overrides`` may replace (amounts as text, any text).
+OVERRIDABLE = ("amount", "currency", "feeAmount", "feeCurrency")
 #: The pipeline's sandbox-profile default for MCE_WEBHOOK_SECRET, so the two agree with no setup.
 DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105 - a published sandbox value
 
@@ -70,6 +78,20 @@ class SandboxConfig:
     webhook_retry_base_ms: float = 200.0
     webhook_timeout_seconds: float = 3.0
     webhook_events: tuple[int | str, ...] = (1, 2, 3, 4, 5, UNKNOWN_EVENTS)
+    # Contract v2 shapes (provider-contract.md 2, 3, 5, 6): what the client must read either way.
+    token_shape: str = "oauth"  # noqa: S105 - an answer shape, not a secret
+    webhook_event_type: str = "crypto.refund.updated"
+    webhook_code_msg: bool = False
+    webhook_amounts_as_numbers: bool = False
+    amounts_as_numbers: bool = False
+    status_info: bool = False
+    refund_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Provider behaviours the contract allows and a careful client must survive (issue 10).
+    confirm_async_seconds: float = 0.0
+    address_echo: bool = False
+    other_refund_id: tuple[str, ...] = ()
+    complete_unconfirmed_seconds: float | None = None
+    not_found_lag_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so no code path can hold an invalid config.
@@ -119,7 +141,29 @@ class SandboxConfig:
             "webhook_retry_base_ms": self.webhook_retry_base_ms,
             "webhook_timeout_seconds": self.webhook_timeout_seconds,
             "webhook_events": list(self.webhook_events),
+            "token_shape": self.token_shape,
+            "webhook_event_type": self.webhook_event_type,
+            "webhook_code_msg": self.webhook_code_msg,
+            "webhook_amounts_as_numbers": self.webhook_amounts_as_numbers,
+            "amounts_as_numbers": self.amounts_as_numbers,
+            "status_info": self.status_info,
+            "refund_overrides": {ref: dict(v) for ref, v in self.refund_overrides.items()},
+            "confirm_async_seconds": self.confirm_async_seconds,
+            "address_echo": self.address_echo,
+            "other_refund_id": list(self.other_refund_id),
+            "complete_unconfirmed_seconds": self.complete_unconfirmed_seconds,
+            "not_found_lag_seconds": self.not_found_lag_seconds,
         }
+
+    def overrides_for(self, client_reference: str) -> dict[str, str]:
+        """Wire-field overrides for one refund: the ``"*"`` entry, then the reference's own."""
+        merged = dict(self.refund_overrides.get("*", {}))
+        merged.update(self.refund_overrides.get(client_reference, {}))
+        return merged
+
+    def names_other_id(self, client_reference: str) -> bool:
+        """Whether Get and webhooks for this reference name another refund id and hash."""
+        return any(client_reference.startswith(prefix) for prefix in self.other_refund_id)
 
     def sends_webhook_for(self, status: int) -> bool:
         """Whether a change to ``status`` is POSTed (a webhook URL is set and the status listed)."""
@@ -260,6 +304,30 @@ def _events(name: str, value: object) -> tuple[int | str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _overrides(name: str, value: object) -> dict[str, dict[str, str]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: must be an object of clientReference (or '*') -> fields")
+    out: dict[str, dict[str, str]] = {}
+    for ref, fields in value.items():
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"{name}.{ref}: must be an object of field -> text")
+        for key, text in fields.items():
+            if key not in OVERRIDABLE:
+                raise ConfigError(f"{name}.{ref}.{key}: field must be one of {list(OVERRIDABLE)}")
+            if not isinstance(text, str):
+                raise ConfigError(f"{name}.{ref}.{key}: must be a string (the exact text to send)")
+        out[str(ref)] = dict(fields)
+    return out
+
+
+def _prefixes(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{name}: must be a list of clientReference prefixes ('' = all)")
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}: every prefix must be a string")
+    return tuple(dict.fromkeys(value))
+
+
 _VALIDATORS: dict[str, Validator] = {
     "latency_ms": _non_negative,
     "error_rates": _error_rates,
@@ -269,7 +337,7 @@ _VALIDATORS: dict[str, Validator] = {
     "slow_ms": _non_negative,
     "max_rps": _optional_positive,
     "fault_operations": _operations,
-    "duplicate_mode": _choice("return", "reject"),
+    "duplicate_mode": _choice("return", "reject", "new"),
     "confirm_mode": _choice("return", "reject"),
     "not_found_status": _not_found_status,
     "token_ttl_seconds": _positive,
@@ -287,4 +355,16 @@ _VALIDATORS: dict[str, Validator] = {
     "webhook_retry_base_ms": _non_negative,
     "webhook_timeout_seconds": _positive,
     "webhook_events": _events,
+    "token_shape": _choice(*TOKEN_SHAPES),
+    "webhook_event_type": _choice(*EVENT_TYPES),
+    "webhook_code_msg": _boolean,
+    "webhook_amounts_as_numbers": _boolean,
+    "amounts_as_numbers": _boolean,
+    "status_info": _boolean,
+    "refund_overrides": _overrides,
+    "confirm_async_seconds": _non_negative,
+    "address_echo": _boolean,
+    "other_refund_id": _prefixes,
+    "complete_unconfirmed_seconds": _optional_positive,
+    "not_found_lag_seconds": _non_negative,
 }

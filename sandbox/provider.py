@@ -13,12 +13,13 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from sandbox import problems
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultInjector
 from sandbox.problems import ProviderError, bad_gateway_response, invalid, problem_response
-from sandbox.responses import Request, Response, envelope, seconds_value
+from sandbox.responses import Request, Response, dumps, envelope, seconds_value
 from sandbox.state import SandboxState
 from sandbox.validation import (
     parse_json_object,
@@ -26,10 +27,13 @@ from sandbox.validation import (
     require_transaction_type,
 )
 
-TOKEN_PATH = "/v1.0/auth/token"  # noqa: S105 - a path, not a secret
-CREATE_PATH = "/v1.0/payment/crypto/createCryptoRefund"
-CONFIRM_PATH = "/v1.0/payment/crypto/confirmCryptoRefund"
-GET_PATH = "/v1.0/payment/crypto/getCryptoRefund"
+#: Path tails under each version prefix in ``API_VERSIONS`` (``/v1.0/...`` and ``/v2.0/...``).
+TOKEN_TAIL = "/oauth/token"  # noqa: S105 - a path, not a secret
+CREATE_TAIL = "/payment/crypto/createCryptoRefund"
+CONFIRM_TAIL = "/payment/crypto/confirmCryptoRefund"
+GET_TAIL = "/payment/crypto/getCryptoRefund"
+TAILS = {"token": TOKEN_TAIL, "create": CREATE_TAIL, "confirm": CONFIRM_TAIL, "get": GET_TAIL}
+FORM = "application/x-www-form-urlencoded"
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 _MAX_IDEMPOTENCY_KEY = 255
@@ -63,6 +67,7 @@ class ProviderApi:
         state = self.state
         cfg = state.config
         state.count_call(operation)
+        state.record_request(operation, _recorded(operation, request))
         faulty = operation in cfg.fault_operations
         if faulty:
             injected = self._before_effect(request, cfg)
@@ -110,16 +115,29 @@ class ProviderApi:
     # --- operations -------------------------------------------------------------------------
 
     def _token(self, request: Request) -> Response:
-        body = parse_json_object(request.body)
-        client_id = require_str(body, "clientId").encode()
-        client_secret = require_str(body, "clientSecret").encode()
+        """Create Token: form-encoded ``client_id``/``client_secret`` (JSON with the same fields is
+        accepted too); answered in the shape ``token_shape`` says (contract section 3)."""
+        body = _token_fields(request)
+        client_id = require_str(body, "client_id").encode()
+        client_secret = require_str(body, "client_secret").encode()
         # Both compared, constant time, so a wrong id and a wrong secret look the same.
         id_ok = hmac.compare_digest(client_id, self._client_id)
         secret_ok = hmac.compare_digest(client_secret, self._client_secret)
         if not (id_ok and secret_ok):
             raise ProviderError(401, problems.AUTH_INVALID_CLIENT, "client credentials are invalid")
         token, ttl = self.state.issue_token()
-        return envelope({"accessToken": token, "expiresIn": seconds_value(ttl)})
+        shape = self.state.config.token_shape
+        lifetime = seconds_value(ttl)
+        if shape == "envelope":
+            return envelope({"accessToken": token, "expiresIn": lifetime}, code=200)
+        if shape == "envelope_snake":
+            return envelope(
+                {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}, code=200
+            )
+        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        if shape == "oauth":
+            answer["expires_in"] = lifetime
+        return Response(status=200, body=dumps(answer))
 
     def _create(self, request: Request) -> Response:
         self._authenticate(request)
@@ -127,10 +145,14 @@ class ProviderApi:
         transaction_type = require_transaction_type(body)
         transaction_id = require_str(body, "originalTransactionId")
         client_reference = require_str(body, "clientReference")
+        participant = _participant(body.get("participantCode"))
         return self._idempotent(
+            "create",
             request,
             body,
-            lambda: self.state.create_refund(transaction_type, transaction_id, client_reference),
+            lambda: self.state.create_refund(
+                transaction_type, transaction_id, client_reference, participant
+            ),
         )
 
     def _confirm(self, request: Request) -> Response:
@@ -140,8 +162,9 @@ class ProviderApi:
         address = body.get("refundAddress")
         if address is not None and not isinstance(address, str):
             raise invalid("refundAddress: must be a string")
+        _participant(body.get("participantCode"))
         return self._idempotent(
-            request, body, lambda: self.state.confirm_refund(refund_id, address)
+            "confirm", request, body, lambda: self.state.confirm_refund(refund_id, address)
         )
 
     def _get(self, request: Request) -> Response:
@@ -149,6 +172,7 @@ class ProviderApi:
         self._authenticate(request)
         refund_id = request.query_value("cryptoRefundId") or None
         reference = request.query_value("clientReference") or None
+        _participant(request.query_value("participantCode"))
         if refund_id is None and reference is None:
             raise invalid("cryptoRefundId or clientReference: one is required")
         return envelope(self.state.get_refund(refund_id=refund_id, client_reference=reference))
@@ -161,7 +185,11 @@ class ProviderApi:
         self.state.check_token(token.strip() if scheme.lower() == "bearer" else None)
 
     def _idempotent(
-        self, request: Request, body: dict[str, Any], effect: Callable[[], dict[str, Any]]
+        self,
+        scope: str,
+        request: Request,
+        body: dict[str, Any],
+        effect: Callable[[], dict[str, Any]],
     ) -> Response:
         """Do ``effect`` once per idempotency key; replay its stored response, errors included."""
 
@@ -177,4 +205,51 @@ class ProviderApi:
         if len(key) > _MAX_IDEMPOTENCY_KEY:
             raise invalid(f"{IDEMPOTENCY_HEADER}: at most {_MAX_IDEMPOTENCY_KEY} characters")
         fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return self.state.once(request.path, key, fingerprint, action)
+        # Scoped by operation, not path: /v1.0 and /v2.0 are one provider.
+        return self.state.once(scope, key, fingerprint, action)
+
+
+def _participant(value: Any) -> str | None:
+    """``participantCode`` (contract 2): optional; when given, a non-empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("participantCode: must be a non-empty string when given")
+    return value
+
+
+def _token_fields(request: Request) -> dict[str, Any]:
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type == FORM:
+        try:
+            pairs = parse_qs(
+                request.body.decode("ascii"), keep_blank_values=True, strict_parsing=False
+            )
+        except UnicodeDecodeError:
+            raise invalid("token request: the form body must be ASCII (percent-encoded)") from None
+        return {name: values[0] for name, values in pairs.items()}
+    if content_type == "application/json":
+        return parse_json_object(request.body)
+    raise invalid(f"Content-Type: must be {FORM} (or application/json), got {content_type!r}")
+
+
+def _recorded(operation: str, request: Request) -> dict[str, Any]:
+    """What a test may read back from ``GET /sandbox/requests``: never a credential."""
+    entry: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "query": {name: values[0] for name, values in request.query.items()},
+        "contentType": request.header("content-type"),
+    }
+    if operation == "token":
+        try:
+            fields = _token_fields(request)
+        except ProviderError:
+            fields = {}
+        entry["body"] = {k: ("***" if "secret" in k.lower() else v) for k, v in fields.items()}
+    else:
+        try:
+            entry["body"] = json.loads(request.body) if request.body else None
+        except (ValueError, UnicodeDecodeError):
+            entry["body"] = None
+    return entry

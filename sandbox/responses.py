@@ -8,6 +8,7 @@ socket handling out of the business logic.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +47,35 @@ class Response:
     drop: bool = False
 
 
+class RawNumber:
+    """A JSON number written exactly as ``text`` (``0.000000000000000001``, ``NaN``, ``1e400``).
+
+    Some MCE webhooks carry ``amount`` as a JSON number; a float could not say what the provider
+    says (it rounds, and cannot hold 1e400), so the text goes out byte for byte. ``NaN`` and
+    ``Infinity`` are not JSON at all, which is the point of the non-finite switch.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """Compact JSON; :class:`RawNumber` values are written as bare number text."""
+    raws: list[str] = []
+    marker = f"@raw-{secrets.token_hex(6)}-"
+
+    def default(value: Any) -> Any:
+        if isinstance(value, RawNumber):
+            raws.append(value.text)
+            return f"{marker}{len(raws) - 1}@"
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(payload, separators=(",", ":"), default=default)
+    for index, raw in enumerate(raws):
+        text = text.replace(f'"{marker}{index}@"', raw, 1)
+    return text.encode()
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -55,9 +83,12 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(status=status, body=dumps(payload))
 
 
-def envelope(data: Mapping[str, Any]) -> Response:
-    """The provider's success shape: ``{"code": "200", "msg": "success", "data": ...}``."""
-    return Response(status=200, body=dumps({"code": "200", "msg": "success", "data": data}))
+def envelope(data: Mapping[str, Any], code: int | str = "200") -> Response:
+    """The provider's success shape: ``{"code": "200", "msg": "success", "data": ...}``.
+
+    The Create page types ``code`` as the string "200", v2 pages as the number 200: both occur.
+    """
+    return Response(status=200, body=dumps({"code": code, "msg": "success", "data": data}))
 
 
 def seconds_value(seconds: float) -> int | float:

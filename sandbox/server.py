@@ -29,10 +29,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox import problems
 from sandbox.admin import PREFIX, AdminApi
-from sandbox.config import SandboxConfig
+from sandbox.config import API_VERSIONS, SandboxConfig
 from sandbox.faults import FaultInjector
 from sandbox.problems import ProviderError, problem_response
-from sandbox.provider import CONFIRM_PATH, CREATE_PATH, GET_PATH, TOKEN_PATH, ProviderApi
+from sandbox.provider import TAILS, ProviderApi
 from sandbox.responses import Request, Response
 from sandbox.state import SandboxState
 from sandbox.webhooks import WebhookSender
@@ -69,11 +69,13 @@ def build_routes(provider: ProviderApi, admin: AdminApi) -> dict[str, dict[str, 
     def op(name: str) -> Handler:
         return lambda request: provider.handle(name, request)
 
-    return {
-        TOKEN_PATH: {"POST": op("token")},
-        CREATE_PATH: {"POST": op("create")},
-        CONFIRM_PATH: {"POST": op("confirm")},
-        GET_PATH: {"GET": op("get")},
+    methods = {"token": "POST", "create": "POST", "confirm": "POST", "get": "GET"}
+    routes: dict[str, dict[str, Handler]] = {
+        f"/{version}{tail}": {methods[name]: op(name)}
+        for version in API_VERSIONS
+        for name, tail in TAILS.items()
+    }
+    return routes | {
         f"{PREFIX}/healthz": {"GET": admin.healthz},
         f"{PREFIX}/payments": {"POST": admin.flag_payments},
         f"{PREFIX}/config": {"GET": admin.get_config, "POST": admin.update_config},
@@ -82,6 +84,7 @@ def build_routes(provider: ProviderApi, admin: AdminApi) -> dict[str, dict[str, 
         f"{PREFIX}/reset": {"POST": admin.reset},
         f"{PREFIX}/webhooks": {"GET": admin.webhook_deliveries},
         f"{PREFIX}/webhooks/replay": {"POST": admin.replay_webhook},
+        f"{PREFIX}/requests": {"GET": admin.recorded_requests},
     }
 
 

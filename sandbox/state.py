@@ -12,6 +12,8 @@ change is applied exactly once, and :meth:`SandboxState.on_status_change` report
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 import threading
 import time
@@ -24,10 +26,15 @@ from typing import Any, TypeVar
 from sandbox import problems
 from sandbox.config import SandboxConfig
 from sandbox.problems import ProviderError
+from sandbox.responses import RawNumber
 
 PARTICIPANT_CODE = "P000123"
 FEE_AMOUNT = "0.5"
 OUTCOME_STATUS = {"completed": 3, "failed": 4, "rejected": 5}
+#: ``statusInfo`` labels (switch ``status_info``), after other v2 objects (2 PROCESSING, 4 FAILED).
+STATUS_INFO = {1: "PENDING", 2: "PROCESSING", 3: "COMPLETED", 4: "FAILED", 5: "REJECTED"}
+#: Requests remembered per operation for ``GET /sandbox/requests`` (what the client really sent).
+MAX_RECORDED_REQUESTS = 50
 
 #: Keys kept in the counters even before anything happened, so readers need no ``.get``.
 COUNTED_OPERATIONS = ("token", "create", "confirm", "get")
@@ -53,6 +60,8 @@ class Payment:
     blockchain: str
     outcome: str
     pending: bool = True
+    # Where the payment came from: what a provider may echo as ``refundAddress`` (address_echo).
+    source_address: str = field(default_factory=lambda: "T" + secrets.token_hex(16))
 
 
 @dataclass
@@ -71,14 +80,26 @@ class Refund:
     # The schedule is captured at confirm so later config changes never move a refund backwards.
     phases: list[tuple[float, int]] = field(default_factory=list)
     phases_applied: int = 0
+    participant_code: str = PARTICIPANT_CODE
 
-    def to_wire(self) -> dict[str, Any]:
-        """The contract's refund object (plus ``createdAt``/``updatedAt``, which clients ignore)."""
-        return {
-            "cryptoRefundId": self.refund_id,
+    def to_wire(self, config: SandboxConfig | None = None, view: str = "answer") -> dict[str, Any]:
+        """The contract's refund object (plus ``createdAt``/``updatedAt``, which clients ignore).
+
+        ``view`` is "answer" (Create/Confirm), "get" or "webhook"; with ``config`` the switches
+        that change what the provider says apply (other refund id on Get/webhooks, overrides,
+        amounts as JSON numbers, ``statusInfo``).
+        """
+        other = (
+            config is not None
+            and view in ("get", "webhook")
+            and config.names_other_id(self.client_reference)
+        )
+        txn_hash = other_hash(self.txn_hash) if other else self.txn_hash
+        wire: dict[str, Any] = {
+            "cryptoRefundId": other_id(self.refund_id) if other else self.refund_id,
             "originalTransactionType": self.payment.transaction_type,
             "originalTransactionId": self.payment.transaction_id,
-            "participantCode": PARTICIPANT_CODE,
+            "participantCode": self.participant_code,
             "clientReference": self.client_reference,
             "status": self.status,
             "blockchain": self.payment.blockchain,
@@ -87,10 +108,39 @@ class Refund:
             "refundAddress": self.refund_address,
             "feeCurrency": self.payment.currency,
             "feeAmount": FEE_AMOUNT,
-            "txnHash": self.txn_hash if self.status == 3 else "",
+            "txnHash": txn_hash if self.status == 3 else "",
             "createdAt": _iso(self.created_at),
             "updatedAt": _iso(self.updated_at),
         }
+        if config is None:
+            return wire
+        wire.update(config.overrides_for(self.client_reference))
+        if config.status_info:
+            wire["statusInfo"] = STATUS_INFO.get(self.status, "UNKNOWN")
+        if config.amounts_as_numbers or (view == "webhook" and config.webhook_amounts_as_numbers):
+            for name in ("amount", "feeAmount"):
+                if _is_number_text(wire[name]):
+                    wire[name] = RawNumber(wire[name])
+        return wire
+
+
+def other_id(refund_id: str) -> str:
+    """The other refund id a confused provider names for a reference (switch other_refund_id)."""
+    return "CRX" + hashlib.sha256(refund_id.encode()).hexdigest()[:17].upper()
+
+
+def other_hash(txn_hash: str) -> str:
+    return "0x" + hashlib.sha256(txn_hash.encode()).hexdigest()
+
+
+_NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def _is_number_text(text: Any) -> bool:
+    """JSON number syntax, or a non-finite literal (sent bare on purpose: the anomaly switch)."""
+    if not isinstance(text, str):
+        return False
+    return text in ("NaN", "Infinity", "-Infinity") or _NUMBER_TEXT.fullmatch(text) is not None
 
 
 @dataclass
@@ -135,6 +185,7 @@ class SandboxState:
         self._tokens: dict[str, float] = {}
         self._idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
         self._counters = _Counters()
+        self._requests: dict[str, list[dict[str, Any]]] = {}
 
     # --- admin ------------------------------------------------------------------------------
 
@@ -199,6 +250,23 @@ class SandboxState:
                 },
             }
 
+    # --- requests as received -------------------------------------------------------------------
+
+    def record_request(self, operation: str, entry: dict[str, Any]) -> None:
+        """Remember what a client sent (body, query, content type), newest last, bounded."""
+        with self._lock:
+            kept = self._requests.setdefault(operation, [])
+            kept.append(entry)
+            del kept[:-MAX_RECORDED_REQUESTS]
+
+    def requests(self, operation: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return {
+                op: [dict(e) for e in entries]
+                for op, entries in self._requests.items()
+                if operation is None or op == operation
+            }
+
     # --- tokens -----------------------------------------------------------------------------
 
     def issue_token(self) -> tuple[str, float]:
@@ -249,22 +317,34 @@ class SandboxState:
     # --- refunds ----------------------------------------------------------------------------
 
     def create_refund(
-        self, transaction_type: int, transaction_id: str, client_reference: str
+        self,
+        transaction_type: int,
+        transaction_id: str,
+        client_reference: str,
+        participant_code: str | None = None,
     ) -> dict[str, Any]:
-        """Create Crypto Refund: one refund per pending payment and per clientReference."""
+        """Create Crypto Refund: one refund per pending payment and per clientReference.
+
+        ``duplicate_mode`` "new" de-duplicates on the idempotency key only: a second Create for a
+        reference (under a new key) makes a second refund of the same payment.
+        """
         with self._lock:
             now = self._clock()
+            cfg = self.config
             existing = self._by_reference.get(client_reference)
+            second = False
             if existing is not None:
-                if self.config.duplicate_mode == "reject":
+                if cfg.duplicate_mode == "reject":
                     raise ProviderError(
                         422,
                         problems.DUPLICATE_CLIENT_REFERENCE,
                         f"a refund already exists for clientReference {client_reference!r}",
                     )
-                return self._view(existing, now)
+                if cfg.duplicate_mode == "return":
+                    return self._view(existing, now)
+                second = existing.payment.transaction_id == transaction_id
             payment = self._payments.get((transaction_type, transaction_id))
-            if payment is None or not payment.pending:
+            if payment is None or not (payment.pending or second):
                 raise ProviderError(
                     422,
                     problems.CRYPTO_REFUND_NOT_PENDING,
@@ -278,20 +358,27 @@ class SandboxState:
                 created_at=now,
                 updated_at=now,
                 txn_hash="0x" + secrets.token_hex(32),
+                participant_code=participant_code or PARTICIPANT_CODE,
             )
+            if cfg.address_echo:
+                refund.refund_address = payment.source_address
+            if cfg.complete_unconfirmed_seconds is not None:
+                # The provider completes it whatever the merchant does (e.g. after a cancel).
+                refund.phases = [(now + cfg.complete_unconfirmed_seconds, 3)]
+                self._moving[refund.refund_id] = refund
             payment.pending = False
             self._refunds[refund.refund_id] = refund
             self._by_reference[client_reference] = refund
             self._counters.effects[client_reference]["create"] += 1
             self.on_status_change(refund, None)
-            return refund.to_wire()
+            return refund.to_wire(cfg)
 
     def confirm_refund(self, refund_id: str, refund_address: str | None) -> dict[str, Any]:
         """Confirm Crypto Refund: starts the on-chain timeline; a second confirm has no effect."""
         with self._lock:
             now = self._clock()
             refund = self._find(refund_id=refund_id)
-            if refund.status != 1:
+            if refund.confirmed_at is not None or refund.status != 1:
                 if self.config.confirm_mode == "reject":
                     raise ProviderError(
                         422,
@@ -300,14 +387,19 @@ class SandboxState:
                     )
                 return self._view(refund, now)
             cfg = self.config
-            processing_end = now + cfg.processing_seconds
-            refund.phases = [(now, 2)]
+            # Async confirm: the answer (and Get) says 1 for confirm_async_seconds, then 2.
+            started = now + cfg.confirm_async_seconds
+            processing_end = started + cfg.processing_seconds
+            refund.phases = [(started, 2)]
+            refund.phases_applied = 0
             if cfg.unknown_status_seconds > 0:
                 refund.phases.append((processing_end, cfg.unknown_status_value))
             final = OUTCOME_STATUS[refund.payment.outcome]
             refund.phases.append((processing_end + cfg.unknown_status_seconds, final))
             refund.confirmed_at = now
-            refund.refund_address = refund_address or ""
+            refund.refund_address = refund_address or (
+                refund.payment.source_address if cfg.address_echo else ""
+            )
             self._moving[refund.refund_id] = refund
             self._counters.effects[refund.client_reference]["confirm"] += 1
             return self._view(refund, now)
@@ -317,7 +409,15 @@ class SandboxState:
     ) -> dict[str, Any]:
         with self._lock:
             refund = self._find(refund_id=refund_id, client_reference=client_reference)
-            return self._view(refund, self._clock())
+            now = self._clock()
+            if now - refund.created_at < self.config.not_found_lag_seconds:
+                # Read lag: the refund exists but this read replica has not seen it yet.
+                raise ProviderError(
+                    self.config.not_found_status,
+                    problems.CRYPTO_REFUND_NOT_FOUND,
+                    "no crypto refund found (yet)",
+                )
+            return self._view(refund, now, "get")
 
     def advance_all(self) -> None:
         """Apply every due status change now (the webhook ticker calls this every few ms).
@@ -339,9 +439,9 @@ class SandboxState:
         if self._listener is not None:
             self._listener(refund, previous, self.config)
 
-    def _view(self, refund: Refund, now: float) -> dict[str, Any]:
+    def _view(self, refund: Refund, now: float, view: str = "answer") -> dict[str, Any]:
         self._advance(refund, now)
-        return refund.to_wire()
+        return refund.to_wire(self.config, view)
 
     def _advance(self, refund: Refund, now: float) -> None:
         while refund.phases_applied < len(refund.phases):

@@ -1,5 +1,10 @@
 """The Crypto Refund Webhook: every refund status change POSTed, signed, to the merchant's URL.
 
+Signed as MCE's webhook pages show: one header ``X-Signature: t=<epoch ms>,v0=<hex>``,
+where ``v0`` is the lowercase hex HMAC-SHA256 of ``"{t}.{raw body}"`` keyed with
+``webhook_secret``. The body is ``{"eventType", "notificationId", "data"}`` (plus top-level
+``code``/``msg`` with ``webhook_code_msg``); ``data`` is the refund as Get shows it then.
+
 What the contract assumes a real MCE does, with switches to make it worse on purpose: deliveries
 delayed (``webhook_delay_ms``) and reordered (``webhook_jitter_ms``), delivered twice with the
 same ``notificationId`` (``webhook_duplicate_rate``), never delivered (``webhook_drop_rate``:
@@ -23,7 +28,6 @@ import hashlib
 import heapq
 import hmac
 import http.client
-import json
 import logging
 import random
 import threading
@@ -36,13 +40,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sandbox.config import SandboxConfig
+from sandbox.responses import dumps
 from sandbox.state import Refund
 
 logger = logging.getLogger("sandbox.webhooks")
 
-EVENT_TYPE = "crypto.refund.updated"
-TIMESTAMP_HEADER = "X-MCE-Timestamp"
-SIGNATURE_HEADER = "X-MCE-Signature"
+#: MCE's one signature header (three webhook pages): ``t=<epoch ms>,v0=<64 lowercase hex>``.
+SIGNATURE_HEADER = "X-Signature"
 USER_AGENT = "mce-sandbox-webhooks/1.0"
 
 #: Delivery threads: enough that a few slow receivers' timeouts do not stall everything else.
@@ -59,6 +63,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     """Lowercase hex HMAC-SHA256 of ``"{timestamp}.{raw body}"`` with the webhook secret."""
     message = str(timestamp).encode() + b"." + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, timestamp_ms: int | None = None) -> str:
+    """The ``X-Signature`` value: ``t=<epoch ms>,v0=<hex HMAC of "{t}.{body}">``."""
+    t = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
+    return f"t={t},v0={sign(secret, t, body)}"
 
 
 @dataclass(frozen=True)
@@ -169,17 +179,20 @@ class WebhookSender:
         if not config.sends_webhook_for(refund.status):
             return
         notification_id = str(uuid.uuid4())
-        payload = {
-            "eventType": EVENT_TYPE,
+        payload: dict[str, Any] = {
+            "eventType": config.webhook_event_type,
             "notificationId": notification_id,
-            "data": refund.to_wire(),
+            "data": refund.to_wire(config, "webhook"),
         }
+        if config.webhook_code_msg:
+            # v2 examples carry the envelope's code/msg at the top level too (receivers ignore it).
+            payload = {"code": 200, "msg": "success", **payload}
         notification = Notification(
             notification_id=notification_id,
             refund_id=refund.refund_id,
             client_reference=refund.client_reference,
             status=refund.status,
-            body=json.dumps(payload, separators=(",", ":")).encode(),
+            body=dumps(payload),
         )
         with self._cond:
             self._remember(notification)
@@ -281,12 +294,10 @@ class WebhookSender:
         if parts.query:
             path += "?" + parts.query
         body = delivery.notification.body
-        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(config.webhook_secret, timestamp, body),
+            SIGNATURE_HEADER: signature_header(config.webhook_secret, body),
         }
         delivery.last_sent_at = time.time()
         try:

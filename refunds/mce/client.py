@@ -9,11 +9,13 @@ token that was refused and replays the call once with a new one.
 
 from __future__ import annotations
 
+import json as jsonlib
 import os
 import threading
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -30,12 +32,13 @@ from refunds.errors import (
 )
 from refunds.mce.auth import TokenCache
 from refunds.mce.contract import (
-    CONFIRM_PATH,
-    CREATE_PATH,
-    GET_PATH,
+    CONFIRM_TAIL,
+    CREATE_TAIL,
+    GET_TAIL,
     IDEMPOTENCY_HEADER,
     SUCCESS_CODES,
-    TOKEN_PATH,
+    TOKEN_ID_FIELD,
+    TOKEN_SECRET_FIELD,
 )
 from refunds.mce.errors import error_from_response
 from refunds.mce.schemas import RefundData, TokenData
@@ -99,16 +102,33 @@ class MceClient:
     # --- operations -------------------------------------------------------------------------
 
     def fetch_token(self) -> TokenData:
-        body = {
-            "clientId": self.settings.mce_client_id,
-            "clientSecret": self.settings.client_secret.get_secret_value(),
+        """Create Token: ``POST {base}/{version}{MCE_TOKEN_PATH}`` (contract section 3).
+
+        Form-encoded ``client_id`` and ``client_secret`` by default (``MCE_TOKEN_ENCODING=json``
+        sends the same two fields as JSON); no ``grant_type``. The answer may be OAuth or MCE's
+        envelope (see ``TokenData.from_answer``); a 401/403 here raises MceAuthError /
+        MceForbiddenError (our credentials are wrong: a cluster-wide condition).
+        """
+        settings = self.settings
+        fields = {
+            TOKEN_ID_FIELD: settings.mce_client_id,
+            TOKEN_SECRET_FIELD: settings.client_secret.get_secret_value(),
         }
-        data = self._call("token", "POST", TOKEN_PATH, json=body, auth=False)
+        as_form = settings.mce_token_encoding == "form"  # noqa: S105 - an encoding name
+        body = self._call(
+            "token",
+            "POST",
+            settings.mce_token_path,
+            json=None if as_form else fields,
+            data=fields if as_form else None,
+            auth=False,
+            envelope=False,
+        )
         try:
-            return TokenData.model_validate(data)
+            return TokenData.from_answer(body, settings.mce_token_default_lifetime)
         except ValueError:
             raise MceProtocolError(
-                "MCE token answer has no usable accessToken/expiresIn", operation="token"
+                "MCE token answer has no usable access token or lifetime", operation="token"
             ) from None
 
     def create(
@@ -124,13 +144,13 @@ class MceClient:
             "originalTransactionId": original_transaction_id,
             "clientReference": client_reference,
         }
-        return self._refund("create", "POST", CREATE_PATH, json=body, key=key)
+        return self._refund("create", "POST", CREATE_TAIL, json=self._participant(body), key=key)
 
     def confirm(self, *, crypto_refund_id: str, refund_address: str | None, key: str) -> RefundData:
         body: dict[str, Any] = {"cryptoRefundId": crypto_refund_id}
         if refund_address:
             body["refundAddress"] = refund_address
-        return self._refund("confirm", "POST", CONFIRM_PATH, json=body, key=key)
+        return self._refund("confirm", "POST", CONFIRM_TAIL, json=self._participant(body), key=key)
 
     def get(
         self, *, crypto_refund_id: str | None = None, client_reference: str | None = None
@@ -142,7 +162,16 @@ class MceClient:
             if crypto_refund_id
             else {"clientReference": client_reference}
         )
-        return self._refund("get", "GET", GET_PATH, params=params)
+        return self._refund("get", "GET", GET_TAIL, params=self._participant(params))
+
+    def _participant(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Add ``participantCode`` when ``MCE_PARTICIPANT_CODE`` is set, and only then.
+
+        Every v2 create call carries it (PSPs act for several participants), but the seed's Create
+        body omits it, so an unconfigured pipeline sends exactly the seed's fields (contract 2).
+        """
+        code = self.settings.mce_participant_code
+        return {**fields, "participantCode": code} if code else fields
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -162,11 +191,13 @@ class MceClient:
         path: str,
         *,
         json: Any = None,
+        data: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         key: str | None = None,
         auth: bool = True,
+        envelope: bool = True,
     ) -> Any:
-        url = self.settings.base_url + path
+        url = self.settings.api_url(path)
         headers = {"Accept": "application/json"}
         if key is not None:
             headers[IDEMPOTENCY_HEADER] = key
@@ -177,13 +208,15 @@ class MceClient:
                     raise RuntimeError("this client has no token cache")
                 token = self.tokens.get()
                 headers["Authorization"] = f"Bearer {token}"
-            response = self._send(operation, method, url, json=json, params=params, headers=headers)
+            response = self._send(
+                operation, method, url, json=json, data=data, params=params, headers=headers
+            )
             if response.status_code == 401 and token is not None and attempt == 1:
                 assert self.tokens is not None  # noqa: S101
                 self.tokens.invalidate(token)
                 continue
             try:
-                return self._data(response, operation)
+                return self._data(response, operation, envelope=envelope)
             except MceRateLimitedError as exc:
                 if self.pacer is not None:
                     # The limit is per credentials: hold back every worker, not just this task.
@@ -200,6 +233,7 @@ class MceClient:
         json: Any,
         params: dict[str, Any] | None,
         headers: dict[str, str],
+        data: dict[str, Any] | None = None,
     ) -> requests.Response:
         """One HTTP exchange, paced cluster-wide, timed, counted, and mapped to typed errors."""
         if self.pacer is not None:
@@ -218,6 +252,7 @@ class MceClient:
                 method,
                 url,
                 json=json,
+                data=data,
                 params=params,
                 headers=headers,
                 timeout=self.settings.http_timeout,
@@ -241,17 +276,24 @@ class MceClient:
             self.stats.record_call(operation, outcome, seconds)
 
     @staticmethod
-    def _data(response: requests.Response, operation: str) -> Any:
+    def _data(response: requests.Response, operation: str, *, envelope: bool = True) -> Any:
+        """The ``data`` of a success envelope (or, ``envelope=False``, the whole JSON body).
+
+        JSON numbers are read as ``Decimal`` from their text (money must never pass through a
+        float: ``1000.000000000000000001`` stays exactly that).
+        """
         if not 200 <= response.status_code < 300:
             raise error_from_response(response, operation)
         try:
-            body = response.json()
-        except ValueError:
+            body = jsonlib.loads(response.content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError):
             raise MceProtocolError(
                 f"MCE {operation} answered HTTP {response.status_code} with a non-JSON body",
                 status=response.status_code,
                 operation=operation,
             ) from None
+        if not envelope:
+            return body
         code = body.get("code") if isinstance(body, dict) else None
         if not isinstance(code, int | str) or code not in SUCCESS_CODES:
             raise MceProtocolError(

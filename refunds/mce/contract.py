@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-# --- paths (Create is a fact; Token, Confirm and Get are assumed) ---
-TOKEN_PATH = "/v1.0/auth/token"  # noqa: S105 - assumed path, not a secret
-CREATE_PATH = "/v1.0/payment/crypto/createCryptoRefund"  # fact
-CONFIRM_PATH = "/v1.0/payment/crypto/confirmCryptoRefund"  # assumed
-GET_PATH = "/v1.0/payment/crypto/getCryptoRefund"  # assumed
+# --- paths: tails under the version prefix (setting ``MCE_API_VERSION``, "v1.0" by default: the
+# seed's page and the demo host use /v1.0, the v2.0 docs put /v2.0 in front of the same tails).
+# The token path is a setting too (``MCE_TOKEN_PATH``, "/oauth/token"): it comes from public client
+# code written against MCE's demo host, not from a docs page (contract section 3).
+CREATE_TAIL = "/payment/crypto/createCryptoRefund"  # fact
+CONFIRM_TAIL = "/payment/crypto/confirmCryptoRefund"  # assumed
+GET_TAIL = "/payment/crypto/getCryptoRefund"  # assumed
+
+# --- token call (contract section 3): form fields found in public client code; no grant_type ---
+TOKEN_ID_FIELD = "client_id"  # noqa: S105 - a form field name, not a secret
+TOKEN_SECRET_FIELD = "client_secret"  # noqa: S105 - a form field name, not a secret
 
 IDEMPOTENCY_HEADER = "idempotency-key"  # fact (v2.1 "Idempotent Requests")
 SUCCESS_CODES = frozenset({200, "200"})  # fact: both spellings appear in the docs

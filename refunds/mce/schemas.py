@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class _Wire(BaseModel):
@@ -22,8 +22,46 @@ class _Wire(BaseModel):
 
 
 class TokenData(_Wire):
-    access_token: str = Field(alias="accessToken", min_length=1)
-    expires_in: float = Field(alias="expiresIn", gt=0)
+    """A bearer token and its lifetime in seconds (contract section 3)."""
+
+    access_token: str = Field(
+        validation_alias=AliasChoices("access_token", "accessToken"), min_length=1
+    )
+    expires_in: float = Field(validation_alias=AliasChoices("expires_in", "expiresIn"), gt=0)
+    token_type: str | None = Field(None, validation_alias=AliasChoices("token_type", "tokenType"))
+
+    @classmethod
+    def from_answer(cls, body: Any, default_lifetime: float) -> TokenData:
+        """Read a Create Token answer in any of the shapes the contract allows.
+
+        Accepted: OAuth 2.0 at the top level (``access_token``, ``expires_in``, ``token_type``), or
+        MCE's envelope ``{"code": 200 | "200", "msg", "data": {...}}`` with the token inside; in
+        either place either spelling (``accessToken``/``access_token``, ``expiresIn``/
+        ``expires_in``). No lifetime (absent, null or empty) -> ``default_lifetime`` seconds (the
+        401 handling covers a provider that revokes earlier). Raises ValueError for anything else
+        (no token, an envelope whose code is not success, a lifetime <= 0 or not a number).
+        """
+        # ValueError, not TypeError, throughout: "not a usable answer" is one condition to callers.
+        if not isinstance(body, dict):
+            raise ValueError("token answer is not a JSON object")  # noqa: TRY004
+        fields: Any
+        if "access_token" in body or "accessToken" in body:
+            fields = body
+        else:
+            code = body.get("code")
+            if isinstance(code, bool) or code not in (200, "200"):
+                raise ValueError("token answer is neither OAuth nor a success envelope")
+            fields = body.get("data")
+            if not isinstance(fields, dict):
+                raise ValueError("token envelope has no data object")
+        values = dict(fields)
+        lifetime = values.get("expires_in", values.get("expiresIn"))
+        if lifetime is None or lifetime == "":
+            values.pop("expiresIn", None)
+            values["expires_in"] = default_lifetime
+        if isinstance(lifetime, bool):
+            raise ValueError("token lifetime is not a number")  # noqa: TRY004
+        return cls.model_validate(values)
 
 
 class RefundData(_Wire):
@@ -42,6 +80,8 @@ class RefundData(_Wire):
     fee_currency: str | None = Field(None, alias="feeCurrency")
     fee_amount: Decimal | None = Field(None, alias="feeAmount")
     txn_hash: str | None = Field(None, alias="txnHash")
+    # v2 objects pair status with a label (e.g. 2 PROCESSING); recorded when present (contract 5).
+    status_info: str | None = Field(None, alias="statusInfo", max_length=128)
 
     @field_validator("amount", "fee_amount", mode="before")
     @classmethod
@@ -64,5 +104,6 @@ class RefundData(_Wire):
             "txn_hash": self.txn_hash,
             "participant_code": self.participant_code,
             "refund_address": self.refund_address,
+            "status_info": self.status_info,
         }
         return {k: v for k, v in values.items() if v is not None}

@@ -72,6 +72,7 @@ _FIELDS = {
     "fee_currency": "feecur",
     "txn_hash": "hash",
     "participant_code": "pcode",
+    "status_info": "sinfo",
     "last_error": "err",
     "key_generation": "gen",
 }
@@ -229,6 +230,7 @@ def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
         fee_currency=opt("fee_currency"),
         txn_hash=opt("txn_hash"),
         participant_code=opt("participant_code"),
+        status_info=opt("status_info"),
         last_error=json.loads(err) if err else None,
         key_generation=int(raw.get("gen", 0)),
         history=tuple(history),

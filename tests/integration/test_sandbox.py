@@ -29,7 +29,7 @@ CLIENT_ID = "it-client"
 CLIENT_SECRET = "it-secret"
 TIMEOUT = (2.0, 5.0)
 
-TOKEN = "/v1.0/auth/token"
+TOKEN = "/v1.0/oauth/token"
 CREATE = "/v1.0/payment/crypto/createCryptoRefund"
 CONFIRM = "/v1.0/payment/crypto/confirmCryptoRefund"
 GET = "/v1.0/payment/crypto/getCryptoRefund"
@@ -80,11 +80,11 @@ class Sandbox:
     def issue_token(self) -> str:
         response = self.http.post(
             self.url(TOKEN),
-            json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET},
+            data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
             timeout=TIMEOUT,
         )
         assert response.status_code == 200, response.text
-        self.token = response.json()["data"]["accessToken"]
+        self.token = response.json()["access_token"]
         return self.token
 
     def headers(self, key: str | None = None) -> dict[str, str]:
@@ -169,37 +169,122 @@ def assert_problem(response: requests.Response, status: int, code: str) -> dict[
 
 def test_token_is_issued_for_valid_credentials_with_ttl_from_config(sb: Sandbox) -> None:
     response = sb.http.post(
-        sb.url(TOKEN), json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}, timeout=TIMEOUT
+        sb.url(TOKEN),
+        data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
     )
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
-    assert body["code"] == "200"
-    assert body["msg"] == "success"
-    assert len(body["data"]["accessToken"]) >= 32
-    assert body["data"]["expiresIn"] == 3600
-    assert isinstance(body["data"]["expiresIn"], int)
+    assert len(body["access_token"]) >= 32
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert isinstance(body["expires_in"], int)
 
 
 def test_token_with_wrong_secret_is_refused_as_invalid_client(sb: Sandbox) -> None:
     response = sb.http.post(
-        sb.url(TOKEN), json={"clientId": CLIENT_ID, "clientSecret": "nope"}, timeout=TIMEOUT
+        sb.url(TOKEN), data={"client_id": CLIENT_ID, "client_secret": "nope"}, timeout=TIMEOUT
     )
     assert_problem(response, 401, "AUTH_INVALID_CLIENT")
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"clientId": "x"}', b'{"clientId": 1}'])
-def test_malformed_token_request_is_invalid_request(sb: Sandbox, body: bytes) -> None:
-    response = sb.http.post(sb.url(TOKEN), data=body, timeout=TIMEOUT)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"client_id=x", FORM),
+        (b"client_id=&client_secret=", FORM),
+        (b"\xff=1", FORM),
+        (b"client_id=it-client&client_secret=it-secret", {"Content-Type": "text/plain"}),
+        (b"client_id=it-client&client_secret=it-secret", {}),
+        (b"not json", JSON),
+        (b"[]", JSON),
+        (b'{"client_id": 1, "client_secret": "x"}', JSON),
+    ],
+)
+def test_malformed_token_request_is_invalid_request(
+    sb: Sandbox, body: bytes, headers: dict[str, str]
+) -> None:
+    response = sb.http.post(sb.url(TOKEN), data=body, headers=headers, timeout=TIMEOUT)
     assert_problem(response, 400, "INVALID_REQUEST")
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("oauth", {"access_token", "token_type", "expires_in"}),
+        ("no_lifetime", {"access_token", "token_type"}),
+    ],
+)
+def test_token_answer_top_level_shapes(sb: Sandbox, shape: str, expected: set[str]) -> None:
+    sb.configure(token_shape=shape, token_ttl_seconds=7)
+    body = sb.http.post(
+        sb.url(TOKEN),
+        data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
+    ).json()
+    assert set(body) == expected
+    assert body.get("expires_in", 7) == 7
+
+
+@pytest.mark.parametrize(
+    ("shape", "code", "fields"),
+    [
+        ("envelope", 200, {"accessToken", "expiresIn"}),
+        ("envelope_snake", 200, {"access_token", "expires_in", "token_type"}),
+    ],
+)
+def test_token_answer_envelope_shapes(sb: Sandbox, shape: str, code: int, fields: set[str]) -> None:
+    sb.configure(token_shape=shape)
+    body = sb.http.post(
+        sb.url(TOKEN),
+        data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
+    ).json()
+    assert (body["code"], body["msg"], set(body["data"])) == (code, "success", fields)
+
+
+def test_token_as_json_with_the_same_fields_is_accepted_and_v2_prefix_is_served(
+    sb: Sandbox,
+) -> None:
+    response = sb.http.post(
+        sb.url("/v2.0/oauth/token"),
+        json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    sb.token = response.json()["access_token"]
+    sb.flag("tx-v2")
+    created = sb.http.post(
+        sb.url("/v2.0/payment/crypto/createCryptoRefund"),
+        json={
+            "originalTransactionType": 1,
+            "originalTransactionId": "tx-v2",
+            "clientReference": "v2-1",
+            "participantCode": "P-77",
+        },
+        headers=sb.headers(),
+        timeout=TIMEOUT,
+    ).json()["data"]
+    assert created["participantCode"] == "P-77"
+    got = sb.get(clientReference="v2-1").json()["data"]
+    assert got["cryptoRefundId"] == created["cryptoRefundId"]
+    recorded = sb.admin("GET", "/requests", operation="token").json()["requests"]["token"]
+    assert recorded[-1]["body"] == {"client_id": CLIENT_ID, "client_secret": "***"}
 
 
 def test_expired_token_is_refused_as_expired(sb: Sandbox) -> None:
     sb.configure(token_ttl_seconds=0.3)
     sb.issue_token()
     token_body = sb.http.post(
-        sb.url(TOKEN), json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}, timeout=TIMEOUT
+        sb.url(TOKEN),
+        data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
     ).json()
-    assert token_body["data"]["expiresIn"] == 0.3
+    assert token_body["expires_in"] == 0.3
     assert_problem(sb.get(clientReference="missing"), 404, "CRYPTO_REFUND_NOT_FOUND")
     time.sleep(0.4)
     assert_problem(sb.get(clientReference="missing"), 401, "AUTH_TOKEN_EXPIRED")
@@ -490,7 +575,9 @@ def test_token_is_not_faulted_unless_listed(sb: Sandbox) -> None:
     sb.issue_token()
     sb.configure(fault_operations=["token"])
     response = sb.http.post(
-        sb.url(TOKEN), json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}, timeout=TIMEOUT
+        sb.url(TOKEN),
+        data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        timeout=TIMEOUT,
     )
     assert_problem(response, 503, "SERVICE_UNAVAILABLE")
     assert_problem(sb.get(clientReference="x"), 404, "CRYPTO_REFUND_NOT_FOUND")
@@ -601,6 +688,16 @@ def test_config_round_trips_and_rejects_bad_updates_without_change(sb: Sandbox) 
         ({"unknown_status_value": 3}, "unknown_status_value"),
         ({"fault_operations": ["create", "refund"]}, "fault_operations"),
         ({"latency_ms": 1, "max_rps": 0}, "max_rps"),
+        ({"token_shape": "jwt"}, "token_shape"),
+        ({"webhook_event_type": "crypto.refund.created"}, "webhook_event_type"),
+        ({"webhook_code_msg": 1}, "webhook_code_msg"),
+        ({"refund_overrides": {"r": {"status": "3"}}}, "refund_overrides.r.status"),
+        ({"refund_overrides": {"r": {"amount": 5000}}}, "refund_overrides.r.amount"),
+        ({"other_refund_id": "r-"}, "other_refund_id"),
+        ({"confirm_async_seconds": -1}, "confirm_async_seconds"),
+        ({"complete_unconfirmed_seconds": 0}, "complete_unconfirmed_seconds"),
+        ({"not_found_lag_seconds": "1"}, "not_found_lag_seconds"),
+        ({"duplicate_mode": "twice"}, "duplicate_mode"),
     ]:
         response = sb.admin("POST", "/config", bad)
         assert field in assert_problem(response, 400, "INVALID_REQUEST")["detail"], bad
@@ -691,9 +788,11 @@ def test_module_entry_point_announces_and_exits_zero_on_sigterm() -> None:
         assert line.startswith("sandbox listening on http://127.0.0.1:")
         base = line.removeprefix("sandbox listening on ")
         token = requests.post(
-            base + TOKEN, json={"clientId": "env-id", "clientSecret": "env-secret"}, timeout=TIMEOUT
-        ).json()["data"]
-        assert token["expiresIn"] == 5
+            base + TOKEN,
+            data={"client_id": "env-id", "client_secret": "env-secret"},
+            timeout=TIMEOUT,
+        ).json()
+        assert token["expires_in"] == 5
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -729,3 +828,130 @@ def test_throughput_of_gets_over_keep_alive(sb: Sandbox) -> None:
     print(f"\nsandbox throughput: {total} GETs in {elapsed:.2f}s = {total / elapsed:,.0f} req/s")
     assert ok == total
     assert sb.counters()["calls"]["get"] == total
+
+
+# --- contract v2 shapes and the switches of issue 10 ------------------------------------------
+
+
+def test_status_info_labels_the_status_when_switched_on(sb: Sandbox) -> None:
+    created = sb.created_refund("tx-si", ref("si"))
+    assert "statusInfo" not in created
+    sb.configure(status_info=True)
+    got = sb.get(cryptoRefundId=created["cryptoRefundId"]).json()["data"]
+    assert (got["status"], got["statusInfo"]) == (1, "PENDING")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0.00000021",
+        "0.000000000000000001",
+        "1000.000000000000000001",
+        "123456789012345678901234567890.123456789",
+        "-5000",
+        "NaN",
+        "Infinity",
+    ],
+)
+def test_amounts_as_json_numbers_keep_the_exact_text(sb: Sandbox, text: str) -> None:
+    reference = ref("num")
+    sb.configure(amounts_as_numbers=True, refund_overrides={reference: {"amount": text}})
+    sb.flag("tx-num")
+    raw = sb.create("tx-num", reference).content
+    assert f'"amount":{text},'.encode() in raw
+    assert b'"feeAmount":0.5,' in raw
+
+
+def test_custom_amount_and_empty_currency_per_reference(sb: Sandbox) -> None:
+    reference = ref("big")
+    sb.configure(refund_overrides={reference: {"amount": "5000", "currency": ""}})
+    created = sb.created_refund("tx-big", reference)
+    assert (created["amount"], created["currency"]) == ("5000", "")
+    other = sb.created_refund("tx-small", ref("small"))
+    assert (other["amount"], other["currency"]) == ("10.00", "USDT")
+
+
+def test_async_confirm_answers_status_1_then_moves_to_2(sb: Sandbox) -> None:
+    sb.configure(confirm_async_seconds=0.4, processing_seconds=0.2)
+    refund_id = sb.created_refund("tx-async", ref("async"))["cryptoRefundId"]
+    assert sb.confirm(refund_id, key="k1").json()["data"]["status"] == 1
+    assert sb.get(cryptoRefundId=refund_id).json()["data"]["status"] == 1
+    # Confirming again during the window is "already confirmed", not a second effect.
+    assert sb.confirm(refund_id, key="k2").json()["data"]["status"] == 1
+    assert sb.statuses_until_final(refund_id) == [1, 2, 3]
+    effects = sb.counters(prefix="async")["effects"]
+    assert [e["confirm"] for e in effects.values()] == [1]
+
+
+def test_address_echo_answers_a_source_address_the_merchant_never_gave(sb: Sandbox) -> None:
+    sb.configure(address_echo=True)
+    created = sb.created_refund("tx-echo", ref("echo"))
+    assert created["refundAddress"].startswith("T")
+    assert len(created["refundAddress"]) == 33
+    confirmed = sb.confirm(created["cryptoRefundId"], address=None).json()["data"]
+    assert confirmed["refundAddress"] == created["refundAddress"]
+
+
+def test_other_refund_id_is_named_by_get_but_not_by_create(sb: Sandbox) -> None:
+    reference = ref("other")
+    sb.configure(other_refund_id=["other-"], processing_seconds=0.05)
+    created = sb.created_refund("tx-other", reference)
+    sb.confirm(created["cryptoRefundId"])
+    time.sleep(0.1)
+    got = sb.get(clientReference=reference).json()["data"]
+    assert got["cryptoRefundId"].startswith("CRX")
+    assert got["cryptoRefundId"] != created["cryptoRefundId"]
+    assert got["txnHash"].startswith("0x")
+    assert len(got["txnHash"]) == 66
+
+
+def test_not_found_lag_then_found(sb: Sandbox) -> None:
+    sb.configure(not_found_lag_seconds=0.3, not_found_status=422)
+    reference = ref("lag")
+    sb.created_refund("tx-lag", reference)
+    assert_problem(sb.get(clientReference=reference), 422, "CRYPTO_REFUND_NOT_FOUND")
+    time.sleep(0.35)
+    assert sb.get(clientReference=reference).json()["data"]["clientReference"] == reference
+
+
+def test_duplicate_mode_new_dedupes_on_the_key_only(sb: Sandbox) -> None:
+    sb.configure(duplicate_mode="new")
+    reference = ref("dupnew")
+    sb.flag("tx-dupnew")
+    first = sb.create("tx-dupnew", reference, key="a").json()["data"]
+    again = sb.create("tx-dupnew", reference, key="a").json()["data"]
+    second = sb.create("tx-dupnew", reference, key="b").json()["data"]
+    assert again["cryptoRefundId"] == first["cryptoRefundId"]
+    assert second["cryptoRefundId"] != first["cryptoRefundId"]
+    assert sb.counters(prefix="dupnew")["effects"] == {reference: {"create": 2, "confirm": 0}}
+
+
+def test_complete_unconfirmed_finishes_a_refund_nobody_confirmed(sb: Sandbox) -> None:
+    sb.configure(complete_unconfirmed_seconds=0.2)
+    created = sb.created_refund("tx-done", ref("done"))
+    assert created["status"] == 1
+    time.sleep(0.25)
+    got = sb.get(cryptoRefundId=created["cryptoRefundId"]).json()["data"]
+    assert (got["status"], got["txnHash"][:2]) == (3, "0x")
+    assert sb.confirm(created["cryptoRefundId"]).json()["data"]["status"] == 3
+
+
+def test_participant_code_is_recorded_as_sent(sb: Sandbox) -> None:
+    sb.created_refund("tx-pc", ref("pc"))
+    recorded = sb.admin("GET", "/requests", operation="create").json()["requests"]["create"]
+    assert "participantCode" not in recorded[-1]["body"]
+    assert_problem(
+        sb.http.post(
+            sb.url(CREATE),
+            json={
+                "originalTransactionType": 1,
+                "originalTransactionId": "tx-x",
+                "clientReference": "pc-x",
+                "participantCode": "",
+            },
+            headers=sb.headers(),
+            timeout=TIMEOUT,
+        ),
+        400,
+        "INVALID_REQUEST",
+    )

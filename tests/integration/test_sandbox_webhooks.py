@@ -34,7 +34,7 @@ CLIENT_SECRET = "wh-secret"
 DEFAULT_SECRET = "sandbox-webhook-secret"
 TIMEOUT = (2.0, 5.0)
 
-TOKEN = "/v1.0/auth/token"
+TOKEN = "/v1.0/oauth/token"
 CREATE = "/v1.0/payment/crypto/createCryptoRefund"
 CONFIRM = "/v1.0/payment/crypto/confirmCryptoRefund"
 GET = "/v1.0/payment/crypto/getCryptoRefund"
@@ -137,13 +137,20 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
 
 
 def verify(received: Received, secret: str = DEFAULT_SECRET) -> None:
-    """What the pipeline's receiver must do: HMAC of "{timestamp}.{raw body}", recent timestamp."""
-    timestamp = received.headers["x-mce-timestamp"]
+    """What the pipeline's receiver must do with ``X-Signature: t=<epoch ms>,v0=<hex>``: HMAC of
+    "{t}.{raw body}", a recent timestamp in milliseconds."""
+    header = received.headers["x-signature"]
+    pairs = dict(part.split("=", 1) for part in header.split(","))
+    assert set(pairs) == {"t", "v0"}
+    timestamp = pairs["t"]
+    assert timestamp.isascii() and timestamp.isdigit()
     expected = hmac.new(
         secret.encode(), timestamp.encode() + b"." + received.body, hashlib.sha256
     ).hexdigest()
-    assert hmac.compare_digest(received.headers["x-mce-signature"], expected)
-    assert abs(time.time() - int(timestamp)) < 60
+    assert hmac.compare_digest(pairs["v0"], expected)
+    assert abs(time.time() * 1000 - int(timestamp)) < 60_000
+    assert "x-mce-signature" not in received.headers
+    assert "x-mce-timestamp" not in received.headers
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -189,10 +196,10 @@ class Sandbox:
         assert response.status_code == 200, response.text
         response = self.http.post(
             self.base + TOKEN,
-            json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET},
+            data={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
             timeout=TIMEOUT,
         )
-        self.token = response.json()["data"]["accessToken"]
+        self.token = response.json()["access_token"]
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post(
@@ -281,7 +288,7 @@ def test_webhook_is_signed_over_the_raw_body_and_carries_the_refund_as_get_shows
     [hook] = receiver.wait_for(1)
     verify(hook)
     assert hook.headers["content-type"] == "application/json"
-    assert hook.headers["x-mce-signature"] == hook.headers["x-mce-signature"].lower()
+    assert hook.headers["x-signature"] == hook.headers["x-signature"].lower()
     body = hook.json
     assert set(body) == {"eventType", "notificationId", "data"}
     assert body["eventType"] == "crypto.refund.updated"
@@ -290,6 +297,51 @@ def test_webhook_is_signed_over_the_raw_body_and_carries_the_refund_as_get_shows
     # A different secret must not verify: the signature really depends on it.
     with pytest.raises(AssertionError):
         verify(hook, secret="not-the-secret")
+
+
+def test_v2_switches_shape_the_webhook_body(sb: Sandbox, receiver: Receiver) -> None:
+    reference = ref("v2")
+    sb.reset(
+        webhook_events=[1],
+        webhook_event_type="crypto.refund.updated.v2",
+        webhook_code_msg=True,
+        webhook_amounts_as_numbers=True,
+        status_info=True,
+        refund_overrides={reference: {"feeAmount": "0.00000021"}},
+    )
+    created = sb.create(reference)
+    [hook] = receiver.wait_for(1)
+    verify(hook)
+    body = hook.json
+    assert (body["code"], body["msg"], body["eventType"]) == (
+        200,
+        "success",
+        "crypto.refund.updated.v2",
+    )
+    assert body["data"]["statusInfo"] == "PENDING"
+    assert b'"amount":10.00,' in hook.body
+    assert b'"feeAmount":0.00000021,' in hook.body
+    # Only webhooks carry numbers under this switch; answers keep decimal strings.
+    assert created["amount"] == "10.00"
+
+
+def test_complete_unconfirmed_sends_a_status_3_webhook_without_a_confirm(
+    sb: Sandbox, receiver: Receiver
+) -> None:
+    sb.reset(complete_unconfirmed_seconds=0.2)
+    created = sb.create(ref("unconf"))
+    first, final = receiver.wait_for(2)
+    assert (first.status, final.status) == (1, 3)
+    assert final.json["data"]["cryptoRefundId"] == created["cryptoRefundId"]
+    assert final.json["data"]["txnHash"].startswith("0x")
+
+
+def test_other_refund_id_is_named_by_webhooks(sb: Sandbox, receiver: Receiver) -> None:
+    sb.reset(other_refund_id=["oid-"], webhook_events=[1])
+    created = sb.create(ref("oid"))
+    [hook] = receiver.wait_for(1)
+    assert hook.json["data"]["cryptoRefundId"] != created["cryptoRefundId"]
+    assert hook.json["data"]["cryptoRefundId"].startswith("CRX")
 
 
 def test_configured_secret_is_used_for_the_signature(sb: Sandbox, receiver: Receiver) -> None:

@@ -393,7 +393,7 @@ def test_no_secret_or_token_in_any_process_log(run: Run) -> None:
         assert "bearer " not in text.lower(), name  # no Authorization header, not even masked
     # The logs are not empty: the same search finds what belongs there.
     assert all(ref in logs["worker.log"] for ref in run.refs)
-    assert "POST /v1.0/auth/token" in logs["sandbox.log"]
+    assert "POST /v1.0/oauth/token" in logs["sandbox.log"]
 
 
 def test_no_secret_or_token_in_flower_api(run: Run) -> None:

@@ -7,8 +7,13 @@ import hmac
 import json
 import os
 import statistics
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +39,7 @@ from devstack.localstack import (
     wait_until,
 )
 from refunds.models import State
+from refunds.ops.counters import WEBHOOKS
 from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, wait_final
 
@@ -47,6 +53,7 @@ class Web:
         self.ledger = Ledger.from_url(redis_url)
         self.sandbox = sandbox
         self.http = requests.Session()
+        self.log_path = Path()
 
     def submit(self, intent: dict[str, Any]) -> requests.Response:
         return self.http.post(self.url + "/refunds", json=intent, headers=KEY, timeout=10)
@@ -56,25 +63,28 @@ class Web:
         event: dict[str, Any] | bytes,
         *,
         secret: str = SECRET,
-        ts: int | None = None,
+        ts_ms: int | None = None,
         sig: str | None = None,
     ) -> requests.Response:
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        stamp = str(ts if ts is not None else int(time.time()))
-        mac = (
-            sig
-            or hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        )
-        return self.http.post(
+        return requests.post(  # no shared Session: tests call this from several threads
             self.url + "/webhooks/mce",
             data=body,
             timeout=10,
             headers={
                 "Content-Type": "application/json",
-                "X-MCE-Timestamp": stamp,
-                "X-MCE-Signature": mac,
+                "X-Signature": signed(body, secret=secret, ts_ms=ts_ms, sig=sig),
             },
         )
+
+
+def signed(
+    body: bytes, *, secret: str = SECRET, ts_ms: int | None = None, sig: str | None = None
+) -> str:
+    """MCE's ``X-Signature: t=<epoch ms>,v0=<hex HMAC-SHA256 of "{t}.{body}">``."""
+    stamp = str(ts_ms if ts_ms is not None else time.time_ns() // 1_000_000)
+    mac = sig or hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v0={mac}"
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +123,9 @@ def web_stack(
     worker = start_worker(logdir, wenv, name="webworker", concurrency=4)
     wait_for_worker(worker)
     children += [worker, start_beat(logdir, wenv, name="webbeat")]
-    yield Web(f"http://127.0.0.1:{web_port}", url, SandboxAdmin(sandbox_url))
+    stack = Web(f"http://127.0.0.1:{web_port}", url, SandboxAdmin(sandbox_url))
+    stack.log_path = web.log_path
+    yield stack
     for child in reversed(children):
         child.stop()
 
@@ -278,7 +290,31 @@ def test_forged_stale_malformed_and_oversized_webhooks_touch_nothing(web: Web, p
     event = _event(ref, 3, prefix + "x", txnHash="0xbad")
     assert web.hook(event, secret="wrong-secret").status_code == 401
     assert web.hook(event, sig="0" * 64).status_code == 401
-    assert web.hook(event, ts=int(time.time()) - 3600).status_code == 400
+    assert web.hook(event, ts_ms=(int(time.time()) - 3600) * 1000).status_code == 400
+    assert web.hook(event, ts_ms=int(time.time())).status_code == 400  # seconds, not ms
+    body = json.dumps(event).encode()
+    for bad_t in ("NaN", "1_796_030_000", "+1796030000", "1.79603e9"):
+        mac = hmac.new(SECRET.encode(), f"{bad_t}.".encode() + body, hashlib.sha256).hexdigest()
+        answer = web.http.post(
+            web.url + "/webhooks/mce",
+            data=body,
+            headers={"X-Signature": f"t={bad_t},v0={mac}"},
+            timeout=5,
+        )
+        assert answer.status_code == 400, bad_t
+    legacy_t = str(int(time.time()))
+    legacy = web.http.post(
+        web.url + "/webhooks/mce",
+        data=body,
+        headers={
+            "X-MCE-Timestamp": legacy_t,
+            "X-MCE-Signature": hmac.new(
+                SECRET.encode(), f"{legacy_t}.".encode() + body, hashlib.sha256
+            ).hexdigest(),
+        },
+        timeout=5,
+    )
+    assert legacy.status_code == 401  # the invented headers are gone
     assert web.hook(b"{not json").status_code == 400
     assert web.hook({"eventType": "crypto.refund.updated"}).status_code == 400
     big = {**event, "padding": "x" * 200_000}
@@ -290,17 +326,40 @@ def test_forged_stale_malformed_and_oversized_webhooks_touch_nothing(web: Web, p
     assert not web.ledger.redis.exists(f"rp:wh:{prefix}x")  # nothing stored either
 
 
+def _provider_create(web: Web, ref: str) -> str:
+    """Create the refund at the sandbox directly (as if MCE had it before our Create): its id."""
+    token = requests.post(
+        web.sandbox.url + "/v1.0/oauth/token",
+        data={"client_id": "sandbox-client-id", "client_secret": "sandbox-client-secret"},
+        timeout=5,
+    ).json()["access_token"]
+    answer = requests.post(
+        web.sandbox.url + "/v1.0/payment/crypto/createCryptoRefund",
+        json={
+            "originalTransactionType": 1,
+            "originalTransactionId": f"tx-{ref}",
+            "clientReference": ref,
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["data"]["cryptoRefundId"])
+
+
 def test_webhook_for_an_unknown_refund_is_kept_and_applied_when_it_appears(
     web: Web, prefix: str
 ) -> None:
     ref = prefix + "early"
     web.sandbox.configure(webhook_url=None)
+    web.sandbox.flag([f"tx-{ref}"])
+    rid = _provider_create(web, ref)
     early = web.hook(
         {
             "eventType": "crypto.refund.updated",
             "notificationId": prefix + "e1",
             "data": {
-                "cryptoRefundId": "CRX",
+                "cryptoRefundId": rid,
                 "clientReference": ref,
                 "status": 3,
                 "txnHash": "0xearly",
@@ -308,10 +367,129 @@ def test_webhook_for_an_unknown_refund_is_kept_and_applied_when_it_appears(
         }
     )
     assert early.status_code == 202 and early.json()["outcome"] == "parked"
-    web.sandbox.flag([f"tx-{ref}"])
     web.submit(intent(ref))
     (record,) = wait_final(web.ledger, [ref], 30)
-    assert record.state == State.COMPLETED
+    assert (record.state, record.crypto_refund_id, record.txn_hash) == (
+        State.COMPLETED,
+        rid,
+        "0xearly",  # the parked webhook finished it, not a poll
+    )
+    assert web.ledger.redis.hget(f"rp:wh:{prefix}e1", "status") == "applied"
+
+
+def _processing(web: Web, ref: str) -> str:
+    web.sandbox.flag([f"tx-{ref}"])
+    web.submit(intent(ref))
+    wait_until(lambda: web.ledger.get(ref).state == State.PROCESSING, 30, "processing")
+    return str(web.ledger.get(ref).crypto_refund_id)
+
+
+def test_concurrent_copies_of_one_delivery_are_one_applied_and_the_rest_duplicate(
+    web: Web, prefix: str
+) -> None:
+    web.sandbox.configure(webhook_url=None)
+    for burst in range(3):
+        ref = f"{prefix}c{burst}"
+        rid = _processing(web, ref)
+        body = json.dumps(
+            _event(ref, 3, f"{prefix}burst{burst}", cryptoRefundId=rid, txnHash="0xc")
+        ).encode()
+        header = signed(body)  # one delivery: the very same bytes and header, ten times at once
+        start = threading.Barrier(10)
+
+        def post(
+            body: bytes = body, header: str = header, start: threading.Barrier = start
+        ) -> requests.Response:
+            start.wait()
+            return requests.post(
+                web.url + "/webhooks/mce", data=body, headers={"X-Signature": header}, timeout=10
+            )
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda _: post(), range(10)))
+        assert [a.status_code for a in answers] == [200] * 10
+        outcomes = Counter(a.json()["outcome"] for a in answers)
+        assert outcomes == {"applied": 1, "duplicate": 9}, (burst, outcomes)
+        record = web.ledger.get(ref)
+        assert record.state == State.COMPLETED
+        assert sum(1 for h in record.history if h.to_state == "completed") == 1
+
+
+def test_same_notification_id_with_another_body_is_a_conflict_and_changes_nothing(
+    web: Web, prefix: str
+) -> None:
+    web.sandbox.configure(webhook_url=None)
+    ref = prefix + "cf"
+    rid = _processing(web, ref)
+    before_count = int(web.ledger.redis.hget(WEBHOOKS, "conflict") or 0)
+    first = _event(ref, 2, prefix + "same", cryptoRefundId=rid)
+    assert web.hook(first).json()["outcome"] in ("applied", "stale")
+    before = web.ledger.get(ref)
+    other = _event(ref, 3, prefix + "same", cryptoRefundId=rid, txnHash="0xother")
+    answer = web.hook(other)
+    assert answer.status_code == 200
+    assert answer.json()["outcome"] == "conflict"
+    after = web.ledger.get(ref)
+    assert (after.version, after.state, after.txn_hash) == (before.version, before.state, None)
+    assert int(web.ledger.redis.hget(WEBHOOKS, "conflict") or 0) == before_count + 1
+    assert web.ledger.redis.hget(f"rp:wh:{prefix}same", "conflicts") == "1"
+    log = web.log_path.read_text(errors="replace")
+    [line] = [json.loads(x) for x in log.splitlines() if "webhook conflict" in x and prefix in x]
+    assert line["level"] == "warning"
+
+
+def test_v2_event_with_code_msg_number_amounts_and_status_info_is_applied(
+    web: Web, prefix: str
+) -> None:
+    web.sandbox.configure(webhook_url=None)
+    ref = prefix + "v2"
+    rid = _processing(web, ref)
+    body = (
+        b'{"code":200,"msg":"success","eventType":"crypto.refund.updated.v2",'
+        + f'"notificationId":"{prefix}v2n","data":{{"cryptoRefundId":"{rid}",'.encode()
+        + f'"clientReference":"{ref}","status":3,"statusInfo":"COMPLETED",'.encode()
+        + b'"amount":10.000000000000000001,"feeAmount":0.00000021,"txnHash":"0xv2"}}'
+    )
+    answer = web.hook(body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "applied"
+    record = web.ledger.get(ref)
+    assert (record.state, record.status_info, record.txn_hash) == (
+        State.COMPLETED,
+        "COMPLETED",
+        "0xv2",
+    )
+    assert record.amount == Decimal("10.000000000000000001")
+    public = web.http.get(web.url + f"/refunds/{ref}", headers=KEY, timeout=5).json()
+    assert public["statusInfo"] == "COMPLETED"
+
+
+def test_other_event_families_are_stored_and_not_applied(web: Web, prefix: str) -> None:
+    web.sandbox.configure(webhook_url=None)
+    ref = prefix + "dep"
+    _processing(web, ref)
+    before = web.ledger.get(ref)
+    deposit = {
+        "eventType": "crypto.deposit.updated.v2",
+        "notificationId": prefix + "dep1",
+        "data": {"depositId": "D1", "clientReference": ref, "status": 3, "amount": 5},
+    }
+    answer = web.hook(deposit)
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "ignored")
+    stored = web.ledger.redis.hgetall(f"rp:wh:{prefix}dep1")
+    assert stored["status"] == "ignored" and json.loads(stored["body"]) == deposit
+    assert web.ledger.get(ref).version == before.version
+
+
+def test_a_webhook_naming_another_refund_id_is_not_adopted(web: Web, prefix: str) -> None:
+    web.sandbox.configure(webhook_url=None)
+    ref = prefix + "oid"
+    rid = _processing(web, ref)
+    before = web.ledger.get(ref)
+    answer = web.hook(_event(ref, 3, prefix + "oid1", cryptoRefundId="CRXOTHER", txnHash="0xo"))
+    assert answer.json()["outcome"] == "mismatch"
+    after = web.ledger.get(ref)
+    assert (after.version, after.crypto_refund_id, after.txn_hash) == (before.version, rid, None)
 
 
 def test_healthz_metrics_and_openapi(web: Web) -> None:

@@ -65,6 +65,7 @@ PUBLIC_KEYS = [
     "feeAmount",
     "feeCurrency",
     "txnHash",
+    "statusInfo",
     "attempts",
     "polls",
     "lastError",
