@@ -6,7 +6,8 @@ child processes in a temporary directory; measures; writes ``bench/results/lates
 It never asserts a time: a target that is not reached is written down as "missed".
 
 Benchmarks (``--only`` names): ``throughput`` (1 and 2: pipeline vs bare Celery, cost per refund),
-``pacing`` (3), ``inflight`` (4), ``submit`` (5).
+``pacing`` (3), ``inflight`` (4), ``submit`` (5), ``batch`` (6: peak memory reading a batch file,
+200 MB in the full plan, 20 MB in the quick one; needs no stack).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from bench import report
+from bench.batch_memory import batch_memory
 from bench.common import FULL, QUICK, Plan, Result
 from bench.inflight import inflight
 from bench.pacing import pacing
@@ -49,6 +51,7 @@ BENCHMARKS: dict[str, Callable[[BenchStack, Plan], list[Result]]] = {
     "pacing": lambda stack, plan: [pacing(stack, plan)],
     "inflight": lambda stack, plan: [inflight(stack, plan)],
     "submit": lambda stack, plan: [submit(stack, plan)],
+    "batch": lambda _stack, plan: [batch_memory(20.0 if plan.name == "quick" else 200.0)],
 }
 
 

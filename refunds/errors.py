@@ -57,6 +57,21 @@ class InvalidIntentError(RefundsError):
         return (type(self), (self.errors,))
 
 
+class BatchError(InvalidIntentError):
+    """A batch file was refused; nothing was written.
+
+    ``errors`` lists the first problems in file order (a file can have millions of bad lines, so
+    the reader keeps a bounded number) and ``total`` counts all of them.
+    """
+
+    def __init__(self, errors: list[FieldError], total: int | None = None) -> None:
+        super().__init__(errors)
+        self.total = len(self.errors) if total is None else total
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors, self.total))
+
+
 class ConflictError(RefundsError):
     """The same ``clientReference`` was submitted before with different content."""
 

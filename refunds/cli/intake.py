@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.settings import Settings
-from refunds.batch import parse_batch
+from refunds.batch import BatchReport, detect_format, iter_intents, scan_batch, spool
 from refunds.cli import common
 from refunds.cli.common import EXIT_PROBLEM, EXIT_USAGE, err, fail, out, print_json
 from refunds.cli.views import record_view
-from refunds.errors import ConflictError, InvalidIntentError
+from refunds.errors import BatchError, ConflictError, FieldError, InvalidIntentError
 from refunds.models import RefundIntent
+
+if TYPE_CHECKING:
+    from refunds.producer import BatchResult
 
 CHUNK = 1000  # intents per pipelined submit_many: one round trip each, bounded memory
 
@@ -33,8 +39,8 @@ FLAG_FOR_FIELD = {
 @click.option(
     "--file",
     "file_",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A CSV (with headers) or JSONL batch of intents.",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+    help="A CSV (with headers) or JSONL batch of intents; - reads standard input (with --format).",
 )
 @click.option(
     "--format",
@@ -116,15 +122,47 @@ def _submit_one(settings: Settings, intent: RefundIntent, *, as_json: bool) -> N
 def _submit_batch(
     settings: Settings, path: Path, fmt: str | None, *, as_json: bool, quiet: bool
 ) -> None:
+    """Validate the whole file (pass 1), then stream its intents in chunks (pass 2).
+
+    Standard input (and any pipe) cannot be read twice, so it is first copied to a temporary
+    file, removed afterwards.
+    """
+    try:
+        kind = detect_format(path, fmt)  # before spooling: stdin has no extension to go by
+    except BatchError as exc:
+        _refuse_batch(path, exc.errors, exc.total)
+    spooled = None
+    if str(path) == "-":
+        spooled = spool(sys.stdin.buffer)
+    elif not path.is_file():  # a pipe such as <(...) cannot be read twice either
+        with path.open("rb") as stream:
+            spooled = spool(stream)
+    try:
+        report = scan_batch(spooled or path, kind)
+        if not report.ok:
+            _refuse_batch(path, report.problems, report.problem_count)
+        total = _send_batch(settings, spooled or path, report, quiet=quiet)
+    finally:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+    _print_batch(total, report, as_json=as_json)
+    if total.conflicts:
+        raise click.exceptions.Exit(EXIT_PROBLEM)
+
+
+def _refuse_batch(path: Path, problems: list[FieldError], count: int) -> NoReturn:
+    for e in problems:
+        click.echo(str(e), err=True)
+    if count > len(problems):
+        click.echo(f"... and {count - len(problems)} more (the first {len(problems)} are listed)",
+                   err=True)
+    name = "standard input" if str(path) == "-" else str(path)
+    fail(f"{name}: {count} problem{'s' * (count != 1)}; nothing was submitted", EXIT_USAGE)
+
+
+def _send_batch(settings: Settings, path: Path, report: BatchReport, *, quiet: bool) -> BatchResult:
     from refunds.producer import BatchResult, Producer  # noqa: PLC0415
 
-    try:
-        intents = parse_batch(path, fmt)
-    except InvalidIntentError as exc:
-        for e in exc.errors:
-            click.echo(str(e), err=True)
-        n = len(exc.errors)
-        fail(f"{path}: {n} problem{'s' * (n != 1)}; nothing was submitted", EXIT_USAGE)
     producer = Producer(settings)
     total = BatchResult()
     progress = Progress(
@@ -136,31 +174,44 @@ def _submit_batch(
         disable=quiet or not err.is_terminal,
         transient=True,
     )
+    intents = iter_intents(path, report.format)
     with progress:
-        task = progress.add_task("submit", total=len(intents))
-        for start in range(0, len(intents), CHUNK):
-            chunk = intents[start : start + CHUNK]
+        task = progress.add_task("submit", total=report.intents)
+        while chunk := list(islice(intents, CHUNK)):
             result = producer.submit_many(chunk)
             total.created += result.created
             total.existing += result.existing
             total.conflicts += result.conflicts
             progress.advance(task, len(chunk))
+    return total
+
+
+def _print_batch(total: BatchResult, report: BatchReport, *, as_json: bool) -> None:
+    """The summary; identical repeated rows are listed only when the file had some."""
+    repeats = [{"line": d.line, "sameAs": d.first_line} for d in report.duplicates]
+    summary: dict[str, Any] = {
+        "created": len(total.created),
+        "existing": len(total.existing),
+        "conflicts": [
+            {"clientReference": c.client_reference, "differences": c.differences}
+            for c in total.conflicts
+        ],
+    }
+    if report.duplicate_count:
+        summary["duplicates"] = {"count": report.duplicate_count, "rows": repeats}
     if as_json:
-        print_json(
-            {
-                "created": len(total.created),
-                "existing": len(total.existing),
-                "conflicts": [
-                    {"clientReference": c.client_reference, "differences": c.differences}
-                    for c in total.conflicts
-                ],
-            }
+        print_json(summary)
+        return
+    out.print(f"created: {len(total.created)}")
+    out.print(f"already existing: {len(total.existing)}")
+    out.print(f"conflicts: {len(total.conflicts)}")
+    for c in total.conflicts:
+        out.print(f"  {c}")
+    if report.duplicate_count:
+        listed = ", ".join(f"{r['line']} (same as {r['sameAs']})" for r in repeats)
+        more = report.duplicate_count - len(repeats)
+        out.print(
+            f"duplicate rows: {report.duplicate_count} (identical repeats, submitted once): "
+            f"line {listed}{f' and {more} more' if more else ''}",
+            highlight=False,
         )
-    else:
-        out.print(f"created: {len(total.created)}")
-        out.print(f"already existing: {len(total.existing)}")
-        out.print(f"conflicts: {len(total.conflicts)}")
-        for c in total.conflicts:
-            out.print(f"  {c}")
-    if total.conflicts:
-        raise click.exceptions.Exit(EXIT_PROBLEM)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
-from refunds.batch import parse_batch
-from refunds.errors import InvalidIntentError
+from refunds.batch import MAX_LISTED, iter_intents, parse_batch, scan_batch, spool
+from refunds.errors import BatchError, InvalidIntentError
 
 HEADER = "originalTransactionType,originalTransactionId,clientReference,refundAddress\n"
 
@@ -152,8 +154,247 @@ def test_duplicate_reference_with_other_content_names_both_lines(tmp_path: Path)
     ]
 
 
-def test_non_utf8_file_is_a_readable_error(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.csv"
-    path.write_bytes(HEADER.encode() + "1,tx-\xe9,r-1,\n".encode("latin-1"))
+def test_cp1252_byte_names_its_line_and_the_other_lines_are_still_checked(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cp1252.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + b"1,tx-1,ref-\xe9,\n"  # what Excel's "CSV" (not "CSV UTF-8") writes for an e-acute
+        + b"9,tx-2,r-2,\n"
+        + b"1,tx-3,r-3,caf\xe9\n"
+    )
+    assert problems(path) == [
+        "line 2: line: not valid UTF-8 (byte 0xe9 at column 12); save the file as UTF-8 "
+        "(in Excel: CSV UTF-8)",
+        "line 3: originalTransactionType: must be one of 1 (crypto deposit), 2 (crypto "
+        "collection), 3 (crypto checkout)",
+        "line 4: line: not valid UTF-8 (byte 0xe9 at column 15); save the file as UTF-8 "
+        "(in Excel: CSV UTF-8)",
+    ]
+
+
+def test_non_utf8_jsonl_line_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        jsonl(intent("r-1")).encode()
+        + b'{"originalTransactionType": 1, "originalTransactionId": "t\xe9", '
+        b'"clientReference": "r-2"}\n'
+    )
     (error,) = problems(path)
-    assert error.startswith("file: is not UTF-8 text")
+    assert error.startswith("line 2: line: not valid UTF-8 (byte 0xe9 at column 59)")
+
+
+def test_an_unreadable_header_stops_the_rows_without_noise(tmp_path: Path) -> None:
+    path = tmp_path / "header.csv"
+    path.write_bytes(b"clientR\xe9ference,originalTransactionId\nr-1,tx-1\n")
+    (error,) = problems(path)
+    assert error.startswith("line 1: line: not valid UTF-8")
+
+
+EXCEL_HINT = (
+    "looks like Excel scientific notation: Excel turned a long number into an approximation and "
+    "the digits are lost. Format the column as Text in Excel (before typing or pasting the ids) "
+    "and export the file again"
+)
+
+
+@pytest.mark.parametrize("value", ["9.91214E+15", "1.2e+5", "9,91214E+15", "1E+15", "4.5e-3"])
+def test_excel_scientific_notation_in_the_transaction_id_is_refused(
+    tmp_path: Path, value: str
+) -> None:
+    cell = f'"{value}"' if "," in value else value
+    path = write(tmp_path, "excel.csv", HEADER + f"1,{cell},r-1,\n1,tx-2,r-2,\n")
+    assert problems(path) == [f"line 2: originalTransactionId: {value!r} {EXCEL_HINT}"]
+
+
+def test_excel_notation_in_jsonl_and_in_the_reference_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "excel.jsonl", jsonl(
+        intent("r-1", txn="9.91214E+15"), intent("1.2E+5", txn="tx-2")))
+    assert problems(path) == [
+        f"line 1: originalTransactionId: '9.91214E+15' {EXCEL_HINT}",
+        f"line 2: clientReference: '1.2E+5' {EXCEL_HINT}",
+    ]
+
+
+@pytest.mark.parametrize("value", ["12e45", "tx-1.2E+5", "9912140000000000", "abcE+15x"])
+def test_ids_that_only_resemble_a_number_are_accepted(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, "fine.csv", HEADER + f"1,{value},r-1,\n")
+    assert [i.original_transaction_id for i in parse_batch(path)] == [value]
+
+
+def test_every_problem_is_reported_at_once_across_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + b"1,9.91214E+15,r-1,\n"
+        + b"1,tx-2,ref-\xe9,\n"
+        + b"5,tx-3,r-3,\n"
+        + b"1,tx-4,r-4\n"
+        + b"1,tx-5,r-5,\n1,tx-6,r-5,\n"
+    )
+    lines = [e.split(":", 1)[0] for e in problems(path)]
+    assert lines == ["line 2", "line 3", "line 4", "line 5", "line 7"]
+
+
+def test_identical_rows_are_reported_as_duplicates_and_yielded_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "dup.csv",
+                 HEADER + "1,tx-1,r-1,\n1,tx-2,r-2,\n1,tx-1,r-1,\n1,tx-1,r-1,\n1,tx-2,r-2,\n")
+    report = scan_batch(path)
+    assert report.ok
+    assert (report.rows, report.intents, report.duplicate_count) == (5, 2, 3)
+    assert [(d.line, d.first_line, d.client_reference) for d in report.duplicates] == [
+        (4, 2, "r-1"), (5, 2, "r-1"), (6, 3, "r-2"),
+    ]
+    assert [i.client_reference for i in iter_intents(path)] == ["r-1", "r-2"]
+
+
+def test_same_reference_other_content_in_jsonl_names_both_lines_and_fields(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "conflict.jsonl", jsonl(
+        intent("r-1"), intent("r-2"), intent("r-1", txn="tx-9", kind=2),
+        intent("r-2", refundAddress="addr")))
+    assert problems(path) == [
+        "line 3: clientReference: 'r-1' is also on line 1 with different "
+        "originalTransactionId, originalTransactionType",
+        "line 4: clientReference: 'r-2' is also on line 2 with different refundAddress",
+    ]
+
+
+def test_a_jsonl_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "twice.jsonl", jsonl(
+        intent("r-1"),
+        '{"originalTransactionType": 1, "originalTransactionId": "tx-2", '
+        '"clientReference": "r-2", "clientReference": "r-3"}'))
+    assert problems(path) == ["line 2: clientReference: appears twice in the object"]
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
+def test_jsonl_lines_split_on_newline_only(tmp_path: Path, char: str) -> None:
+    raw = '{"originalTransactionType": 1, "originalTransactionId": "tx-1", ' \
+          f'"clientReference": "r-1", "refundAddress": "a{char}b"}}\n'
+    path = write(tmp_path, "sep.jsonl", raw + jsonl(intent("r-2")))
+    intents = parse_batch(path)
+    assert [i.client_reference for i in intents] == ["r-1", "r-2"]
+    assert intents[0].refund_address == f"a{char}b"
+
+
+@pytest.mark.parametrize("char", ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e"])
+def test_a_raw_control_character_in_a_json_string_stays_on_its_line(
+    tmp_path: Path, char: str
+) -> None:
+    raw = '{"originalTransactionType": 1, "originalTransactionId": "tx-1", ' \
+          f'"clientReference": "r-1", "refundAddress": "a{char}b"}}\n'
+    path = write(tmp_path, "ff.jsonl", raw + jsonl(intent("r-2", kind=9)))
+    errors = problems(path)
+    assert errors[0].startswith("line 1: line: not valid JSON: Invalid control character")
+    assert errors[1].startswith("line 2: originalTransactionType: must be one of")
+    assert len(errors) == 2
+
+
+def test_crlf_bom_and_quoted_cells_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfclientReference,originalTransactionId,originalTransactionType,"
+        b"refundAddress\r\n"
+        b'r-1,"tx,1",1,"addr ""quoted"""\r\n\r\nr-2,tx-2,2,\r\n'
+    )
+    intents = parse_batch(path)
+    assert [(i.client_reference, i.original_transaction_id) for i in intents] == [
+        ("r-1", "tx,1"), ("r-2", "tx-2"),
+    ]
+    assert intents[0].refund_address == 'addr "quoted"'
+    crlf = write(tmp_path, "crlf.jsonl", jsonl(intent("r-1")).replace("\n", "\r\n") + "\r\n")
+    assert [i.client_reference for i in parse_batch(crlf)] == ["r-1"]
+
+
+def test_problems_are_capped_for_display_and_all_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.jsonl", jsonl(*[intent(f"r-{n}", kind=9) for n in range(250)]))
+    with pytest.raises(BatchError) as caught:
+        parse_batch(path)
+    assert len(caught.value.errors) == MAX_LISTED
+    assert caught.value.total == 250
+    assert caught.value.errors[-1].line == MAX_LISTED
+    again = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own bytes
+    assert (len(again.errors), again.total) == (MAX_LISTED, 250)
+
+
+def test_a_line_longer_than_the_limit_is_refused_without_holding_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("refunds.batch.MAX_LINE_BYTES", 200)
+    path = write(tmp_path, "long.jsonl",
+                 jsonl(intent("r-1"), intent("r-2", refundAddress="x" * 1000), intent("r-3")))
+    assert problems(path) == ["line 2: line: longer than 200 bytes; skipped"]
+
+
+def test_the_reader_never_reads_the_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "ok.jsonl", jsonl(*[intent(f"r-{n}") for n in range(50)]))
+    real_open = Path.open
+
+    class NoWholeReads(io.BufferedReader):
+        def read(self, size: int | None = -1, /) -> bytes:
+            assert size is not None and size >= 0, "read() of the whole file"
+            return super().read(size)
+
+        def readlines(self, hint: int = -1, /) -> list[bytes]:
+            raise AssertionError("readlines() of the whole file")
+
+    def guarded(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if mode == "rb":
+            return NoWholeReads(io.FileIO(self, "rb"))
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", guarded)
+    assert scan_batch(path).intents == 50
+    assert len(list(iter_intents(path))) == 50
+
+
+def test_spooled_stdin_reads_like_the_file(tmp_path: Path) -> None:
+    data = jsonl(intent("r-1"), intent("r-2")).encode()
+    spooled = spool(io.BytesIO(data), tmp_path)
+    try:
+        assert spooled.read_bytes() == data
+        assert [i.client_reference for i in parse_batch(spooled, "jsonl")] == ["r-1", "r-2"]
+    finally:
+        spooled.unlink()
+
+
+def test_stdin_needs_a_format(tmp_path: Path) -> None:
+    assert problems(Path("-")) == [
+        "file: cannot tell the format from standard input: name it .csv, .jsonl or .ndjson, "
+        "or pass --format csv|jsonl"
+    ]
+
+
+def test_the_reference_table_keeps_every_key_through_growth_and_collisions() -> None:
+    from refunds.batch import _Seen  # noqa: PLC0415 - the private table, tested on its own
+
+    table = _Seen(capacity=8)
+    keys = [(n << 20) | 5 for n in range(1, 3000)]  # same low bits: every insert probes
+    for line, key in enumerate(keys, start=1):
+        assert table.get(key) is None
+        table.add(key, key ^ 0xFFFF, line)
+    assert all(table.get(k) == (k ^ 0xFFFF, n) for n, k in enumerate(keys, start=1))
+    assert table.get(7) is None
+    keys_only = _Seen(capacity=8, values=False)
+    for key in keys:
+        keys_only.add(key, 1, 1)
+    assert all(keys_only.get(k) == (0, 0) for k in keys)
+    assert keys_only.get(7) is None
+
+
+def test_duplicates_and_conflicts_are_found_across_a_large_file(tmp_path: Path) -> None:
+    rows = [intent(f"r-{n}", txn=f"tx-{n}") for n in range(20_000)]
+    rows += [intent("r-17", txn="tx-17"), intent("r-19999", txn="tx-other")]
+    path = write(tmp_path, "large.jsonl", jsonl(*rows))
+    report = scan_batch(path)
+    assert (report.intents, report.duplicate_count) == (20_000, 1)
+    assert [(d.line, d.first_line) for d in report.duplicates] == [(20_001, 18)]
+    assert [str(p) for p in report.problems] == [
+        "line 20002: clientReference: 'r-19999' is also on line 20000 with different "
+        "originalTransactionId"
+    ]
