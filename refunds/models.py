@@ -56,7 +56,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             S.NEEDS_ATTENTION,
         }
     ),
-    S.AWAITING_APPROVAL: frozenset({S.CONFIRMING, S.CANCELLED, S.NEEDS_ATTENTION}),
+    # A held refund still follows the provider (it is polled slowly): news that it is processing
+    # or final is taken, so the ledger never says "awaiting approval" while MCE says otherwise.
+    S.AWAITING_APPROVAL: frozenset(
+        {S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED, S.NEEDS_ATTENTION}
+    ),
     S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     # An operator's retry puts the refund back where its provider-side progress says it is.
@@ -208,6 +212,16 @@ class RefundRecord:
     participant_code: str | None = None
     last_error: dict[str, Any] | None = None
     key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
+    # The provider's view, beside the merchant's intent (never written over it; principle 7).
+    provider_refund_address: str | None = None
+    provider_transaction_id: str | None = None
+    status_info: str | None = None
+    provider_seen_at: float | None = None  # when the provider's refund id was first recorded
+    approved_by: str | None = None
+    approved_at: float | None = None
+    # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
+    # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
+    conflict: dict[str, Any] | None = None
     history: tuple[HistoryEntry, ...] = field(default=())
 
     @property
@@ -240,6 +254,12 @@ class RefundRecord:
             "feeAmount": None if self.fee_amount is None else str(self.fee_amount),
             "feeCurrency": self.fee_currency,
             "txnHash": self.txn_hash,
+            "providerRefundAddress": self.provider_refund_address,
+            "providerOriginalTransactionId": self.provider_transaction_id,
+            "statusInfo": self.status_info,
+            "approvedBy": self.approved_by,
+            "approvedAt": iso(self.approved_at),
+            "conflict": self.conflict,
             "attempts": self.attempts,
             "polls": self.polls,
             "lastError": self.last_error,

@@ -5,9 +5,10 @@ The fast path to a final refund. Order matters (dj-stripe's lesson):
    compare) and the timestamp's freshness: a forged or stale delivery changes nothing at all;
 2. store the raw event under its ``notificationId`` before acting on it (``HSETNX``: the first
    delivery wins, repeats are answered "duplicate" and change nothing);
-3. apply it through the same function as polling (``steps.apply_provider_update``): forward only,
-   final states sticky, an older update never moves a refund back, a final one clears the poll
-   timer and queues the outcome notifications;
+3. apply it through the same decision as every provider answer (``decisions.decide`` via
+   ``steps.apply_provider_update``): forward only, final states sticky, an older update never moves
+   a refund back, another refund id stops the refund for a human, news contradicting a final state
+   marks a conflict, a final one clears the poll timer and queues the outcome notifications;
 4. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
    its clientReference and replayed by the create step once the refund exists: kept, never dropped.
 
@@ -22,6 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -91,7 +93,8 @@ class WebhookResult:
 def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     """(notificationId, eventType, data) from a verified body, or a 400 WebhookRejectedError."""
     try:
-        event = json.loads(body)
+        # Amounts sent as JSON numbers are read as exact Decimals from the raw text, never float.
+        event = json.loads(body, parse_float=Decimal, parse_constant=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise WebhookRejectedError(400, "body is not valid JSON") from None
     if not isinstance(event, dict):
@@ -160,12 +163,18 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
         if record is None:
             return _park(p, nid, ref, "unknown refund")
         try:
-            result: StepResult = apply_provider_update(p, record, refund, "webhook", actor=ACTOR)
+            result: StepResult = apply_provider_update(
+                p, record, refund, source="webhook", actor=ACTOR
+            )
         except TransitionError as exc:
             if exc.why == "not an allowed transition":
                 return _park(p, nid, ref, f"cannot apply in state {record.state} yet")
             continue
-        outcome = "applied" if result.record is not record else "stale"
+        # applied | stale | conflict (a final state contradicted: kept, marked) | mismatch |
+        # anomaly (both: stopped for a human)
+        outcome = result.outcome
+        if outcome == "applied" and result.record is record:
+            outcome = "stale"
         new_state = result.record.state if result.record else record.state
         log.info(
             "webhook %s: %s",

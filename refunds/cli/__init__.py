@@ -281,17 +281,27 @@ def status(ref: str, as_json: bool) -> None:
     show_default=True,
     help="At most this many, oldest first (0: no limit).",
 )
+@click.option(
+    "--conflicts", is_flag=True, help="Only refunds whose provider news contradicted a final state."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
-def list_(state: str | None, limit: int, as_json: bool) -> None:
-    """List refunds, oldest first, optionally only those in one state."""
+def list_(state: str | None, limit: int, conflicts: bool, as_json: bool) -> None:
+    """List refunds, oldest first, optionally only those in one state (or with a conflict)."""
     ledger = _ledger(_settings())
     wanted = State(state) if state else None
-    records = ledger.get_many(ledger.references(wanted, limit or None))
+    if conflicts:
+        in_state = set(ledger.references(wanted)) if wanted else None
+        refs = [r for r in ledger.conflicted() if in_state is None or r in in_state]
+        records = ledger.get_many(refs[: limit or None])
+    else:
+        records = ledger.get_many(ledger.references(wanted, limit or None))
     if as_json:
         _print_json([r.to_public() for r in records])
         return
     counts = ledger.counts()
     available = counts.get(state, 0) if state else sum(counts.values())
+    if conflicts:
+        available = ledger.conflict_count()
     table = Table(
         "clientReference",
         "state",
@@ -305,6 +315,8 @@ def list_(state: str | None, limit: int, as_json: bool) -> None:
     )
     for r in records:
         error = (r.last_error or {}).get("code") or (r.last_error or {}).get("type") or ""
+        if r.conflict:
+            error = f"conflict: {r.conflict.get('kind')}"
         table.add_row(
             r.client_reference,
             state_text(r.state),
@@ -472,6 +484,14 @@ def _stats_view(s: OpsStats) -> RenderableType:
             calls.add_row(operation, Text(outcome, style="" if ok else "yellow"), str(n))
     parts.append(calls if s.calls else Text("provider calls: none recorded"))
     parts.append(Text(f"token fetches: {s.token_fetches}"))
+    if s.conflicts:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.conflict_kinds.items()))
+        parts.append(
+            Text(
+                f"{s.conflicts} with a provider conflict ({kinds}): refunds list --conflicts",
+                style="red",
+            )
+        )
     held = s.counts.get(State.NEEDS_ATTENTION.value, 0)
     if held:
         parts.append(

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -245,7 +246,9 @@ class MceClient:
         if not 200 <= response.status_code < 300:
             raise error_from_response(response, operation)
         try:
-            body = response.json()
+            # Amounts sent as JSON numbers are read as exact Decimals from the raw text, never
+            # through float (1000.000000000000000001 must stay above a threshold of 1000).
+            body = response.json(parse_float=Decimal, parse_constant=Decimal)
         except ValueError:
             raise MceProtocolError(
                 f"MCE {operation} answered HTTP {response.status_code} with a non-JSON body",
