@@ -181,9 +181,10 @@ def _mismatch(record: RefundRecord, news: RefundData) -> tuple[str, str, str] | 
 
 def _bad_money(news: RefundData) -> dict[str, str]:
     bad = dict(news.invalid_money)
-    if news.amount is not None and news.amount < 0:
+    # is_signed, not < 0: "-0.00" is a negative amount as sent, and no refund of ours is one.
+    if news.amount is not None and news.amount.is_signed():
         bad["amount"] = str(news.amount)
-    if news.fee_amount is not None and news.fee_amount < 0:
+    if news.fee_amount is not None and news.fee_amount.is_signed():
         bad["feeAmount"] = str(news.fee_amount)
     return bad
 

@@ -63,7 +63,7 @@ class Policy:
         if key not in self.approval_thresholds:
             return True
         number = exact_amount(amount)
-        if number is None or number < 0:
+        if number is None or number.is_signed():  # "-0.00" too
             return True
         return number > self.approval_thresholds[key]
 
