@@ -72,6 +72,13 @@ class RefundOut(BaseModel):
     feeAmount: str | None  # noqa: N815
     feeCurrency: str | None  # noqa: N815
     txnHash: str | None  # noqa: N815
+    # The provider's view, beside the merchant's intent; approval and conflict marks.
+    providerRefundAddress: str | None = None  # noqa: N815
+    providerOriginalTransactionId: str | None = None  # noqa: N815
+    statusInfo: str | None = None  # noqa: N815
+    approvedBy: str | None = None  # noqa: N815
+    approvedAt: str | None = None  # noqa: N815
+    conflict: dict[str, Any] | None = None
     attempts: int
     polls: int
     lastError: dict[str, Any] | None  # noqa: N815
