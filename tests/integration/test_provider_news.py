@@ -6,8 +6,10 @@ calls this process's client made.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from refunds.context import Context, build_context
 from refunds.errors import MceError
 from refunds.mce.client import idempotency_key
 from refunds.models import RefundIntent, State
-from refunds.store.ledger import Ledger
+from refunds.store.ledger import Ledger, record_key
 from tests.conftest import SandboxAdmin
 
 
@@ -202,3 +204,34 @@ def test_7_a_retry_with_a_new_key_generation_adopts_the_providers_refund_instead
     assert p.client.calls["get"] == before.get("get", 0) + 1  # one look-up by clientReference
     effects = sandbox.counters(ref)["effects"].get(ref, {})
     assert effects.get("create", 0) == 1
+
+
+def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
+    settings: Settings,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    prefix: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from tasks import schedule  # noqa: PLC0415 - imports the Celery app, which reads the env
+
+    own_db = env["REDIS_URL"].rsplit("/", 1)[0] + "/13"  # a database no worker or beat ticks
+    p = context(settings, redis_url=own_db)
+    p.ledger.redis.flushdb()
+    good = submit(p.ledger, prefix + "good")
+    odd = submit(p.ledger, prefix + "odd")
+    p.ledger.redis.hset(record_key(odd), "state", "frozen_by_a_newer_release")
+    for ref in (good, odd):
+        p.ledger.set_due(ref, time.time() - 1)
+    sent: list[tuple[str, ...]] = []
+    monkeypatch.setattr(schedule, "current_context", lambda: p)
+    fake = SimpleNamespace(apply_async=sent.append)
+    monkeypatch.setitem(schedule.TASKS, "create", fake)
+    with caplog.at_level(logging.ERROR, logger="refunds.schedule"):
+        handed = schedule.tick()
+    assert handed == 1 and sent == [(good,)]  # the known refund still moves on
+    assert any("frozen_by_a_newer_release" in r.getMessage() for r in caplog.records)
+    assert p.ledger.due_at(odd) is not None  # kept (leased) for a release that knows the state
+    p.ledger.redis.flushdb()
