@@ -6,7 +6,11 @@ calls this process's client made.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from types import SimpleNamespace
@@ -234,4 +238,44 @@ def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
     assert handed == 1 and sent == [(good,)]  # the known refund still moves on
     assert any("frozen_by_a_newer_release" in r.getMessage() for r in caplog.records)
     assert p.ledger.due_at(odd) is not None  # kept (leased) for a release that knows the state
+    p.ledger.redis.flushdb()
+
+
+def test_4_conflicts_are_listed_and_counted_by_the_cli(
+    settings: Settings, env: dict[str, str], prefix: str
+) -> None:
+    own_db = env["REDIS_URL"].rsplit("/", 1)[0] + "/13"
+    p = context(settings, redis_url=own_db)
+    p.ledger.redis.flushdb()
+    calm, marked = submit(p.ledger, prefix + "calm"), submit(p.ledger, prefix + "marked")
+    rec = p.ledger.transition(p.ledger.get(marked), State.CANCELLED, "cancelled: test")
+    event = {"cryptoRefundId": "CRZ", "clientReference": marked, "status": 3}
+    assert webhooks.apply_event(p, prefix + "n-cli", event).outcome == "conflict"
+    assert rec.state == State.CANCELLED
+    cli_env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+        "REDIS_URL": own_db,
+        "REFUNDS_PROFILE": "sandbox",
+    }
+    command = [sys.executable, "-m", "refunds.cli"]
+
+    def run(*args: str) -> Any:
+        done = subprocess.run(
+            [*command, *args, "--json"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    listed = run("list", "--conflicts")
+    assert [r["clientReference"] for r in listed] == [marked]
+    assert listed[0]["conflict"]["kind"] == "completed_after_cancelled"
+    assert calm in [r["clientReference"] for r in run("list")]
+    stats = run("stats")
+    assert stats["conflicts"]["count"] == 1
+    assert stats["conflicts"]["kinds"]["completed_after_cancelled"] >= 1
     p.ledger.redis.flushdb()
