@@ -12,7 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 
+from refunds import webhooks
 from refunds.decisions import (
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
@@ -21,6 +23,7 @@ from refunds.decisions import (
     Source,
     decide,
 )
+from refunds.mce.client import MceClient
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State, iso
 from refunds.policy import Policy
@@ -354,3 +357,21 @@ def test_final_news_queues_notifications_and_clears_the_timer() -> None:
     d = run(record(State.PROCESSING, provider_status=2), news(status=3, txnHash="0xabc"), "poll")
     assert (d.target, d.timer, d.notify, d.nudge) == (State.COMPLETED, "clear", True, None)
     assert d.fields["txn_hash"] == "0xabc"
+
+
+def test_5_the_client_and_the_webhook_read_json_numbers_as_exact_decimals() -> None:
+    refund = (
+        b'{"cryptoRefundId":"CR1","status":1,'
+        b'"amount":1000.000000000000000001,"feeAmount":0.000000000000000001,"currency":"USDT"}'
+    )
+    raw = b'{"code":200,"data":' + refund + b"}"
+    response = requests.Response()
+    response.status_code = 200
+    response._content = raw
+    data = RefundData.model_validate(MceClient._data(response, "get"))
+    assert data.amount == Decimal("1000.000000000000000001")
+    assert data.fee_amount == Decimal("0.000000000000000001")
+    event = b'{"notificationId":"n1","eventType":"crypto.refund.updated","data":' + refund + b"}"
+    _, _, body = webhooks.parse(event)
+    assert body["amount"] == Decimal("1000.000000000000000001")
+    assert HELD.needs_approval(RefundData.model_validate(body).amount, "USDT") is True
