@@ -290,14 +290,12 @@ def apply_provider_update(
 def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str) -> StepResult:
     """Write one Decision: one compare-and-set transition, its timer and its notifications."""
     ref = record.client_reference
-    extra = _extra(
-        record,
-        outcome=decision.outcome,
-        state=str(decision.target),
-        provider_status=decision.fields.get("provider_status", record.provider_status),
-    )
     if not decision.write:
-        log.info("provider news: %s", decision.note, extra=extra)
+        log.info(
+            "provider news: %s",
+            decision.note,
+            extra=_extra(record, outcome=decision.outcome, state=str(record.state)),
+        )
         return StepResult(decision.note, record, outcome=decision.outcome)
     if decision.conflict is not None:
         # Listed before it is marked: a crash in between lists a record, never hides a mark.
@@ -316,7 +314,20 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
         actor=actor,
         outbox=outbox_members(p.settings, ref) if decision.notify else (),
     )
-    log.log(decision.level, "provider news: %s", decision.note, extra=extra)
+    extra = _extra(
+        new, outcome=decision.outcome, state=str(new.state), provider_status=new.provider_status
+    )
+    if decision.code is not None:
+        message = f"needs attention: {decision.code} ({decision.note})"
+        extra["code"] = decision.code
+    elif decision.notify:
+        message = f"refund final: {new.state}"
+    elif decision.conflict is not None:
+        message = f"provider news contradicts {new.state}: {decision.conflict['kind']}"
+        extra["conflict"] = dict(decision.conflict)
+    else:
+        message = f"provider news: {decision.note}"
+    log.log(decision.level, "%s", message, extra=extra)
     return StepResult(decision.note, new, decision.nudge, decision.outcome)
 
 

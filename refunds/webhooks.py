@@ -80,7 +80,8 @@ def verify(
 
 @dataclass(frozen=True)
 class WebhookResult:
-    outcome: str  # applied | duplicate | stale | parked | ignored
+    # applied | duplicate | stale | parked | ignored | contradiction | mismatch | anomaly
+    outcome: str
     client_reference: str | None = None
     state: str | None = None
     next_task: NextTask | None = None
@@ -170,9 +171,9 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
             if exc.why == "not an allowed transition":
                 return _park(p, nid, ref, f"cannot apply in state {record.state} yet")
             continue
-        # applied | stale | conflict (a final state contradicted: kept, marked) | mismatch |
-        # anomaly (both: stopped for a human)
-        outcome = result.outcome
+        # applied | stale | contradiction (a final state contradicted: kept, the record marked
+        # with a ``conflict``) | mismatch | anomaly (both: stopped for a human)
+        outcome = {"conflict": "contradiction"}.get(result.outcome, result.outcome)
         if outcome == "applied" and result.record is record:
             outcome = "stale"
         new_state = result.record.state if result.record else record.state

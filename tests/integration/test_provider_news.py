@@ -109,7 +109,7 @@ def test_4_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_
         "txnHash": "0xpaid",
     }
     result = webhooks.apply_event(p, prefix + "n-cxl", event)
-    assert (result.outcome, result.state) == ("conflict", "cancelled")
+    assert (result.outcome, result.state) == ("contradiction", "cancelled")
     after = ledger.get(ref)
     assert after.state == State.CANCELLED and after.txn_hash is None
     assert after.conflict is not None
@@ -250,7 +250,7 @@ def test_4_conflicts_are_listed_and_counted_by_the_cli(
     calm, marked = submit(p.ledger, prefix + "calm"), submit(p.ledger, prefix + "marked")
     rec = p.ledger.transition(p.ledger.get(marked), State.CANCELLED, "cancelled: test")
     event = {"cryptoRefundId": "CRZ", "clientReference": marked, "status": 3}
-    assert webhooks.apply_event(p, prefix + "n-cli", event).outcome == "conflict"
+    assert webhooks.apply_event(p, prefix + "n-cli", event).outcome == "contradiction"
     assert rec.state == State.CANCELLED
     cli_env = {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},

@@ -264,7 +264,7 @@ def test_duplicate_reordered_and_replayed_webhooks_change_nothing_after_the_firs
     assert web.hook(older).json()["outcome"] == "stale"  # reordered: an older update
     failed = {**final, "notificationId": prefix + "n4", "data": {**final["data"], "status": 4}}
     answer = web.hook(failed).json()
-    assert (answer["state"], answer["outcome"]) == ("completed", "conflict")  # final is sticky
+    assert (answer["state"], answer["outcome"]) == ("completed", "contradiction")  # final is sticky
     after = web.ledger.get(ref)
     assert after.version == done.version + 1 and after.state == State.COMPLETED
     assert after.txn_hash == "0xfeed"
