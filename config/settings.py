@@ -144,8 +144,10 @@ class Settings(BaseSettings):
     task_soft_time_limit: float = Field(45.0, gt=0)
     task_time_limit: float = Field(60.0, gt=0)
 
-    # --- approval policy: refunds above these amounts (per currency) wait for an operator ---
+    # --- approval policy (the rule is refunds.policy.Policy; these are its raw values) ---
     approval_thresholds: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+    held_poll_seconds: float = Field(3600.0, gt=0, le=86400)  # how often a held refund is read
+    not_found_grace_seconds: float = Field(120.0, ge=0)  # a Get's not-found after Create: read lag
 
     # --- outcome notifications to merchant apps (either, both or none) ---
     notify_task: str | None = None  # a Celery task name, sent the outcome on the same broker
@@ -302,20 +304,6 @@ class Settings(BaseSettings):
     @property
     def http_timeout(self) -> tuple[float, float]:
         return (self.http_connect_timeout, self.http_read_timeout)
-
-    def needs_approval(self, amount: Decimal | None, currency: str | None) -> bool:
-        """The approval policy: above the currency's threshold, an operator approves Confirm.
-
-        A currency without a threshold is not held; an unknown amount for a currency that has
-        one is held (the safe side).
-        """
-        if not currency or currency.upper() not in self.approval_thresholds:
-            return False
-        return amount is None or amount > self.approval_thresholds[currency.upper()]
-
-    def poll_delay(self, polls_done: int) -> float:
-        """Delay before the next Get, given how many Gets this refund has had."""
-        return self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)]
 
     def safe_summary(self) -> dict[str, Any]:
         """Settings as logs show them: secrets masked, URLs without passwords."""

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.settings import Settings
+from refunds.decisions import STEP_FOR_STATE, NextTask, known_status
 from refunds.errors import OperatorActionError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
-from refunds.steps import STEP_FOR_STATE, NextTask
+from refunds.policy import Policy
 from refunds.store.ledger import Ledger, TimerAction
 
 
@@ -78,7 +79,8 @@ def approve(
         action="approved",
         actor=actor,
         reason=reason,
-        fields={"attempts": 0},
+        # Recorded as fields, so "already approved" never depends on the wording of a history line.
+        fields={"attempts": 0, "approved_by": actor.strip(), "approved_at": now()},
         timer="set",
         due=now() + settings.lease_seconds,
     )
@@ -90,7 +92,8 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
 
     The idempotency-key generation goes up: the provider replays a stored answer (a business
     error included) for an old key, and a retry is meant to ask again. Asking again is safe: the
-    clientReference still protects against a second provider refund.
+    clientReference still protects against a second provider refund, and the create step looks
+    the reference up at the provider before it Creates again with the new key.
     """
     _check_words(ref, "retry", actor, reason)
     record = ledger.get(ref)
@@ -100,13 +103,21 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         )
     if not record.crypto_refund_id:
         target = State.RECEIVED
-    elif record.provider_status in (None, STATUS_CREATED):
-        approved = any(h.reason.startswith("approved:") for h in record.history)
-        held = settings.needs_approval(record.amount, record.currency) and not approved
+    elif record.provider_status in (None, STATUS_CREATED) or not known_status(
+        record.provider_status
+    ):
+        policy = Policy.from_settings(settings)
+        held = policy.needs_approval(record.amount, record.currency) and not record.approved_by
         # A retry must not stand in for an approval the policy still asks for.
         target = State.AWAITING_APPROVAL if held else State.CREATED
     else:
         target = State.PROCESSING
+    # A held refund is read slowly (it must not drift from the provider); others come due now.
+    delay = (
+        Policy.from_settings(settings).held_poll_seconds
+        if target == State.AWAITING_APPROVAL
+        else settings.lease_seconds
+    )
     new = _move(
         ledger,
         record,
@@ -115,10 +126,11 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         actor=actor,
         reason=reason,
         fields={"attempts": 0, "key_generation": record.key_generation + 1},
-        timer="clear" if target == State.AWAITING_APPROVAL else "set",
-        due=now() + settings.lease_seconds,
+        timer="set",
+        due=now() + delay,
     )
-    return ActionResult(new, STEP_FOR_STATE.get(target))
+    nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
+    return ActionResult(new, nudge)
 
 
 _CANCELLABLE = frozenset(

@@ -65,7 +65,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             S.NEEDS_ATTENTION,
         }
     ),
-    S.AWAITING_APPROVAL: frozenset({S.CONFIRMING, S.CANCELLED, S.NEEDS_ATTENTION}),
+    # A held refund still follows the provider (it is polled slowly): news that it is processing
+    # or final is taken, so the ledger never says "awaiting approval" while MCE says otherwise.
+    S.AWAITING_APPROVAL: frozenset(
+        {S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED, S.NEEDS_ATTENTION}
+    ),
     S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     # An operator's retry puts the refund back where its provider-side progress says it is.
@@ -206,9 +210,18 @@ class RefundRecord:
     fee_currency: str | None = None
     txn_hash: str | None = None
     participant_code: str | None = None
-    status_info: str | None = None  # the provider's label for its status, when it sends one
     last_error: dict[str, Any] | None = None
     key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
+    # The provider's view, beside the merchant's intent (never written over it; principle 7).
+    provider_refund_address: str | None = None
+    provider_transaction_id: str | None = None
+    status_info: str | None = None  # the provider's label for its status, when it sends one
+    provider_seen_at: float | None = None  # when the provider's refund id was first recorded
+    approved_by: str | None = None
+    approved_at: float | None = None
+    # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
+    # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
+    conflict: dict[str, Any] | None = None
     history: tuple[HistoryEntry, ...] = field(default=())
 
     @property
@@ -275,6 +288,11 @@ class PublicRefund(BaseModel):
     fee_currency: str | None
     txn_hash: str | None
     status_info: str | None
+    provider_refund_address: str | None
+    provider_original_transaction_id: str | None
+    approved_by: str | None
+    approved_at: str | None
+    conflict: dict[str, Any] | None
     attempts: int
     polls: int
     last_error: dict[str, Any] | None
@@ -299,6 +317,11 @@ class PublicRefund(BaseModel):
             fee_currency=record.fee_currency,
             txn_hash=record.txn_hash,
             status_info=record.status_info,
+            provider_refund_address=record.provider_refund_address,
+            provider_original_transaction_id=record.provider_transaction_id,
+            approved_by=record.approved_by,
+            approved_at=iso(record.approved_at),
+            conflict=record.conflict,
             attempts=record.attempts,
             polls=record.polls,
             last_error=record.last_error,

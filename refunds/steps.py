@@ -17,9 +17,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from refunds.context import Context
+from refunds.decisions import (
+    STEP_FOR_STATE,
+    Decision,
+    NextTask,
+    Source,
+    decide,
+    known_status,
+    state_for_status,
+)
 from refunds.errors import (
     MceError,
     McePermanentError,
@@ -28,46 +37,15 @@ from refunds.errors import (
     TransitionError,
 )
 from refunds.mce.client import idempotency_key
-from refunds.mce.contract import (
-    STATUS_COMPLETED,
-    STATUS_CREATED,
-    STATUS_FAILED,
-    STATUS_NAMES,
-    STATUS_PROCESSING,
-    STATUS_REJECTED,
-    Code,
-)
+from refunds.mce.contract import Code
 from refunds.mce.schemas import RefundData
-from refunds.models import FINAL_STATES, RefundRecord, State, now
+from refunds.models import RefundRecord, State, now
 from refunds.notify import outbox_members
+from refunds.policy import Policy
 
 log = logging.getLogger("refunds.steps")
 
-NextTask = Literal["create", "confirm", "poll"]
-
-# Which step moves a refund on from each state (what the timer dispatches).
-STEP_FOR_STATE: dict[State, NextTask] = {
-    State.RECEIVED: "create",
-    State.CREATING: "create",
-    State.CREATED: "confirm",
-    State.CONFIRMING: "confirm",
-    State.PROCESSING: "poll",
-}
-
-# Forward order of the main line, so provider news never moves a refund backwards.
-_RANK = {
-    State.RECEIVED: 0,
-    State.CREATING: 1,
-    State.CREATED: 2,
-    State.AWAITING_APPROVAL: 3,
-    State.CONFIRMING: 4,
-    State.PROCESSING: 5,
-}
-_FINAL_FOR_STATUS = {
-    STATUS_COMPLETED: State.COMPLETED,
-    STATUS_FAILED: State.FAILED,
-    STATUS_REJECTED: State.REJECTED,
-}
+__all__ = ["STEPS", "STEP_FOR_STATE", "NextTask", "StepResult", "state_for_status"]
 
 
 @dataclass(frozen=True)
@@ -75,25 +53,7 @@ class StepResult:
     note: str
     record: RefundRecord | None = None
     next_task: NextTask | None = None
-
-
-def state_for_status(current: State, status: int | None) -> State:
-    """Where provider news puts a refund: forward only, never out of a final state."""
-    if current in FINAL_STATES:
-        return current
-    if status is not None and status in _FINAL_FOR_STATUS:
-        return _FINAL_FOR_STATUS[status]
-    if status == STATUS_PROCESSING:
-        target = State.PROCESSING
-    elif status == STATUS_CREATED:
-        target = State.CREATED
-    else:
-        # Unknown (or absent) status: it exists at the provider, so at least "created"; keep
-        # following it until a known final status arrives.
-        target = State.CREATED
-    if current in _RANK and _RANK[target] <= _RANK[current]:
-        return current
-    return target
+    outcome: str = "applied"  # of provider news: applied | stale | mismatch | anomaly | conflict
 
 
 def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
@@ -156,12 +116,30 @@ def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
 
 
 def create(p: Context, ref: str) -> StepResult:
-    """Create the provider refund, idempotently keyed by the intent's ``clientReference``."""
+    """Create the provider refund, idempotently keyed by the intent's ``clientReference``.
+
+    After an operator's retry (a new key generation) the reference is first looked up at the
+    provider: an earlier, ambiguous Create may have made a refund, and a provider that
+    de-duplicates on the idempotency key only would make a second one for the new key.
+    """
 
     def body(record: RefundRecord) -> StepResult:
         if record.state not in (State.RECEIVED, State.CREATING):
             return StepResult(f"nothing to create in state {record.state}", record)
         record = _begin(p, record, State.CREATING, "create")
+        if record.key_generation > 0 and not record.crypto_refund_id:
+            try:
+                found = p.client.get(client_reference=ref)
+            except McePermanentError as exc:
+                if exc.code != Code.NOT_FOUND:
+                    return _failed_attempt(p, record, exc)
+            except MceError as exc:
+                return _failed_attempt(p, record, exc)
+            else:
+                log.info(
+                    "retry: adopting the provider's refund for this reference", extra=_extra(record)
+                )
+                return apply_provider_update(p, record, found, source="lookup")
         return _post_then_apply(
             p,
             record,
@@ -171,23 +149,35 @@ def create(p: Context, ref: str) -> StepResult:
                 client_reference=ref,
                 key=idempotency_key("create", ref, record.key_generation),
             ),
+            source="create",
             # The provider already has a refund for this reference (from an attempt whose answer
-            # we lost, after it forgot the key): find it instead of failing.
+            # we lost, after it forgot the key): find it instead of failing, and check it is ours.
             tolerated=Code.DUPLICATE_REFERENCE,
             look_up=lambda: p.client.get(client_reference=ref),
-            reason="created at provider",
+            look_up_source="lookup",
         )
 
     return _locked(p, ref, body)
 
 
 def confirm(p: Context, ref: str) -> StepResult:
-    """Confirm the provider refund; an already-confirmed answer is read as success."""
+    """Confirm the provider refund; an already-confirmed answer is read as success.
+
+    The address sent is the merchant's (``refund_address``, never the provider's echo), or none:
+    the body is the same bytes on every attempt. While the provider's status is one we do not
+    know, the refund is read (Get), never confirmed.
+    """
 
     def body(record: RefundRecord) -> StepResult:
         refund_id = record.crypto_refund_id
         if record.state not in (State.CREATED, State.CONFIRMING) or not refund_id:
             return StepResult(f"nothing to confirm in state {record.state}", record)
+        if (
+            record.state == State.CREATED
+            and record.provider_status is not None
+            and not known_status(record.provider_status)
+        ):
+            return _read(p, record, refund_id)
         record = _begin(p, record, State.CONFIRMING, "confirm")
         return _post_then_apply(
             p,
@@ -197,9 +187,10 @@ def confirm(p: Context, ref: str) -> StepResult:
                 refund_address=record.refund_address,
                 key=idempotency_key("confirm", ref, record.key_generation),
             ),
+            source="confirm",
             tolerated=Code.ALREADY_CONFIRMED,
             look_up=lambda: p.client.get(crypto_refund_id=refund_id),
-            reason="confirmed at provider",
+            look_up_source="confirm",  # already confirmed: the Get's answer is a confirmation
         )
 
     return _locked(p, ref, body)
@@ -210,37 +201,43 @@ def _post_then_apply(
     record: RefundRecord,
     post: Callable[[], RefundData],
     *,
+    source: Source,
     tolerated: Code,
     look_up: Callable[[], RefundData],
-    reason: str,
+    look_up_source: Source,
 ) -> StepResult:
     """One provider POST; the business error that means "already done" is answered with a Get."""
     try:
         try:
-            data = post()
+            data, said_by = post(), source
         except McePermanentError as exc:
             if exc.code != tolerated:
                 raise
             log.info("%s: reading the refund instead", tolerated, extra=_extra(record))
-            data = look_up()
+            data, said_by = look_up(), look_up_source
     except MceError as exc:
         return _failed_attempt(p, record, exc)
-    return apply_provider_update(p, record, data, reason)
+    return apply_provider_update(p, record, data, source=said_by)
 
 
 def poll(p: Context, ref: str) -> StepResult:
-    """Read the refund's provider status and follow it until it is final."""
+    """Read the refund's provider status and follow it until it is final (held ones slowly)."""
 
     def body(record: RefundRecord) -> StepResult:
-        if record.state != State.PROCESSING or not record.crypto_refund_id:
+        polled = (State.PROCESSING, State.AWAITING_APPROVAL)
+        if record.state not in polled or not record.crypto_refund_id:
             return StepResult(f"nothing to poll in state {record.state}", record)
-        try:
-            data = p.client.get(crypto_refund_id=record.crypto_refund_id)
-        except MceError as exc:
-            return _failed_attempt(p, record, exc, counted=False)
-        return apply_provider_update(p, record, data, "provider status", polled=True)
+        return _read(p, record, record.crypto_refund_id)
 
     return _locked(p, ref, body)
+
+
+def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
+    try:
+        data = p.client.get(crypto_refund_id=refund_id)
+    except MceError as exc:
+        return _failed_attempt(p, record, exc, counted=False)
+    return apply_provider_update(p, record, data, source="poll")
 
 
 STEPS: dict[NextTask, Callable[[Context, str], StepResult]] = {
@@ -273,92 +270,77 @@ def _begin(p: Context, record: RefundRecord, working: State, operation: str) -> 
     )
 
 
-def _status_rank(status: int | None) -> int:
-    """Order of provider statuses, to recognise an update older than what we already know."""
-    if status is None:
-        return -1
-    if status in _FINAL_FOR_STATUS:
-        return 3
-    return {STATUS_CREATED: 0, STATUS_PROCESSING: 1}.get(status, 2)
-
-
 def apply_provider_update(
     p: Context,
     record: RefundRecord,
     data: RefundData,
-    reason: str,
     *,
-    polled: bool = False,
+    source: Source,
     actor: str = "pipeline",
 ) -> StepResult:
-    """Record what the provider said (a Create/Confirm/Get answer or a webhook) and decide what
-    comes next. The one place where provider news moves a refund: forward only, final sticky."""
-    if data.client_reference and data.client_reference != record.client_reference:
-        # A provider answer for another reference must never be written onto this record.
-        exc = McePermanentError(
-            "provider answered with a refund of another clientReference",
-            code="REFERENCE_MISMATCH",
-            operation="apply",
-        )
-        return _failed_attempt(p, record, exc)
-    if record.is_final:
-        return StepResult(f"already final: {record.state}", record)
-    status = data.status
-    if _status_rank(status) < _status_rank(record.provider_status):
-        return StepResult(f"stale update: status {status} after {record.provider_status}", record)
-    if status is not None and status not in STATUS_NAMES:
-        log.warning(
-            "unknown provider status %s; following it until final",
-            status,
-            extra=_extra(record, provider_status=status),
-        )
-    target = state_for_status(record.state, status)
-    fields: dict[str, Any] = {**data.ledger_fields(), "attempts": 0, "last_error": None}
-    if polled:
-        fields["polls"] = record.polls + 1
-    why = f"{reason}: status {status}" if target != record.state else ""
-    if target in FINAL_STATES:
-        new = p.ledger.transition(
-            record,
-            target,
-            why,
-            fields=fields,
-            actor=actor,
-            outbox=outbox_members(p.settings, record.client_reference),
-        )
+    """Decide what the provider's news does to ``record`` (``decisions.decide``), then write it.
+
+    The one place where provider news moves a refund. Raises TransitionError when the record moved
+    meanwhile (the caller's race handling applies) or the edge is not allowed yet.
+    """
+    decision = decide(record, data, Policy.from_settings(p.settings), source=source, now=now())
+    return perform(p, record, decision, actor=actor)
+
+
+def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str) -> StepResult:
+    """Write one Decision: one compare-and-set transition, its timer and its notifications."""
+    ref = record.client_reference
+    if not decision.write:
         log.info(
-            "refund final: %s", target, extra=_extra(new, state=str(target), provider_status=status)
+            "provider news: %s",
+            decision.note,
+            extra=_extra(record, outcome=decision.outcome, state=str(record.state)),
         )
-        return StepResult(f"final: {target}", new)
-    if target == State.CREATED and p.settings.needs_approval(
-        data.amount if data.amount is not None else record.amount, data.currency or record.currency
-    ):
-        new = p.ledger.transition(
-            record,
-            State.AWAITING_APPROVAL,
-            f"{reason}: amount above the approval threshold",
-            fields=fields,
-            timer="clear",
-            actor=actor,
-        )
-        log.info("held for approval", extra=_extra(new, state=str(new.state)))
-        return StepResult("awaiting approval", new)
-    next_task = STEP_FOR_STATE.get(target)
-    if next_task == "poll":
-        polls = fields.get("polls", record.polls)
-        delay = p.settings.poll_delay(polls)
-        nudge: NextTask | None = None  # the timer brings the next Get
-    elif next_task is None:
-        # Held (awaiting approval) or needing a human: no timer until someone acts.
-        new = p.ledger.transition(record, target, why, fields=fields, actor=actor)
-        return StepResult(f"now {target}", new)
-    else:
-        delay = p.settings.lease_seconds
-        nudge = next_task
+        return StepResult(decision.note, record, outcome=decision.outcome)
+    if decision.conflict is not None:
+        # Listed before it is marked: a crash in between lists a record, never hides a mark.
+        p.ledger.flag_conflict(ref)
+        p.stats.record_conflict(str(decision.conflict["kind"]))
+    if decision.code is not None:
+        p.stats.record_error(decision.code)
+    due = None if decision.due_in is None else now() + decision.due_in
     new = p.ledger.transition(
-        record, target, why, fields=fields, timer="set", due=now() + delay, actor=actor
+        record,
+        decision.target,
+        decision.reason,
+        fields=decision.fields,
+        timer=decision.timer,
+        due=due,
+        actor=actor,
+        outbox=outbox_members(p.settings, ref) if decision.notify else (),
     )
-    return StepResult(f"now {target}", new, nudge)
+    extra = _extra(
+        new, outcome=decision.outcome, state=str(new.state), provider_status=new.provider_status
+    )
+    if decision.code is not None:
+        message = f"needs attention: {decision.code} ({decision.note})"
+        extra["code"] = decision.code
+    elif decision.notify:
+        message = f"refund final: {new.state}"
+    elif decision.conflict is not None:
+        message = f"provider news contradicts {new.state}: {decision.conflict['kind']}"
+        extra["conflict"] = dict(decision.conflict)
+    else:
+        message = f"provider news: {decision.note}"
+    log.log(decision.level, "%s", message, extra=extra)
+    return StepResult(decision.note, new, decision.nudge, decision.outcome)
+
+
+def _read_lag(p: Context, record: RefundRecord, exc: MceError) -> bool:
+    """A Get's not-found shortly after Create: the provider's read lag, retried for a while.
+
+    The window (``REFUNDS_NOT_FOUND_GRACE_SECONDS``) runs from when the provider's refund id was
+    first recorded, or, before that (the duplicate-reference look-up), from the Create attempt.
+    """
+    if exc.code != Code.NOT_FOUND or exc.operation != "get":
+        return False
+    since = record.provider_seen_at or record.updated_at
+    return now() - since < Policy.from_settings(p.settings).not_found_grace_seconds
 
 
 def _failed_attempt(
@@ -392,7 +374,11 @@ def _failed_attempt(
         log_id=exc.log_id,
         attempt=attempts,
     )
-    retryable = isinstance(exc, MceTransientError) or not isinstance(exc, McePermanentError)
+    retryable = (
+        isinstance(exc, MceTransientError)
+        or not isinstance(exc, McePermanentError)
+        or _read_lag(p, record, exc)
+    )
     if retryable and attempts < p.settings.max_attempts:
         delay = max(p.backoff(attempts), exc.retry_after or 0.0)
         log.warning("%s; retrying in %.2fs", exc, delay, extra={**extra, "delay": round(delay, 3)})

@@ -10,9 +10,10 @@ The fast path to a final refund. Order matters (dj-stripe's lesson):
 3. route on the payload: a ``data.cryptoRefundId`` makes it a refund event
    (``crypto.refund.updated`` or ``.v2``); other families (deposits, collections) are stored
    and "ignored";
-4. apply it through the same function as polling (``steps.apply_provider_update``): forward only,
-   final states sticky, an older update never moves a refund back, a final one clears the poll
-   timer and queues the outcome notifications;
+4. apply it through the same decision as every provider answer (``decisions.decide`` via
+   ``steps.apply_provider_update``): forward only, final states sticky, an older update never moves
+   a refund back, another refund id stops the refund for a human, news contradicting a final state
+   marks a conflict, a final one clears the poll timer and queues the outcome notifications;
 5. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
    its clientReference and replayed by the create step once the refund exists: kept, never dropped.
 
@@ -130,7 +131,8 @@ def verify(
 
 @dataclass(frozen=True)
 class WebhookResult:
-    #: applied | duplicate | conflict | stale | parked | ignored | mismatch
+    #: applied | duplicate | conflict | stale | parked | ignored | unmatched | contradiction |
+    #: mismatch | anomaly
     outcome: str
     client_reference: str | None = None
     state: str | None = None
@@ -148,7 +150,8 @@ def parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     number); top-level ``code``/``msg`` (v2 examples) are ignored.
     """
     try:
-        event = json.loads(body, parse_float=Decimal)
+        # Amounts sent as JSON numbers are read as exact Decimals from the raw text, never float.
+        event = json.loads(body, parse_float=Decimal, parse_constant=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise WebhookRejectedError(400, "body is not valid JSON") from None
     if not isinstance(event, dict):
@@ -275,10 +278,10 @@ def _mark(p: Context, key: str, outcome: str, ref: str | None) -> None:
 def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
     """Apply one stored event's refund object to the ledger (also used to replay parked ones).
 
-    Matched on ``cryptoRefundId`` first: the record is found by the object's clientReference, and
-    once the record knows its refund id, an event naming another id is a "mismatch" (logged at
-    ERROR, counted, never adopted). An object with no clientReference cannot be matched to a
-    record here and is kept as "unmatched" for reconciliation.
+    The record is found by the object's clientReference; once it knows its refund id, an event
+    naming another id is a mismatch that ``decisions.decide`` stops for a human
+    (``PROVIDER_MISMATCH``, never adopted). An object with no clientReference cannot be matched
+    to a record here and is kept as "unmatched" for reconciliation.
     """
     try:
         refund = RefundData.model_validate(data)
@@ -296,21 +299,19 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
         record = p.ledger.find(ref)
         if record is None:
             return _park(p, nid, ref, "unknown refund")
-        if record.crypto_refund_id and record.crypto_refund_id != refund.crypto_refund_id:
-            log.error(
-                "webhook mismatch: record has refund %s, event names %s; not applied",
-                record.crypto_refund_id,
-                refund.crypto_refund_id,
-                extra={"client_reference": ref, "refund_id": record.crypto_refund_id},
-            )
-            return WebhookResult("mismatch", ref, str(record.state))
         try:
-            result: StepResult = apply_provider_update(p, record, refund, "webhook", actor=ACTOR)
+            result: StepResult = apply_provider_update(
+                p, record, refund, source="webhook", actor=ACTOR
+            )
         except TransitionError as exc:
             if exc.why == "not an allowed transition":
                 return _park(p, nid, ref, f"cannot apply in state {record.state} yet")
             continue
-        outcome = "applied" if result.record is not record else "stale"
+        # applied | stale | contradiction (a final state contradicted: kept, the record marked
+        # with a ``conflict``) | mismatch | anomaly (both: stopped for a human)
+        outcome = {"conflict": "contradiction"}.get(result.outcome, result.outcome)
+        if outcome == "applied" and result.record is record:
+            outcome = "stale"
         new_state = result.record.state if result.record else record.state
         log.info(
             "webhook %s: %s",

@@ -38,17 +38,27 @@ def status(ref: str, as_json: bool) -> None:
     show_default=True,
     help="At most this many, oldest first (0: no limit).",
 )
+@click.option(
+    "--conflicts", is_flag=True, help="Only refunds whose provider news contradicted a final state."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
-def list_(state: str | None, limit: int, as_json: bool) -> None:
-    """List refunds, oldest first, optionally only those in one state."""
+def list_(state: str | None, limit: int, conflicts: bool, as_json: bool) -> None:
+    """List refunds, oldest first, optionally only those in one state (or with a conflict)."""
     ledger = common.ledger(common.settings())
     wanted = State(state) if state else None
-    records = ledger.get_many(ledger.references(wanted, limit or None))
+    if conflicts:
+        in_state = set(ledger.references(wanted)) if wanted else None
+        refs = [r for r in ledger.conflicted() if in_state is None or r in in_state]
+        records = ledger.get_many(refs[: limit or None])
+    else:
+        records = ledger.get_many(ledger.references(wanted, limit or None))
     if as_json:
         print_json([r.to_public() for r in records])
         return
     counts = ledger.counts()
     available = counts.get(state, 0) if state else sum(counts.values())
+    if conflicts:
+        available = ledger.conflict_count()
     out.print(records_table(records))
     out.print(f"{len(records)} of {available}" + (f" in state {state}" if state else ""))
 

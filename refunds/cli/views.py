@@ -70,6 +70,8 @@ def records_table(records: Sequence[RefundRecord]) -> Table:
     )
     for r in records:
         error = (r.last_error or {}).get("code") or (r.last_error or {}).get("type") or ""
+        if r.conflict:
+            error = f"conflict: {r.conflict.get('kind')}"
         table.add_row(
             r.client_reference,
             state_text(r.state),
@@ -146,6 +148,14 @@ def stats_view(s: OpsStats) -> RenderableType:
             calls.add_row(operation, Text(outcome, style="" if ok else "yellow"), str(n))
     parts.append(calls if s.calls else Text("provider calls: none recorded"))
     parts.append(Text(f"token fetches: {s.token_fetches}"))
+    if s.conflicts:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.conflict_kinds.items()))
+        parts.append(
+            Text(
+                f"{s.conflicts} with a provider conflict ({kinds}): refunds list --conflicts",
+                style="red",
+            )
+        )
     held = s.counts.get(State.NEEDS_ATTENTION.value, 0)
     if held:
         parts.append(

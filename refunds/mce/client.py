@@ -285,7 +285,10 @@ class MceClient:
         if not 200 <= response.status_code < 300:
             raise error_from_response(response, operation)
         try:
-            body = jsonlib.loads(response.content, parse_float=Decimal)
+            # Amounts sent as JSON numbers are read as exact Decimals from the raw text, never
+            # through float (1000.000000000000000001 must stay above a threshold of 1000); NaN
+            # and Infinity reach the anomaly check instead of failing the parse.
+            body = jsonlib.loads(response.content, parse_float=Decimal, parse_constant=Decimal)
         except (ValueError, UnicodeDecodeError):
             raise MceProtocolError(
                 f"MCE {operation} answered HTTP {response.status_code} with a non-JSON body",

@@ -6,10 +6,10 @@ Unknown fields are ignored and not-yet-known fields may be empty strings, null o
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -64,8 +64,28 @@ class TokenData(_Wire):
         return cls.model_validate(values)
 
 
+def _money(value: Any) -> Decimal | None:
+    """A provider amount as an exact Decimal, or None when it is not a finite decimal number.
+
+    JSON numbers reach us as Decimal already (the client and the webhook parse them from the raw
+    text); a float here would already have lost digits, so it is read through ``repr`` only as a
+    last resort. Strings are parsed as written: ``"0.00000021"`` keeps its eight places.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
 class RefundData(_Wire):
-    """The refund object: ``data`` of Create, Confirm and Get, and of the webhook."""
+    """The refund object: ``data`` of Create, Confirm and Get, and of the webhook.
+
+    ``invalid_money`` holds, as text, any amount the provider sent that is not a finite decimal
+    (``"abc"``, ``NaN``, ``Infinity``): the refund stops for a human instead of the parse failing.
+    """
 
     crypto_refund_id: str = Field(alias="cryptoRefundId", min_length=1)
     client_reference: str | None = Field(None, alias="clientReference")
@@ -82,20 +102,40 @@ class RefundData(_Wire):
     txn_hash: str | None = Field(None, alias="txnHash")
     # v2 objects pair status with a label (e.g. 2 PROCESSING); recorded when present (contract 5).
     status_info: str | None = Field(None, alias="statusInfo", max_length=128)
+    invalid_money: dict[str, str] = Field(default_factory=dict, exclude=True)
 
-    @field_validator("amount", "fee_amount", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _no_floats(cls, value: Any) -> Any:
-        # Money arrives as decimal strings; a float would already have lost precision.
-        if isinstance(value, float):
-            return Decimal(repr(value))
-        return value
+    def _set_aside_bad_money(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        data = dict(value)
+        bad: dict[str, str] = {}
+        for name in ("amount", "feeAmount"):
+            raw = data.get(name)
+            if raw is None or raw == "":
+                continue
+            money = _money(raw)
+            if money is None:
+                bad[name] = str(raw)[:64]
+                data.pop(name)
+            else:
+                data[name] = money
+        data.pop("invalid_money", None)
+        if bad:
+            data["invalid_money"] = bad
+        return data
 
     def ledger_fields(self) -> dict[str, Any]:
-        """Provider fields as the ledger stores them (only those the provider filled in)."""
+        """The provider's view as the ledger stores it (only what the provider filled in).
+
+        Never the merchant's intent: the provider's ``refundAddress`` and ``originalTransactionId``
+        go to fields of their own, beside ``refund_address`` and ``original_transaction_id``.
+        """
         values = {
             "crypto_refund_id": self.crypto_refund_id,
             "provider_status": self.status,
+            "status_info": self.status_info,
             "amount": self.amount,
             "currency": self.currency,
             "blockchain": self.blockchain,
@@ -103,7 +143,7 @@ class RefundData(_Wire):
             "fee_currency": self.fee_currency,
             "txn_hash": self.txn_hash,
             "participant_code": self.participant_code,
-            "refund_address": self.refund_address,
-            "status_info": self.status_info,
+            "provider_refund_address": self.refund_address,
+            "provider_transaction_id": self.original_transaction_id,
         }
         return {k: v for k, v in values.items() if v is not None}

@@ -10,6 +10,7 @@ Keys:
 - ``rp:stats:latency``     hash ``{operation}|{bucket}`` -> count, ``{operation}|sum`` -> seconds
 - ``rp:stats:errors:{m}``  hash error code -> count, per minute ``m`` (epoch minutes), kept 2 hours
 - ``rp:stats:webhooks``    hash outcome -> count
+- ``rp:stats:conflicts``   hash conflict kind (e.g. ``completed_after_cancelled``) -> count
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import redis
 CALLS = "rp:stats:calls"
 LATENCY = "rp:stats:latency"
 WEBHOOKS = "rp:stats:webhooks"
+CONFLICTS = "rp:stats:conflicts"
 ERRORS_PREFIX = "rp:stats:errors:"
 TOKEN_FETCHES = "rp:stats:token_fetches"  # noqa: S105 - a key name
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,6 +61,12 @@ class Stats:
 
     def record_webhook(self, outcome: str) -> None:
         self.redis.hincrby(WEBHOOKS, outcome, 1)
+
+    def record_conflict(self, kind: str) -> None:
+        self.redis.hincrby(CONFLICTS, kind, 1)
+
+    def conflicts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.redis.hgetall(CONFLICTS).items()}
 
     # --- reading ---
 

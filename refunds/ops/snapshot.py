@@ -12,7 +12,7 @@ flight, never with the ones already final.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from refunds.models import FINAL_STATES, State, iso, now
@@ -51,6 +51,8 @@ class OpsStats:
     error_window: float
     calls: dict[str, dict[str, int]]  # operation -> outcome -> count (since the counters began)
     token_fetches: int
+    conflicts: int = 0  # refunds marked with a provider conflict (refunds list --conflicts)
+    conflict_kinds: dict[str, int] = field(default_factory=dict)  # kind -> times seen
 
     @property
     def total(self) -> int:
@@ -90,6 +92,7 @@ class OpsStats:
             "errors": {"windowSeconds": self.error_window, "codes": dict(self.errors)},
             "providerCalls": {op: dict(outcomes) for op, outcomes in self.calls.items()},
             "tokenFetches": self.token_fetches,
+            "conflicts": {"count": self.conflicts, "kinds": dict(self.conflict_kinds)},
         }
 
 
@@ -148,4 +151,6 @@ def gather(
         error_window=error_window,
         calls=calls,
         token_fetches=stats.token_fetches(),
+        conflicts=ledger.conflict_count(),
+        conflict_kinds=stats.conflicts(),
     )

@@ -14,6 +14,7 @@ Keys (all under ``rp:``; short field names because 100,000 refunds in flight mus
                       twice the memory, once any value exceeds 64 bytes)
 - ``rp:state:{s}``    set of references per state (listing and counts without a scan)
 - ``rp:all``          sorted set of references by creation time
+- ``rp:conflicts``    set of references whose record carries a provider ``conflict`` mark
 - ``rp:timers``       sorted set of references by due time: every non-final, non-held refund
 - ``rp:lock:{ref}``   short lock held while one worker performs one step for the refund
 
@@ -50,6 +51,7 @@ TIMERS = PREFIX + "timers"
 ALL = PREFIX + "all"
 OUTBOX = PREFIX + "outbox"
 LAST_TICK = PREFIX + "tick:last"
+CONFLICTS = PREFIX + "conflicts"  # set of references whose record carries a provider conflict
 
 # Record fields: RefundRecord attribute -> hash field.
 _FIELDS = {
@@ -75,6 +77,12 @@ _FIELDS = {
     "status_info": "sinfo",
     "last_error": "err",
     "key_generation": "gen",
+    "provider_refund_address": "paddr",
+    "provider_transaction_id": "ptxn",
+    "provider_seen_at": "pseen",
+    "approved_by": "apby",
+    "approved_at": "apat",
+    "conflict": "conf",
 }
 
 TimerAction = Literal["keep", "set", "clear"]
@@ -208,7 +216,9 @@ def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
                 HistoryEntry(h["at"], h["from"], h["to"], h["reason"], h.get("actor", "pipeline"))
             )
     err = opt("last_error")
+    conf = opt("conflict")
     pstatus = opt("provider_status")
+    seen, approved_at = opt("provider_seen_at"), opt("approved_at")
     return RefundRecord(
         client_reference=ref,
         state=State(raw["state"]),
@@ -233,6 +243,12 @@ def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
         status_info=opt("status_info"),
         last_error=json.loads(err) if err else None,
         key_generation=int(raw.get("gen", 0)),
+        provider_refund_address=opt("provider_refund_address"),
+        provider_transaction_id=opt("provider_transaction_id"),
+        provider_seen_at=float(seen) if seen is not None else None,
+        approved_by=opt("approved_by"),
+        approved_at=float(approved_at) if approved_at is not None else None,
+        conflict=json.loads(conf) if conf else None,
         history=tuple(history),
     )
 
@@ -403,6 +419,25 @@ class Ledger:
         scores = pipe.execute()
         ordered = [r for _, r in sorted(zip(scores, members, strict=True), key=lambda p: p[0] or 0)]
         return ordered if limit is None else ordered[:limit]
+
+    def flag_conflict(self, ref: str) -> None:
+        """List ``ref`` among the conflicted refunds (before its record is marked, so a crash in
+        between lists a record without a mark rather than hiding a mark)."""
+        self.redis.sadd(CONFLICTS, ref)
+
+    def conflicted(self) -> list[str]:
+        """References whose provider news contradicted a final state, oldest first."""
+        members = cast(set[str], self.redis.smembers(CONFLICTS))
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in members:
+            pipe.zscore(ALL, ref)
+        scores = pipe.execute()
+        return [r for _, r in sorted(zip(scores, members, strict=True), key=lambda p: p[0] or 0)]
+
+    def conflict_count(self) -> int:
+        return int(self.redis.scard(CONFLICTS))
 
     def counts(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

@@ -275,9 +275,21 @@ def test_duplicate_reordered_and_replayed_webhooks_change_nothing_after_the_firs
     older = {**final, "notificationId": prefix + "n2", "data": {**final["data"], "status": 2}}
     assert web.hook(older).json()["outcome"] == "stale"  # reordered: an older update
     failed = {**final, "notificationId": prefix + "n4", "data": {**final["data"], "status": 4}}
-    assert web.hook(failed).json()["state"] == "completed"  # final is sticky
+    answer = web.hook(failed).json()
+    assert (answer["state"], answer["outcome"]) == ("completed", "contradiction")  # final is sticky
     after = web.ledger.get(ref)
-    assert after.version == done.version and after.state == State.COMPLETED
+    assert after.version == done.version + 1 and after.state == State.COMPLETED
+    assert after.txn_hash == "0xfeed"
+    assert after.conflict is not None
+    assert after.conflict["kind"] == "failed_after_completed"
+    assert after.conflict["providerStatus"] == 4
+    assert after.conflict["source"] == "webhook"
+    assert ref in web.ledger.conflicted()
+    listed = web.http.get(
+        web.url + "/refunds", params={"conflicts": "true", "limit": 500}, headers=KEY, timeout=5
+    ).json()
+    assert ref in [r["clientReference"] for r in listed["items"]]
+    assert all(r["conflict"] is not None for r in listed["items"])
 
 
 def test_forged_stale_malformed_and_oversized_webhooks_touch_nothing(web: Web, prefix: str) -> None:
@@ -488,8 +500,20 @@ def test_a_webhook_naming_another_refund_id_is_not_adopted(web: Web, prefix: str
     before = web.ledger.get(ref)
     answer = web.hook(_event(ref, 3, prefix + "oid1", cryptoRefundId="CRXOTHER", txnHash="0xo"))
     assert answer.json()["outcome"] == "mismatch"
+    # Stopped for a human with both ids (issue 10, case 3); the other id and hash never adopted.
     after = web.ledger.get(ref)
-    assert (after.version, after.crypto_refund_id, after.txn_hash) == (before.version, rid, None)
+    assert (after.state, after.crypto_refund_id, after.txn_hash) == (
+        State.NEEDS_ATTENTION,
+        rid,
+        None,
+    )
+    assert after.version == before.version + 1
+    assert after.last_error is not None
+    assert (after.last_error["code"], after.last_error["ours"], after.last_error["theirs"]) == (
+        "PROVIDER_MISMATCH",
+        rid,
+        "CRXOTHER",
+    )
 
 
 def test_healthz_metrics_and_openapi(web: Web) -> None:

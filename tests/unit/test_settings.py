@@ -8,6 +8,7 @@ import pytest
 
 from config.settings import load_settings
 from refunds.errors import ConfigError
+from refunds.policy import Policy
 
 PROD = {
     "MCE_BASE_URL": "https://mce.example/",
@@ -66,7 +67,7 @@ def test_poll_schedule_from_a_comma_list_and_bounds(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "0.5, 1,2")
     s = load_settings()
     assert s.poll_schedule == [0.5, 1.0, 2.0]
-    assert [s.poll_delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 2.0, 2.0]
+    assert [Policy.from_settings(s).poll_delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 2.0, 2.0]
     monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "5,600")  # timers, not countdowns: allowed
     assert load_settings().poll_schedule == [5.0, 600.0]
     monkeypatch.setenv("REFUNDS_POLL_SCHEDULE", "5,7200")

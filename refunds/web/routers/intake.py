@@ -88,8 +88,12 @@ def list_refunds(
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    conflicts: bool = False,
 ) -> Any:
     refs = context.ledger.references(state)
+    if conflicts:  # only refunds whose provider news contradicted a final state
+        marked = set(context.ledger.conflicted())
+        refs = [r for r in refs if r in marked]
     page = refs[cursor : cursor + limit]
     nxt = cursor + limit if cursor + limit < len(refs) else None
     return RefundPage(

@@ -1,0 +1,72 @@
+"""Domain rules the operators tune: the approval hold, how often refunds are read, read-lag grace.
+
+Settings carry only the raw values (``REFUNDS_APPROVAL_THRESHOLDS``, ``REFUNDS_POLL_SCHEDULE``,
+``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``); what they mean lives here, so
+the decision function (``refunds.decisions``) and the operator actions apply one rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from config.settings import Settings
+
+
+def exact_amount(value: Any) -> Decimal | None:
+    """``value`` as an exact, finite Decimal, or None (missing, unparsable, NaN, infinite).
+
+    Floats are refused: by the time a float exists, ``1000.000000000000000001`` is ``1000.0``.
+    """
+    if value is None or isinstance(value, bool | float):
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The approval thresholds (currency -> Decimal) and the read schedule, in seconds."""
+
+    approval_thresholds: Mapping[str, Decimal] = field(default_factory=dict)
+    poll_schedule: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+    held_poll_seconds: float = 3600.0
+    lease_seconds: float = 90.0
+    not_found_grace_seconds: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            approval_thresholds={k.upper(): v for k, v in settings.approval_thresholds.items()},
+            poll_schedule=tuple(settings.poll_schedule),
+            held_poll_seconds=settings.held_poll_seconds,
+            lease_seconds=settings.lease_seconds,
+            not_found_grace_seconds=settings.not_found_grace_seconds,
+        )
+
+    def needs_approval(self, amount: Any, currency: str | None) -> bool:
+        """Whether Confirm waits for an operator. Fails closed.
+
+        Without thresholds nothing is held. With thresholds: an empty or unknown currency is held
+        (the provider did not say what it refunds, or it is a currency nobody set a limit for), so
+        is a missing, negative, non-finite or unparsable amount; otherwise the amount is held when
+        it exceeds the currency's threshold, compared as exact Decimals.
+        """
+        if not self.approval_thresholds:
+            return False
+        key = (currency or "").strip().upper()
+        if key not in self.approval_thresholds:
+            return True
+        number = exact_amount(amount)
+        if number is None or number.is_signed():  # "-0.00" too
+            return True
+        return number > self.approval_thresholds[key]
+
+    def poll_delay(self, polls_done: int) -> float:
+        """Delay before the next Get, given how many Gets this refund has had (last repeats)."""
+        return float(self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)])
