@@ -37,7 +37,9 @@ import requests
 from bench.common import Figure, Plan, Result, at_most, chunks, intents, percentile, refs
 from bench.procstats import sample
 from bench.stack import BenchStack, sandbox_config
-from devstack.localstack import Child, free_port, wait_until
+from devstack.processes import Child, free_port
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.wait import wait_until
 from refunds import steps
 from refunds.context import Context
 from refunds.mce.schemas import RefundData
@@ -121,12 +123,7 @@ def _start_preloaded(stack: BenchStack, names: list[str]) -> tuple[Child, str, f
     started = time.monotonic()
     child = Child("preloaded-sandbox", args, stack.logdir / "preloaded-sandbox.log").start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(url + "/sandbox/healthz", timeout=1).ok,
-        600,
-        "preloaded sandbox",
-        child,
-    )
+    wait_until(SandboxAdmin(url).healthy, 600, what="preloaded sandbox", child=child)
     seconds = time.monotonic() - started
     _ANSWERS.clear()
     _BY_ID.clear()
