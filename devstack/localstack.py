@@ -4,6 +4,8 @@ New code imports ``devstack.processes`` (starters), ``devstack.wait`` (readiness
 ``devstack.stack`` (``LocalStack``, the composition with teardown).
 """
 
+from collections.abc import Callable
+
 from devstack.processes import (
     Child,
     celery_command,
@@ -18,7 +20,15 @@ from devstack.processes import (
     start_worker,
     wait_for_worker,
 )
-from devstack.wait import wait_until
+from devstack.wait import Watched
+from devstack.wait import wait_until as _wait_until
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float, what: str, child: Watched | None = None
+) -> None:
+    """The old argument order (``what`` third); new code calls ``devstack.wait.wait_until``."""
+    _wait_until(check, timeout, what=what, child=child)
 
 __all__ = [
     "Child",

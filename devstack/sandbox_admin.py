@@ -16,6 +16,7 @@ import requests
 # A prefix no clientReference starts with: counters without the per-reference effects (one entry
 # per refund, which a benchmark of thousands does not want to download).
 NO_EFFECTS = "\x00"
+FLAG_CHUNK = 10_000
 
 
 class SandboxAdmin:
@@ -62,8 +63,10 @@ class SandboxAdmin:
     def config(self) -> Any:
         return self._get("/sandbox/config")
 
-    def flag(self, txn_ids: Iterable[str], chunk: int = 10_000, **fields: Any) -> None:
-        """Make payments refundable (``fields``: amount, currency, outcome...), ``chunk`` a post."""
+    def flag(self, txn_ids: Iterable[str], **fields: Any) -> None:
+        """Make payments refundable (``fields``: amount, currency, outcome...), in posts of
+        ``FLAG_CHUNK`` (a benchmark flags hundreds of thousands)."""
+        chunk = FLAG_CHUNK
         batch: list[dict[str, Any]] = []
         for txn in txn_ids:
             batch.append({"originalTransactionType": 1, "originalTransactionId": txn, **fields})

@@ -19,7 +19,7 @@ import redis
 
 from config.settings import Settings, load_settings
 from devstack.processes import Child
-from devstack.sandbox_admin import SandboxAdmin
+from devstack.sandbox_admin import SandboxAdmin as SandboxAdmin  # noqa: PLC0414 - re-export
 from devstack.stack import LocalStack
 from devstack.wait import wait_until
 from refunds.models import FINAL_STATES, RefundRecord
