@@ -39,19 +39,13 @@ from typing import Any, cast
 import redis
 
 from config.settings import load_settings
-from devstack.localstack import (
-    Child,
-    free_port,
-    start_beat,
-    start_redis,
-    start_sandbox,
-    start_worker,
-    wait_for_worker,
-)
+from devstack.processes import Child, free_port, wait_for_worker
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.stack import LocalStack
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed
 from refunds.producer import Producer
 from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
-from tests.conftest import TEST_ENV, SandboxAdmin
+from tests.conftest import SANDBOX_TEST_CONFIG, TEST_ENV
 
 FINAL = frozenset(str(s) for s in FINAL_STATES)
 SETTLED = FINAL | {str(State.NEEDS_ATTENTION)}  # nothing more will happen without a human
@@ -146,37 +140,48 @@ class Restart:
 
 
 class ChaosStack:
-    """Redis, the sandbox, worker slots and beat, each restartable; a small supervisor."""
+    """Redis, the sandbox, worker slots and beat, each restartable; a small supervisor.
+
+    The processes are a ``devstack.stack.LocalStack``'s; this adds what only chaos needs: Redis on
+    a fixed port and directory (restartable from its AOF), worker slots refilled after kills, and
+    a supervisor's restarts.
+    """
 
     def __init__(self, workdir: Path, plan: ChaosPlan, seed: int, clock: Callable[[], float]):
+        self.local = LocalStack(workdir, base_env={**TEST_ENV, **plan.env})
         self.workdir = workdir
-        self.logdir = workdir / "logs"
-        self.redis_dir = workdir / "redis"
+        self.logdir = self.local.logdir
         self.redis_port = free_port()
         self.plan = plan
         self.seed = seed
         self.clock = clock
-        self.redis: Child | None = None
-        self.redis_url = ""
-        self.sandbox: Child | None = None
-        self.sandbox_url = ""
-        self.env: dict[str, str] = {}
         self.workers: dict[int, Child] = {}
-        self.beat: Child | None = None
         self._serial = itertools.count(1)
         self._dead_since: dict[str, float] = {}
 
+    @property
+    def redis(self) -> Child | None:
+        return self.local.redis
+
+    @property
+    def redis_url(self) -> str:
+        return self.local.redis_url
+
+    @property
+    def sandbox_url(self) -> str:
+        return self.local.sandbox_url
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.local.env
+
+    @property
+    def beat(self) -> Child | None:
+        return self.local.beat
+
     def start(self) -> None:
-        self.redis, self.redis_url = start_redis(self.redis_dir, self.redis_port)
-        self.sandbox, self.sandbox_url = start_sandbox(
-            self.logdir, extra_args=["--seed", str(self.seed)]
-        )
-        self.env = {
-            **TEST_ENV,
-            **self.plan.env,
-            "REDIS_URL": self.redis_url,
-            "MCE_BASE_URL": self.sandbox_url,
-        }
+        self.local.start_redis(self.redis_port)
+        self.local.start_sandbox(extra_args=["--seed", str(self.seed)])
         for slot in range(self.plan.workers):
             self.start_worker(slot)
         for child in self.workers.values():
@@ -186,13 +191,12 @@ class ChaosStack:
     def start_worker(self, slot: int) -> Child:
         # A new log file per incarnation, so "ready." in it is this process's own.
         name = f"worker{slot}-{next(self._serial)}"
-        child = start_worker(self.logdir, self.env, name=name, concurrency=self.plan.concurrency)
+        child = self.local.start_worker(name, concurrency=self.plan.concurrency, wait=None)
         self.workers[slot] = child
         return child
 
     def start_beat(self) -> Child:
-        self.beat = start_beat(self.logdir, self.env, name=f"beat-{next(self._serial)}")
-        return self.beat
+        return self.local.start_beat(name=f"beat-{next(self._serial)}")
 
     def live_workers(self) -> list[int]:
         return sorted(slot for slot, child in self.workers.items() if child.alive)
@@ -203,8 +207,8 @@ class ChaosStack:
 
     def restart_redis(self) -> None:
         """Same port, same directory: Redis replays its AOF before it answers PING."""
-        self.redis, url = start_redis(self.redis_dir, self.redis_port)
-        assert url == self.redis_url
+        url = self.redis_url
+        assert self.local.start_redis(self.redis_port) == url
 
     def supervise(self, planned_down: set[int]) -> list[Restart]:
         """Restart Celery processes that died on their own (not the ones we killed)."""
@@ -236,11 +240,7 @@ class ChaosStack:
         return {p.name: p.read_text(errors="replace") for p in sorted(self.logdir.glob(pattern))}
 
     def stop(self) -> None:
-        children = [*self.workers.values(), self.beat, self.sandbox, self.redis]
-        for child in children:
-            if child is not None:
-                with contextlib.suppress(Exception):
-                    child.stop(timeout=5)
+        self.local.stop()
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -448,7 +448,7 @@ class ChaosRun:
         assert settings.lease_seconds == float(stack.env["REFUNDS_LEASE_SECONDS"])
         self.ledger = Ledger.from_url(stack.redis_url)
         self.producer = Producer(settings, ledger=self.ledger)
-        self.admin = SandboxAdmin(stack.sandbox_url)
+        self.admin = SandboxAdmin(stack.sandbox_url, defaults=SANDBOX_TEST_CONFIG)
         read_timeout = float(stack.env["REFUNDS_HTTP_READ_TIMEOUT"])
         self.admin.reset(**fault_config(read_timeout))
         refs = self.report.refs
