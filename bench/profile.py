@@ -164,7 +164,7 @@ def _run_flow(stack: BenchStack, flow: str, n: int, rate: int, outdir: Path) -> 
         bare.app.conf.broker_url = stack.redis_url
         for ref in names:
             bare.create.apply_async((ref, txn_id(ref)))
-        client = stack.redis()
+        client = stack.client()
         wait_until(lambda: int(client.get(bare.DONE_KEY) or 0) >= n, 600, what="bare final")
     seconds = time.monotonic() - started
     files = _stop(spies)

@@ -11,13 +11,14 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from config.settings import Settings, load_settings
 from devstack.processes import Child, wait_for_worker
+from devstack.sandbox_admin import SandboxAdmin
 from devstack.stack import LocalStack
 
 # Timings for every pipeline benchmark (production defaults otherwise): a quick scheduler tick and
@@ -36,66 +37,30 @@ def provider_calls(counters: dict[str, Any]) -> dict[str, int]:
     return {op: int(n) for op, n in counters["calls"].items()}
 
 
-class BenchStack:
+@dataclass
+class BenchStack(LocalStack):
     """One Redis and one sandbox for the whole run; workers and beat per benchmark.
 
     A ``LocalStack`` in a temporary directory (removed by ``close`` unless ``keep``).
     """
 
-    def __init__(self, local: LocalStack, keep: bool = False) -> None:
-        self.local = local
-        self.keep = keep
-        self.admin = local.admin(timeout=60)
+    keep: bool = False
+
+    @cached_property
+    def admin(self) -> SandboxAdmin:
+        """The sandbox's admin API, with a minute for the big payment lists benchmarks flag."""
+        return self.sandbox_admin(timeout=60)
 
     @classmethod
     def start(cls, keep: bool = False) -> BenchStack:
-        local = LocalStack(Path(tempfile.mkdtemp(prefix="refunds-bench-")))
+        stack = cls(Path(tempfile.mkdtemp(prefix="refunds-bench-")), keep=keep)
         try:
-            local.start_redis(appendonly=False)
-            local.start_sandbox()
+            stack.start_redis(appendonly=False)
+            stack.start_sandbox()
         except BaseException:
-            local.stop()
+            stack.stop()
             raise
-        return cls(local, keep)
-
-    @property
-    def workdir(self) -> Path:
-        return self.local.workdir
-
-    @property
-    def logdir(self) -> Path:
-        return self.local.logdir
-
-    @property
-    def redis_url(self) -> str:
-        return self.local.redis_url
-
-    @property
-    def sandbox_url(self) -> str:
-        return self.local.sandbox_url
-
-    @property
-    def redis_child(self) -> Child:
-        if self.local.redis is None:
-            raise RuntimeError("the bench stack has no redis (not started)")
-        return self.local.redis
-
-    @property
-    def sandbox_child(self) -> Child:
-        if self.local.sandbox is None:
-            raise RuntimeError("the bench stack has no sandbox (not started)")
-        return self.local.sandbox
-
-    @property
-    def workers(self) -> list[Child]:
-        return self.local.workers
-
-    @property
-    def beat(self) -> Child | None:
-        return self.local.beat
-
-    def redis(self, decode: bool = True) -> redis.Redis:
-        return self.local.client(decode)
+        return stack
 
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(
@@ -103,12 +68,7 @@ class BenchStack:
         )
 
     def pipeline_env(self, **extra: str) -> dict[str, str]:
-        return {
-            **PIPELINE_ENV,
-            "REDIS_URL": self.redis_url,
-            "MCE_BASE_URL": self.sandbox_url,
-            **extra,
-        }
+        return {**PIPELINE_ENV, **self.env, **extra}
 
     def bare_env(self, events: bool, poll_schedule: str) -> dict[str, str]:
         return {
@@ -125,7 +85,7 @@ class BenchStack:
     ) -> list[Child]:
         first = len(self.workers) + 1
         started = [
-            self.local.start_worker(
+            self.start_worker(
                 f"{name}{first + i}", concurrency=concurrency, env=env, wait=None, **kw
             )
             for i in range(count)
@@ -139,7 +99,7 @@ class BenchStack:
     ) -> list[Child]:
         started = self._start_workers(count, concurrency, env)
         if beat:
-            self.local.start_beat(f"beat{len(self.workers)}", env)
+            self.start_beat(f"beat{len(self.workers)}", env)
         return started
 
     def start_bare_workers(self, count: int, concurrency: int, env: dict[str, str]) -> list[Child]:
@@ -157,21 +117,18 @@ class BenchStack:
     def worker_pids(self) -> list[int]:
         return [c.proc.pid for c in self.workers if c.proc is not None and c.alive]
 
-    def stop_celery(self) -> None:
-        self.local.stop_celery()
-
     def clean(self, **sandbox_config: Any) -> None:
         """Stop workers and beat, empty Redis, reset the sandbox: the next benchmark starts cold."""
         self.stop_celery()
-        self.redis().flushall()
+        self.client().flushall()
         self.admin.reset(**sandbox_config)
         time.sleep(0.2)
 
     def redis_info(self, section: str) -> dict[str, Any]:
-        return dict(self.redis().info(section))
+        return dict(self.client().info(section))
 
     def close(self) -> None:
-        self.local.stop()
+        self.stop()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -60,7 +60,7 @@ class FlowRun:
 
 
 def _commandstats(stack: BenchStack) -> dict[str, int]:
-    stats = stack.redis().info("commandstats")
+    stats = stack.client().info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
@@ -74,8 +74,8 @@ def _plus(counts: dict[str, int], name: str, extra: int) -> dict[str, int]:
 
 
 def _other_cpu(stack: BenchStack) -> tuple[float, float]:
-    s = sample([stack.sandbox_child.proc.pid]) if stack.sandbox_child.proc else None
-    r = sample([stack.redis_child.proc.pid]) if stack.redis_child.proc else None
+    s = sample([stack.sandbox.proc.pid]) if stack.sandbox and stack.sandbox.proc else None
+    r = sample([stack.redis.proc.pid]) if stack.redis and stack.redis.proc else None
     return (s.cpu if s else 0.0, r.cpu if r else 0.0)
 
 
@@ -154,7 +154,7 @@ def run_bare(
     stack.admin.flag(txn_id(r) for r in names)
     env = stack.bare_env(events=events, poll_schedule=PIPELINE_ENV["REFUNDS_POLL_SCHEDULE"])
     stack.start_bare_workers(workers, concurrency, env)
-    client = stack.redis()
+    client = stack.client()
     # The producer side of the bare flow: the bench process sends the create tasks itself.
     bare.app.conf.broker_url = stack.redis_url
     bare.app.conf.worker_send_task_events = events

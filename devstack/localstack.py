@@ -30,6 +30,7 @@ def wait_until(
     """The old argument order (``what`` third); new code calls ``devstack.wait.wait_until``."""
     _wait_until(check, timeout, what=what, child=child)
 
+
 __all__ = [
     "Child",
     "celery_command",

@@ -85,7 +85,8 @@ class LocalStack:
         )
         return self.sandbox_url
 
-    def admin(self, **kwargs: Any) -> SandboxAdmin:
+    def sandbox_admin(self, **kwargs: Any) -> SandboxAdmin:
+        """A client of this stack's sandbox admin API (``kwargs``: ``defaults``, ``timeout``)."""
         return SandboxAdmin(self.sandbox_url, **kwargs)
 
     def client(self, decode: bool = True) -> Redis:

@@ -139,67 +139,45 @@ class Restart:
     last_error: str
 
 
-class ChaosStack:
+class ChaosStack(LocalStack):
     """Redis, the sandbox, worker slots and beat, each restartable; a small supervisor.
 
-    The processes are a ``devstack.stack.LocalStack``'s; this adds what only chaos needs: Redis on
-    a fixed port and directory (restartable from its AOF), worker slots refilled after kills, and
-    a supervisor's restarts.
+    A ``devstack.stack.LocalStack`` with what only chaos needs: Redis on a fixed port and
+    directory (restartable from its AOF), worker ``slots`` refilled after kills (``workers`` keeps
+    every incarnation, for the teardown), and a supervisor's restarts.
     """
 
     def __init__(self, workdir: Path, plan: ChaosPlan, seed: int, clock: Callable[[], float]):
-        self.local = LocalStack(workdir, base_env={**TEST_ENV, **plan.env})
-        self.workdir = workdir
-        self.logdir = self.local.logdir
+        super().__init__(workdir, base_env={**TEST_ENV, **plan.env})
         self.redis_port = free_port()
         self.plan = plan
         self.seed = seed
         self.clock = clock
-        self.workers: dict[int, Child] = {}
+        self.slots: dict[int, Child] = {}
         self._serial = itertools.count(1)
         self._dead_since: dict[str, float] = {}
 
-    @property
-    def redis(self) -> Child | None:
-        return self.local.redis
-
-    @property
-    def redis_url(self) -> str:
-        return self.local.redis_url
-
-    @property
-    def sandbox_url(self) -> str:
-        return self.local.sandbox_url
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.local.env
-
-    @property
-    def beat(self) -> Child | None:
-        return self.local.beat
-
     def start(self) -> None:
-        self.local.start_redis(self.redis_port)
-        self.local.start_sandbox(extra_args=["--seed", str(self.seed)])
+        self.start_redis(self.redis_port)
+        self.start_sandbox(extra_args=["--seed", str(self.seed)])
         for slot in range(self.plan.workers):
-            self.start_worker(slot)
-        for child in self.workers.values():
+            self.start_slot(slot)
+        for child in self.slots.values():
             wait_for_worker(child)
-        self.start_beat()
+        self.restart_beat()
 
-    def start_worker(self, slot: int) -> Child:
+    def start_slot(self, slot: int) -> Child:
         # A new log file per incarnation, so "ready." in it is this process's own.
         name = f"worker{slot}-{next(self._serial)}"
-        child = self.local.start_worker(name, concurrency=self.plan.concurrency, wait=None)
-        self.workers[slot] = child
+        child = self.start_worker(name, concurrency=self.plan.concurrency, wait=None)
+        self.slots[slot] = child
         return child
 
-    def start_beat(self) -> Child:
-        return self.local.start_beat(name=f"beat-{next(self._serial)}")
+    def restart_beat(self) -> Child:
+        return self.start_beat(name=f"beat-{next(self._serial)}")
 
     def live_workers(self) -> list[int]:
-        return sorted(slot for slot, child in self.workers.items() if child.alive)
+        return sorted(slot for slot, child in self.slots.items() if child.alive)
 
     def kill_redis(self) -> None:
         assert self.redis is not None
@@ -208,18 +186,18 @@ class ChaosStack:
     def restart_redis(self) -> None:
         """Same port, same directory: Redis replays its AOF before it answers PING."""
         url = self.redis_url
-        assert self.local.start_redis(self.redis_port) == url
+        assert self.start_redis(self.redis_port) == url
 
     def supervise(self, planned_down: set[int]) -> list[Restart]:
         """Restart Celery processes that died on their own (not the ones we killed)."""
         done: list[Restart] = []
-        for slot, child in sorted(self.workers.items()):
+        for slot, child in sorted(self.slots.items()):
             if slot not in planned_down and self._due_restart(f"worker slot {slot}", child):
                 done.append(self._record(f"worker slot {slot}", child))
-                self.start_worker(slot)
+                self.start_slot(slot)
         if self.beat is not None and self._due_restart("beat", self.beat):
             done.append(self._record("beat", self.beat))
-            self.start_beat()
+            self.restart_beat()
         return done
 
     def _due_restart(self, what: str, child: Child) -> bool:
@@ -236,11 +214,8 @@ class ChaosStack:
         rc = child.proc.returncode if child.proc is not None else None
         return Restart(self.clock(), f"{what} ({child.name})", rc, last_failure(child.tail(40)))
 
-    def logs(self, pattern: str = "*.log") -> dict[str, str]:
+    def log_texts(self, pattern: str = "*.log") -> dict[str, str]:
         return {p.name: p.read_text(errors="replace") for p in sorted(self.logdir.glob(pattern))}
-
-    def stop(self) -> None:
-        self.local.stop()
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -537,7 +512,7 @@ class ChaosRun:
             for slot, at in sorted(restart_at.items()):
                 if t >= at:
                     del restart_at[slot]
-                    child = self.stack.start_worker(slot)
+                    child = self.stack.start_slot(slot)
                     self.log(f"started {child.name} in slot {slot}")
 
             if t >= next_revoke:
@@ -614,7 +589,7 @@ class ChaosRun:
         if not live:
             return
         slot = rng.choice(live)
-        child = self.stack.workers[slot]
+        child = self.stack.slots[slot]
         assert child.proc is not None
         pool = pool_pids(child.proc.pid)
         if pool and rng.random() < self.plan.pool_kill_share:
@@ -662,7 +637,7 @@ class ChaosRun:
         report.counters = self.admin.counters(report.prefix)
         report.problems = check_invariants(self.ledger, report)
         for kind in ("worker", "beat"):
-            texts = self.stack.logs(f"{kind}*.log").values()
+            texts = self.stack.log_texts(f"{kind}*.log").values()
             report.log_counts[f"{kind} 'broker lost'"] = sum(
                 t.count("Connection to broker lost") for t in texts
             )
@@ -704,7 +679,7 @@ class ChaosRun:
             )
         parts.append("--- timeline (last 40 events) ---")
         parts += [f"{at:8.2f}s  {text}" for at, text in report.events[-40:]]
-        for name, text in self.stack.logs().items():
+        for name, text in self.stack.log_texts().items():
             parts.append(f"--- {name} (last 8 lines) ---")
             parts += text.splitlines()[-8:]
         return "\n".join(parts)

@@ -60,9 +60,7 @@ def test_push_back_holds_every_caller(redis_db: str) -> None:
 
 
 @pytest.fixture
-def paced(
-    redis_db: str, env: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[str, Producer]]:
+def paced(redis_db: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Producer]]:
     """Two paced workers and beat on a database of their own, so the session's unpaced worker
     stays out."""
     url = redis_db

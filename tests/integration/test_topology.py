@@ -64,7 +64,7 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
                 f"MCE_BASE_URL=http://127.0.0.1:{sandbox_port}",
                 f"SANDBOX_PORT={sandbox_port}",
                 f"FLOWER_PORT={flower_port}",
-            f"WEB_PORT={web_port}",
+                f"WEB_PORT={web_port}",
                 "FLOWER_BASIC_AUTH=ops:test-password",
                 f"BEAT_SCHEDULE_FILE={tmp_path / 'beat-schedule'}",
                 "WORKER_CONCURRENCY=2",
@@ -113,13 +113,20 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
         settings = load_settings(profile="sandbox", redis_url=url, mce_base_url=base)
         producer = Producer(settings)
         for i, ref in enumerate(refs):
-            intent = {"originalTransactionType": 1, "originalTransactionId": f"tx-{ref}",
-                      "clientReference": ref}
+            intent = {
+                "originalTransactionType": 1,
+                "originalTransactionId": f"tx-{ref}",
+                "clientReference": ref,
+            }
             if i % 2:  # half through the Python API, half through the HTTP API
                 producer.submit(intent)
             else:
-                r = requests.post(web + "/refunds", json=intent, timeout=5,
-                                  headers={"X-API-Key": "sandbox-api-key"})
+                r = requests.post(
+                    web + "/refunds",
+                    json=intent,
+                    timeout=5,
+                    headers={"X-API-Key": "sandbox-api-key"},
+                )
                 assert r.status_code == 201, r.text
         records = wait_final(Ledger.from_url(url), refs, 60)
         assert {r.state for r in records} == {State.COMPLETED}
