@@ -37,7 +37,9 @@ import requests
 from bench.common import Figure, Plan, Result, at_most, chunks, intents, percentile, refs
 from bench.procstats import sample
 from bench.stack import BenchStack, sandbox_config
-from devstack.localstack import Child, free_port, wait_until
+from devstack.processes import Child, free_port
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.wait import wait_until
 from refunds import steps
 from refunds.context import Context
 from refunds.mce.schemas import RefundData
@@ -121,12 +123,7 @@ def _start_preloaded(stack: BenchStack, names: list[str]) -> tuple[Child, str, f
     started = time.monotonic()
     child = Child("preloaded-sandbox", args, stack.logdir / "preloaded-sandbox.log").start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(url + "/sandbox/healthz", timeout=1).ok,
-        600,
-        "preloaded sandbox",
-        child,
-    )
+    wait_until(SandboxAdmin(url).healthy, 600, what="preloaded sandbox", child=child)
     seconds = time.monotonic() - started
     _ANSWERS.clear()
     _BY_ID.clear()
@@ -186,7 +183,7 @@ def _layout_cost(r: redis.Redis, rows: list[_Row], layout: str) -> float:
 
 def _memory_details(stack: BenchStack, names: list[str], n: int) -> dict[str, Any]:
     """Where the bytes of one in-flight refund go, and what another layout would take."""
-    r = stack.redis()
+    r = stack.client()
     picks = random.Random(7).sample(names, min(2000, len(names)))
     pipe = r.pipeline(transaction=False)
     for ref in picks:
@@ -284,7 +281,7 @@ def inflight(stack: BenchStack, plan: Plan) -> Result:
     pop = _populate_all(stack, plan)
     try:
         # Nothing due while the workers start; then the steady spread.
-        client = stack.redis()
+        client = stack.client()
         far = time.time() + 3600
         for part in chunks(pop.names, 10_000):
             client.zadd(TIMERS, dict.fromkeys(part, far), xx=True)
@@ -545,7 +542,7 @@ def _poll_lags(
     stack: BenchStack, names: list[str], due: dict[str, float], end: float
 ) -> dict[str, Any]:
     """Per refund due inside the window: when its poll was written, minus its due time."""
-    r = stack.redis()
+    r = stack.client()
     candidates = [ref for ref in names if due[ref] <= end - 2.0]
     lags: list[float] = []
     unpolled = twice = 0

@@ -18,6 +18,7 @@ from bench.common import Figure, Plan, Result, chunks, intents, refs, txn_id
 from bench.procstats import sample
 from bench.stack import BenchStack, sandbox_config
 from config.celery import PROVIDER_QUEUE, TIMERS_QUEUE
+from devstack.sandbox_admin import NO_EFFECTS
 from refunds.ops.counters import Stats
 from refunds.producer import Producer
 from refunds.store.ledger import TIMERS, Ledger
@@ -53,7 +54,7 @@ def _run_one(stack: BenchStack, plan: Plan, workers: int) -> dict[str, Any]:
 
     def sampler() -> None:
         while not stop.is_set():
-            c = admin.counters()
+            c = admin.counters(NO_EFFECTS)
             samples.append((time.monotonic(), _total_calls(c), int(c["faults"]["rate_limited"])))
             stop.wait(0.5)
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import bare
-from bench.common import chunks, intents, refs, txn_id, wait_for
+from bench.common import chunks, intents, refs, txn_id
 from bench.stack import PIPELINE_ENV, BenchStack, sandbox_config
 from bench.throughput import PROCESSING_SECONDS
+from devstack.wait import wait_until
 from refunds.producer import Producer
 from refunds.store.ledger import Ledger
 
@@ -158,13 +159,13 @@ def _run_flow(stack: BenchStack, flow: str, n: int, rate: int, outdir: Path) -> 
         for part in chunks(intents(names), 1000):
             producer.submit_many(part)
         ledger = Ledger.from_url(stack.redis_url)
-        wait_for(lambda: ledger.counts().get("completed", 0) >= n, 600, "pipeline final")
+        wait_until(lambda: ledger.counts().get("completed", 0) >= n, 600, what="pipeline final")
     else:
         bare.app.conf.broker_url = stack.redis_url
         for ref in names:
             bare.create.apply_async((ref, txn_id(ref)))
-        client = stack.redis()
-        wait_for(lambda: int(client.get(bare.DONE_KEY) or 0) >= n, 600, "bare final")
+        client = stack.client()
+        wait_until(lambda: int(client.get(bare.DONE_KEY) or 0) >= n, 600, what="bare final")
     seconds = time.monotonic() - started
     files = _stop(spies)
     stack.stop_celery()

@@ -49,7 +49,7 @@ def submit(stack: BenchStack, plan: Plan) -> Result:
         for ref in names:
             bare.noop.apply_async((ref,), producer=pub)
     held_seconds = time.perf_counter() - started
-    queued = int(stack.redis().llen(bare.QUEUE))
+    queued = int(stack.client().llen(bare.QUEUE))
     stack.clean(**sandbox_config())
 
     pipeline_rate = n / pipeline_seconds

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench import bare
-from bench.common import Figure, Plan, Result, at_least, chunks, intents, refs, txn_id, wait_for
+from bench.common import Figure, Plan, Result, at_least, chunks, intents, refs, txn_id
 from bench.procstats import LoadMeter, sample
 from bench.stack import PIPELINE_ENV, BenchStack, provider_calls, sandbox_config
+from devstack.sandbox_admin import NO_EFFECTS
+from devstack.wait import wait_until
 from refunds.models import FINAL_STATES, State
 from refunds.ops.counters import Stats
 from refunds.producer import Producer
@@ -58,7 +60,7 @@ class FlowRun:
 
 
 def _commandstats(stack: BenchStack) -> dict[str, int]:
-    stats = stack.redis().info("commandstats")
+    stats = stack.client().info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
@@ -72,8 +74,8 @@ def _plus(counts: dict[str, int], name: str, extra: int) -> dict[str, int]:
 
 
 def _other_cpu(stack: BenchStack) -> tuple[float, float]:
-    s = sample([stack.sandbox_child.proc.pid]) if stack.sandbox_child.proc else None
-    r = sample([stack.redis_child.proc.pid]) if stack.redis_child.proc else None
+    s = sample([stack.sandbox.proc.pid]) if stack.sandbox and stack.sandbox.proc else None
+    r = sample([stack.redis.proc.pid]) if stack.redis and stack.redis.proc else None
     return (s.cpu if s else 0.0, r.cpu if r else 0.0)
 
 
@@ -90,7 +92,7 @@ def run_pipeline(
     batch = intents(names)
     time.sleep(1.0)  # beat's first ticks, pool processes idle
     before, other_before = sample(stack.celery_pids()), _other_cpu(stack)
-    counters_before = provider_calls(stack.admin.counters())
+    counters_before = stack.admin.calls()
     meter = LoadMeter()
     commands_before = _commandstats(stack)
     started = time.monotonic()
@@ -109,7 +111,7 @@ def run_pipeline(
 
     unfinished = 0
     try:
-        ended = wait_for(settled, timeout, "all pipeline refunds final")
+        ended = wait_until(settled, timeout, what="all pipeline refunds final")
     except TimeoutError:
         ended = time.monotonic()
         counts = ledger.counts()
@@ -118,7 +120,7 @@ def run_pipeline(
     foreign = meter.foreign_cores()
     # Less this script's own polling of the state counts (one SCARD per state per poll).
     commands = _delta(_commandstats(stack), _plus(commands_before, "scard", polls * len(State)))
-    counters = stack.admin.counters()
+    counters = stack.admin.counters(NO_EFFECTS)
     calls = {
         op: count - counters_before.get(op, 0) for op, count in provider_calls(counters).items()
     }
@@ -152,14 +154,14 @@ def run_bare(
     stack.admin.flag(txn_id(r) for r in names)
     env = stack.bare_env(events=events, poll_schedule=PIPELINE_ENV["REFUNDS_POLL_SCHEDULE"])
     stack.start_bare_workers(workers, concurrency, env)
-    client = stack.redis()
+    client = stack.client()
     # The producer side of the bare flow: the bench process sends the create tasks itself.
     bare.app.conf.broker_url = stack.redis_url
     bare.app.conf.worker_send_task_events = events
     bare.app.conf.task_send_sent_event = events
     time.sleep(1.0)
     before, other_before = sample(stack.celery_pids()), _other_cpu(stack)
-    counters_before = provider_calls(stack.admin.counters())
+    counters_before = stack.admin.calls()
     meter = LoadMeter()
     commands_before = _commandstats(stack)
     started = time.monotonic()
@@ -177,7 +179,7 @@ def run_bare(
 
     unfinished = 0
     try:
-        ended = wait_for(lambda: done() >= n, timeout, "all bare refunds final")
+        ended = wait_until(lambda: done() >= n, timeout, what="all bare refunds final")
     except TimeoutError:
         ended = time.monotonic()
         unfinished = n - done()
@@ -185,7 +187,7 @@ def run_bare(
     foreign = meter.foreign_cores()
     # Less this script's own polling of the completion counter (one GET per poll).
     commands = _delta(_commandstats(stack), _plus(commands_before, "get", polls))
-    counters = stack.admin.counters()
+    counters = stack.admin.counters(NO_EFFECTS)
     calls = {
         op: count - counters_before.get(op, 0) for op, count in provider_calls(counters).items()
     }

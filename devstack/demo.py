@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,8 +39,8 @@ from config.settings import (
     Settings,
     load_settings,
 )
-from devstack import localstack
-from devstack.localstack import Child
+from devstack.processes import free_port, redis_reachable, wait_for_worker
+from devstack.stack import LocalStack
 from refunds.cli.progress import RefundView, follow, make_console
 from refunds.errors import ConfigError
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State
@@ -93,47 +93,6 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-@dataclass
-class Stack:
-    """The child processes of one demo run, stopped in dependency order."""
-
-    workdir: Path
-    redis: Child | None = None
-    sandbox: Child | None = None
-    web: Child | None = None
-    workers: list[Child] = field(default_factory=list)
-    beat: Child | None = None
-
-    @property
-    def logdir(self) -> Path:
-        return self.workdir / "logs"
-
-    def children(self) -> list[Child]:
-        found = [self.redis, self.sandbox, self.web, *self.workers, self.beat]
-        return [c for c in found if c is not None]
-
-    def check_alive(self) -> None:
-        for child in self.children():
-            if not child.alive:
-                raise RuntimeError(f"{child.name} exited unexpectedly; see {child.log_path}")
-
-    def stop(self) -> None:
-        """Beat first (no new ticks), then workers (SIGTERM: warm shutdown finishes the current
-        step), then the sandbox, then Redis, which everything else talks to."""
-        if self.beat:
-            self.beat.stop(timeout=10)
-        if self.web:
-            self.web.stop(timeout=10)
-        for worker in self.workers:
-            worker.signal(signal.SIGTERM)
-        for worker in self.workers:
-            worker.stop(timeout=30)
-        if self.sandbox:
-            self.sandbox.stop(timeout=10)
-        if self.redis:
-            self.redis.stop(timeout=10)
-
-
 def run_demo(opts: DemoOptions) -> int:
     """Run the demo; returns the exit code (0 only if every refund completed)."""
     console = make_console(stderr=True)
@@ -144,12 +103,12 @@ def run_demo(opts: DemoOptions) -> int:
     checked = load_settings(
         **_settings_overrides(external or "redis://127.0.0.1:1/0", SANDBOX_BASE_URL)
     )
-    if external and not localstack.redis_reachable(external):
+    if external and not redis_reachable(external):
         raise ConfigError(
             f"REDIS_URL {checked.safe_summary()['redis_url']} is not reachable "
             "(unset it and the demo starts a private Redis)"
         )
-    stack = Stack(Path(tempfile.mkdtemp(prefix="refunds-demo-")))
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix="refunds-demo-")))
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     code = EXIT_FAILED
     try:
@@ -214,26 +173,25 @@ def _child_env(redis_url: str, sandbox_url: str) -> dict[str, str]:
 
 
 def _start(
-    opts: DemoOptions, stack: Stack, external: str | None, console: Console
+    opts: DemoOptions, stack: LocalStack, external: str | None, console: Console
 ) -> tuple[str, str, str]:
     """Redis (unless external), the web app, the sandbox (webhooks to the web app), workers and
     beat; returns the Redis, sandbox and web URLs once everything answers."""
     if external:
-        redis_url = external
+        stack.use_redis(external)
         console.print(
             "demo: using REDIS_URL (refunds and Celery queues go there; other workers "
             "on it would take demo tasks too)"
         )
     else:
-        stack.redis, redis_url = localstack.start_redis(stack.workdir / "redis", appendonly=False)
-        console.print(f"demo: private Redis at {redis_url}")
+        stack.start_redis(appendonly=False)
+        console.print(f"demo: private Redis at {stack.redis_url}")
+    redis_url = stack.redis_url
 
     sandbox_port = _port_or_free(opts.sandbox_port)
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = _child_env(redis_url, sandbox_url)
-    web_port = _port_or_free(opts.web_port)
-    web_url = f"http://127.0.0.1:{web_port}"
-    stack.web = localstack.start_web(stack.logdir, env, port=web_port)
+    web_url = stack.start_web(_port_or_free(opts.web_port), env)
     console.print(f"demo: HTTP API and webhook receiver at {web_url}")
 
     sandbox_config: dict[str, Any] = {
@@ -244,31 +202,23 @@ def _start(
         sandbox_config.update(
             webhook_url=f"{web_url}/webhooks/mce", webhook_secret=SANDBOX_WEBHOOK_SECRET
         )
-    stack.sandbox, sandbox_url = localstack.start_sandbox(
-        stack.logdir, port=sandbox_port, config_json=json.dumps(sandbox_config)
-    )
+    sandbox_url = stack.start_sandbox(sandbox_port, sandbox_config)
     console.print(f"demo: sandbox at {sandbox_url} {json.dumps(sandbox_config)}")
 
     for i in range(opts.workers):
-        stack.workers.append(
-            localstack.start_worker(
-                stack.logdir, env, name=f"worker{i + 1}", concurrency=opts.concurrency
-            )
-        )
-    stack.beat = localstack.start_beat(stack.logdir, env)
+        stack.start_worker(f"worker{i + 1}", concurrency=opts.concurrency, env=env, wait=None)
+    stack.start_beat(env=env)
     for worker in stack.workers:
-        localstack.wait_for_worker(worker, timeout=90)
+        wait_for_worker(worker, timeout=90)
     console.print(f"demo: {opts.workers} worker(s) x {opts.concurrency} and beat are up")
 
-    localstack.wait_until(
-        lambda: requests.get(f"{web_url}/healthz", timeout=1).ok, 60, "the web app", stack.web
-    )
+    stack.wait_for_web(60)
     return redis_url, sandbox_url, web_url
 
 
 def _run(
     opts: DemoOptions,
-    stack: Stack,
+    stack: LocalStack,
     external: str | None,
     *,
     console: Console,
@@ -282,9 +232,7 @@ def _run(
     redis_url, sandbox_url, web_url = _start(opts, stack, external, console)
 
     settings = load_settings(**_settings_overrides(redis_url, sandbox_url))
-    localstack.wait_until(
-        lambda: requests.get(f"{web_url}/healthz", timeout=1).ok, 60, "the web app", stack.web
-    )
+    stack.wait_for_web(60)
     refs = [f"{prefix}{i:0{len(str(opts.count))}d}" for i in range(1, opts.count + 1)]
     _flag_payments(sandbox_url, refs)
     run_started = time.time()
@@ -335,7 +283,7 @@ def _run(
     return code
 
 
-def _serve(console: Console, stack: Stack, web_url: str, sandbox_url: str, ref: str) -> None:
+def _serve(console: Console, stack: LocalStack, web_url: str, sandbox_url: str, ref: str) -> None:
     """Keep everything running for the README's curl examples, until Ctrl-C."""
     console.print(
         f"\ndemo: serving until Ctrl-C. HTTP API {web_url} (X-API-Key: sandbox-api-key), "
@@ -363,7 +311,7 @@ def _port_or_free(preferred: int) -> int:
         try:
             probe.bind(("127.0.0.1", preferred))
         except OSError:
-            return localstack.free_port()
+            return free_port()
     return preferred
 
 

@@ -8,25 +8,20 @@ the simulator over real HTTP.
 
 from __future__ import annotations
 
-import time
+import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+import redis
 
 from config.settings import Settings, load_settings
-from devstack.localstack import (
-    Child,
-    start_beat,
-    start_redis,
-    start_sandbox,
-    start_worker,
-    wait_for_worker,
-)
+from devstack.processes import Child
+from devstack.sandbox_admin import SandboxAdmin as SandboxAdmin  # noqa: PLC0414 - re-export
+from devstack.stack import LocalStack
+from devstack.wait import wait_until
 from refunds.models import FINAL_STATES, RefundRecord
 from refunds.producer import Producer
 from refunds.store.ledger import Ledger
@@ -57,90 +52,115 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_server(workdir: Path) -> Iterator[tuple[Child, str]]:
-    child, url = start_redis(workdir / "redis")
-    yield child, url
-    child.stop()
+def local_stack(workdir: Path) -> Iterator[LocalStack]:
+    """The session's Redis and sandbox (workers and beat come with ``stack_session``)."""
+    local = LocalStack(workdir, base_env=dict(TEST_ENV))
+    try:
+        local.start_redis()
+        local.start_sandbox()
+        yield local
+    finally:
+        local.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: tuple[Child, str]) -> str:
-    return redis_server[1]
-
-
-class SandboxAdmin:
-    """The simulator's admin API, as tests use it."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def _post(self, path: str, body: Any = None) -> Any:
-        r = self.http.post(self.url + path, json=body, timeout=5)
-        r.raise_for_status()
-        return r.json()
-
-    def reset(self, **config: Any) -> None:
-        self._post("/sandbox/reset", {**SANDBOX_TEST_CONFIG, **config})
-
-    def configure(self, **config: Any) -> Any:
-        return self._post("/sandbox/config", config)
-
-    def flag(self, txn_ids: list[str], **fields: Any) -> None:
-        payments = [
-            {"originalTransactionType": 1, "originalTransactionId": t, **fields} for t in txn_ids
-        ]
-        self._post("/sandbox/payments", {"payments": payments})
-
-    def revoke_tokens(self) -> None:
-        self._post("/sandbox/revoke-tokens")
-
-    def counters(self, prefix: str | None = None) -> Any:
-        params = {"prefix": prefix} if prefix else None
-        r = self.http.get(self.url + "/sandbox/counters", params=params, timeout=5)
-        r.raise_for_status()
-        return r.json()
+def redis_server(local_stack: LocalStack) -> tuple[Child, str]:
+    assert local_stack.redis is not None
+    return local_stack.redis, local_stack.redis_url
 
 
 @pytest.fixture(scope="session")
-def sandbox_server(workdir: Path) -> Iterator[tuple[Child, str]]:
-    child, url = start_sandbox(workdir / "logs")
-    yield child, url
-    child.stop()
+def redis_url(local_stack: LocalStack) -> str:
+    """Database 0 of the session's private Redis: the session's worker and beat use it."""
+    return local_stack.redis_url
+
+
+class RedisDatabases:
+    """Hands out the databases 1..15 of the session's private Redis, one user at a time.
+
+    Database 0 belongs to the session's worker and beat. A database is flushed when handed out and
+    when given back, so nothing (records, queued tasks, timers) crosses from one user to the next;
+    a test or module that needs Celery processes of its own points them at the URL it got, and the
+    session's worker never sees its tasks.
+    """
+
+    def __init__(self, base_url: str, count: int = 16) -> None:
+        self.base = base_url.rsplit("/", 1)[0]
+        self.free = list(range(1, count))
+        self.taken: set[str] = set()
+
+    def take(self) -> str:
+        """A fresh, empty database's URL (``redis://127.0.0.1:PORT/N``)."""
+        if not self.free:
+            raise RuntimeError(f"all {len(self.taken)} test databases are in use: {self.taken}")
+        url = f"{self.base}/{self.free.pop(0)}"
+        redis.Redis.from_url(url).flushdb()
+        self.taken.add(url)
+        return url
+
+    def give_back(self, url: str) -> None:
+        """Flush it (queued nudges must not outlive their test) and make it available again."""
+        self.taken.discard(url)
+        redis.Redis.from_url(url).flushdb()
+        self.free.insert(0, int(url.rsplit("/", 1)[1]))
+
+
+@pytest.fixture(scope="session")
+def redis_dbs(redis_url: str) -> RedisDatabases:
+    return RedisDatabases(redis_url)
 
 
 @pytest.fixture
-def sandbox(sandbox_server: tuple[Child, str]) -> SandboxAdmin:
-    admin = SandboxAdmin(sandbox_server[1])
+def redis_db(redis_dbs: RedisDatabases) -> Iterator[str]:
+    """A fresh database of the private Redis for one test; flushed again after it."""
+    url = redis_dbs.take()
+    yield url
+    redis_dbs.give_back(url)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(local_stack: LocalStack) -> tuple[Child, str]:
+    assert local_stack.sandbox is not None
+    return local_stack.sandbox, local_stack.sandbox_url
+
+
+@pytest.fixture
+def sandbox(local_stack: LocalStack) -> SandboxAdmin:
+    """The session's sandbox, reset for this test: its counters count from this test's start.
+
+    Effects (create/confirm counts) are per clientReference, so a test reads its own through its
+    ``prefix``; calls, responses and tokens are sandbox-wide, so a test that asserts on them
+    counts anything a process still running from an earlier test sends meanwhile.
+    """
+    admin = local_stack.sandbox_admin(defaults=SANDBOX_TEST_CONFIG)
     admin.reset()
     return admin
 
 
-@dataclass
 class Stack:
-    """Worker and beat processes pointed at the private Redis and the sandbox."""
+    """Worker and beat processes pointed at the private Redis and the sandbox (database 0)."""
 
-    logdir: Path
-    env: dict[str, str]
-    workers: list[Child] = field(default_factory=list)
-    beat: Child | None = None
-    _n: int = 0
+    def __init__(self, local: LocalStack) -> None:
+        self.local = local
+        self.env = local.env
+        self.logdir = local.logdir
+
+    @property
+    def workers(self) -> list[Child]:
+        return self.local.workers
+
+    @property
+    def beat(self) -> Child | None:
+        return self.local.beat
 
     def start_worker(self, concurrency: int = 4) -> Child:
-        self._n += 1
-        child = start_worker(
-            self.logdir, self.env, name=f"worker{self._n}", concurrency=concurrency
-        )
-        wait_for_worker(child)
-        self.workers.append(child)
-        return child
+        return self.local.start_worker(concurrency=concurrency)
 
     def start_beat(self) -> Child:
-        self.beat = start_beat(self.logdir, self.env)
-        return self.beat
+        return self.local.start_beat()
 
     def alive_workers(self) -> list[Child]:
-        return [w for w in self.workers if w.alive]
+        return self.local.alive_workers()
 
     def ensure_running(self) -> None:
         if not self.alive_workers():
@@ -149,21 +169,20 @@ class Stack:
             self.start_beat()
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logdir.glob("*.log"))
+        return self.local.logs()
 
     def stop(self) -> None:
-        for child in [*self.workers, *([self.beat] if self.beat else [])]:
-            child.stop()
+        self.local.stop_celery()
 
 
 @pytest.fixture(scope="session")
-def env(redis_url: str, sandbox_server: tuple[Child, str]) -> dict[str, str]:
-    return {**TEST_ENV, "REDIS_URL": redis_url, "MCE_BASE_URL": sandbox_server[1]}
+def env(local_stack: LocalStack) -> dict[str, str]:
+    return local_stack.env
 
 
 @pytest.fixture(scope="session")
-def stack_session(workdir: Path, env: dict[str, str]) -> Iterator[Stack]:
-    stack = Stack(workdir / "logs", env)
+def stack_session(local_stack: LocalStack) -> Iterator[Stack]:
+    stack = Stack(local_stack)
     stack.start_worker()
     stack.start_beat()
     yield stack
@@ -208,15 +227,17 @@ def wait_final(
     ledger: Ledger, refs: list[str], timeout: float = 60.0, stack: Stack | None = None
 ) -> list[RefundRecord]:
     """Wait until every reference is in a final state (or needs attention); return the records."""
-    deadline = time.monotonic() + timeout
     records: list[RefundRecord] = []
-    while time.monotonic() < deadline:
-        records = ledger.get_many(refs)
-        if len(records) == len(refs) and all(
+
+    def settled() -> bool:
+        records[:] = ledger.get_many(refs)
+        return len(records) == len(refs) and all(
             r.is_final or r.state == "needs_attention" for r in records
-        ):
-            return records
-        time.sleep(0.2)
+        )
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(settled, timeout, interval=0.2, what="all refunds final")
+        return records
     pending = {
         r.client_reference: str(r.state)
         for r in records

@@ -39,19 +39,13 @@ from typing import Any, cast
 import redis
 
 from config.settings import load_settings
-from devstack.localstack import (
-    Child,
-    free_port,
-    start_beat,
-    start_redis,
-    start_sandbox,
-    start_worker,
-    wait_for_worker,
-)
+from devstack.processes import Child, free_port, wait_for_worker
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.stack import LocalStack
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed
 from refunds.producer import Producer
 from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
-from tests.conftest import TEST_ENV, SandboxAdmin
+from tests.conftest import SANDBOX_TEST_CONFIG, TEST_ENV
 
 FINAL = frozenset(str(s) for s in FINAL_STATES)
 SETTLED = FINAL | {str(State.NEEDS_ATTENTION)}  # nothing more will happen without a human
@@ -145,57 +139,45 @@ class Restart:
     last_error: str
 
 
-class ChaosStack:
-    """Redis, the sandbox, worker slots and beat, each restartable; a small supervisor."""
+class ChaosStack(LocalStack):
+    """Redis, the sandbox, worker slots and beat, each restartable; a small supervisor.
+
+    A ``devstack.stack.LocalStack`` with what only chaos needs: Redis on a fixed port and
+    directory (restartable from its AOF), worker ``slots`` refilled after kills (``workers`` keeps
+    every incarnation, for the teardown), and a supervisor's restarts.
+    """
 
     def __init__(self, workdir: Path, plan: ChaosPlan, seed: int, clock: Callable[[], float]):
-        self.workdir = workdir
-        self.logdir = workdir / "logs"
-        self.redis_dir = workdir / "redis"
+        super().__init__(workdir, base_env={**TEST_ENV, **plan.env})
         self.redis_port = free_port()
         self.plan = plan
         self.seed = seed
         self.clock = clock
-        self.redis: Child | None = None
-        self.redis_url = ""
-        self.sandbox: Child | None = None
-        self.sandbox_url = ""
-        self.env: dict[str, str] = {}
-        self.workers: dict[int, Child] = {}
-        self.beat: Child | None = None
+        self.slots: dict[int, Child] = {}
         self._serial = itertools.count(1)
         self._dead_since: dict[str, float] = {}
 
     def start(self) -> None:
-        self.redis, self.redis_url = start_redis(self.redis_dir, self.redis_port)
-        self.sandbox, self.sandbox_url = start_sandbox(
-            self.logdir, extra_args=["--seed", str(self.seed)]
-        )
-        self.env = {
-            **TEST_ENV,
-            **self.plan.env,
-            "REDIS_URL": self.redis_url,
-            "MCE_BASE_URL": self.sandbox_url,
-        }
+        self.start_redis(self.redis_port)
+        self.start_sandbox(extra_args=["--seed", str(self.seed)])
         for slot in range(self.plan.workers):
-            self.start_worker(slot)
-        for child in self.workers.values():
+            self.start_slot(slot)
+        for child in self.slots.values():
             wait_for_worker(child)
-        self.start_beat()
+        self.restart_beat()
 
-    def start_worker(self, slot: int) -> Child:
+    def start_slot(self, slot: int) -> Child:
         # A new log file per incarnation, so "ready." in it is this process's own.
         name = f"worker{slot}-{next(self._serial)}"
-        child = start_worker(self.logdir, self.env, name=name, concurrency=self.plan.concurrency)
-        self.workers[slot] = child
+        child = self.start_worker(name, concurrency=self.plan.concurrency, wait=None)
+        self.slots[slot] = child
         return child
 
-    def start_beat(self) -> Child:
-        self.beat = start_beat(self.logdir, self.env, name=f"beat-{next(self._serial)}")
-        return self.beat
+    def restart_beat(self) -> Child:
+        return self.start_beat(name=f"beat-{next(self._serial)}")
 
     def live_workers(self) -> list[int]:
-        return sorted(slot for slot, child in self.workers.items() if child.alive)
+        return sorted(slot for slot, child in self.slots.items() if child.alive)
 
     def kill_redis(self) -> None:
         assert self.redis is not None
@@ -203,19 +185,19 @@ class ChaosStack:
 
     def restart_redis(self) -> None:
         """Same port, same directory: Redis replays its AOF before it answers PING."""
-        self.redis, url = start_redis(self.redis_dir, self.redis_port)
-        assert url == self.redis_url
+        url = self.redis_url
+        assert self.start_redis(self.redis_port) == url
 
     def supervise(self, planned_down: set[int]) -> list[Restart]:
         """Restart Celery processes that died on their own (not the ones we killed)."""
         done: list[Restart] = []
-        for slot, child in sorted(self.workers.items()):
+        for slot, child in sorted(self.slots.items()):
             if slot not in planned_down and self._due_restart(f"worker slot {slot}", child):
                 done.append(self._record(f"worker slot {slot}", child))
-                self.start_worker(slot)
+                self.start_slot(slot)
         if self.beat is not None and self._due_restart("beat", self.beat):
             done.append(self._record("beat", self.beat))
-            self.start_beat()
+            self.restart_beat()
         return done
 
     def _due_restart(self, what: str, child: Child) -> bool:
@@ -232,15 +214,8 @@ class ChaosStack:
         rc = child.proc.returncode if child.proc is not None else None
         return Restart(self.clock(), f"{what} ({child.name})", rc, last_failure(child.tail(40)))
 
-    def logs(self, pattern: str = "*.log") -> dict[str, str]:
+    def log_texts(self, pattern: str = "*.log") -> dict[str, str]:
         return {p.name: p.read_text(errors="replace") for p in sorted(self.logdir.glob(pattern))}
-
-    def stop(self) -> None:
-        children = [*self.workers.values(), self.beat, self.sandbox, self.redis]
-        for child in children:
-            if child is not None:
-                with contextlib.suppress(Exception):
-                    child.stop(timeout=5)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -448,7 +423,7 @@ class ChaosRun:
         assert settings.lease_seconds == float(stack.env["REFUNDS_LEASE_SECONDS"])
         self.ledger = Ledger.from_url(stack.redis_url)
         self.producer = Producer(settings, ledger=self.ledger)
-        self.admin = SandboxAdmin(stack.sandbox_url)
+        self.admin = SandboxAdmin(stack.sandbox_url, defaults=SANDBOX_TEST_CONFIG)
         read_timeout = float(stack.env["REFUNDS_HTTP_READ_TIMEOUT"])
         self.admin.reset(**fault_config(read_timeout))
         refs = self.report.refs
@@ -537,7 +512,7 @@ class ChaosRun:
             for slot, at in sorted(restart_at.items()):
                 if t >= at:
                     del restart_at[slot]
-                    child = self.stack.start_worker(slot)
+                    child = self.stack.start_slot(slot)
                     self.log(f"started {child.name} in slot {slot}")
 
             if t >= next_revoke:
@@ -614,7 +589,7 @@ class ChaosRun:
         if not live:
             return
         slot = rng.choice(live)
-        child = self.stack.workers[slot]
+        child = self.stack.slots[slot]
         assert child.proc is not None
         pool = pool_pids(child.proc.pid)
         if pool and rng.random() < self.plan.pool_kill_share:
@@ -662,7 +637,7 @@ class ChaosRun:
         report.counters = self.admin.counters(report.prefix)
         report.problems = check_invariants(self.ledger, report)
         for kind in ("worker", "beat"):
-            texts = self.stack.logs(f"{kind}*.log").values()
+            texts = self.stack.log_texts(f"{kind}*.log").values()
             report.log_counts[f"{kind} 'broker lost'"] = sum(
                 t.count("Connection to broker lost") for t in texts
             )
@@ -704,7 +679,7 @@ class ChaosRun:
             )
         parts.append("--- timeline (last 40 events) ---")
         parts += [f"{at:8.2f}s  {text}" for at, text in report.events[-40:]]
-        for name, text in self.stack.logs().items():
+        for name, text in self.stack.log_texts().items():
             parts.append(f"--- {name} (last 8 lines) ---")
             parts += text.splitlines()[-8:]
         return "\n".join(parts)

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from config.settings import Settings, load_settings
-from devstack.localstack import Child, free_port, start_beat, start_worker, wait_for_worker
+from devstack.processes import Child, free_port, start_beat, start_worker, wait_for_worker
 from refunds import actions
 from refunds.models import State
 from refunds.notify import ATTEMPTS, DEAD, notification_id
@@ -40,8 +39,6 @@ from tests.conftest import TEST_ENV, SandboxAdmin, wait_final
 from tests.integration import merchant_app
 
 REPO = Path(__file__).resolve().parents[2]
-TASK_DB = 9  # the session's stack uses 0, topology 1, pacing 2, secrets 3, operator 7 and 8
-HTTP_DB = 10
 SECRET = "merchant-callback-secret-for-tests"  # a test value, not a credential
 REFUSE_FIRST = 2  # the receiver answers 500 to this many requests, then 200
 
@@ -74,19 +71,17 @@ class Cluster:
 
 
 def _start(
-    redis_url: str,
+    url: str,
     env: dict[str, str],
     logdir: Path,
     *,
-    db: int,
     notify: dict[str, str],
     children: list[Child],
 ) -> Cluster:
-    """A pipeline worker and beat on database ``db``, with the notification settings ``notify``.
+    """A pipeline worker and beat on database ``url``, with the notification settings ``notify``.
 
     The processes go into ``children`` as they start, so the fixture stops whatever did start.
     """
-    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
     worker_env = {**env, "REDIS_URL": url, **notify}
     settings = load_settings(
         profile="sandbox",
@@ -98,10 +93,10 @@ def _start(
         **{k.removeprefix("REFUNDS_").lower(): v for k, v in notify.items()},
     )
     ledger = Ledger.from_url(url)
-    worker = start_worker(logdir, worker_env, name=f"notify{db}", concurrency=4)
+    worker = start_worker(logdir, worker_env, name=f"notify{url.rsplit('/', 1)[1]}", concurrency=4)
     children.append(worker)
     wait_for_worker(worker)
-    children.append(start_beat(logdir, worker_env, name=f"notify{db}-beat"))
+    children.append(start_beat(logdir, worker_env, name=f"notify{url.rsplit('/', 1)[1]}-beat"))
     return Cluster(url, settings, ledger, Producer(settings, ledger=ledger), children)
 
 
@@ -153,10 +148,9 @@ def start_merchant_worker(logdir: Path, broker_url: str) -> Child:
 
 @pytest.fixture
 def task_channel(
-    redis_url: str, env: dict[str, str], tmp_path: Path
+    redis_db: str, env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[Cluster, Child]]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{TASK_DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_db
     children: list[Child] = []
     try:
         merchant = start_merchant_worker(tmp_path, url)
@@ -166,7 +160,7 @@ def task_channel(
             "REFUNDS_NOTIFY_QUEUE": merchant_app.QUEUE,
         }
         yield (
-            _start(redis_url, env, tmp_path, db=TASK_DB, notify=notify, children=children),
+            _start(url, env, tmp_path, notify=notify, children=children),
             merchant,
         )
     finally:
@@ -264,16 +258,15 @@ class Receiver:
 
 @pytest.fixture
 def http_channel(
-    redis_url: str, env: dict[str, str], tmp_path: Path
+    redis_db: str, env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[Cluster, Receiver]]:
     receiver = Receiver(REFUSE_FIRST)
     receiver.thread.start()
-    redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{HTTP_DB}").flushdb()
     children: list[Child] = []
     try:
         notify = {"REFUNDS_CALLBACK_URL": receiver.url, "REFUNDS_CALLBACK_SECRET": SECRET}
         yield (
-            _start(redis_url, env, tmp_path, db=HTTP_DB, notify=notify, children=children),
+            _start(redis_db, env, tmp_path, notify=notify, children=children),
             receiver,
         )
     finally:

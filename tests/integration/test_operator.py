@@ -18,10 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis
 
 from config.settings import Settings, load_settings
-from devstack.localstack import Child, start_beat, start_worker, wait_for_worker
+from devstack.processes import Child, start_beat, start_worker, wait_for_worker
 from refunds import actions
 from refunds.context import build_context
 from refunds.errors import McePermanentError, OperatorActionError
@@ -30,11 +29,9 @@ from refunds.mce.contract import Code
 from refunds.models import RefundRecord, State
 from refunds.producer import Producer
 from refunds.store.ledger import OUTBOX, Ledger
-from tests.conftest import TEST_ENV, SandboxAdmin
+from tests.conftest import TEST_ENV, RedisDatabases, SandboxAdmin
 from tests.integration.test_pipeline import assert_history_follows_table
 
-DB = 7  # the session's stack uses 0, topology 1, pacing 2, secrets 3
-IDLE_DB = 8  # no worker, no beat: refunds stay "received"
 LEASE = 30.0
 THRESHOLDS = "USDT=100"
 ACTOR = "ops-alice"
@@ -78,11 +75,10 @@ def _settings(url: str, base_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def cluster(
-    redis_url: str, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    redis_dbs: RedisDatabases, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """A worker and beat with the approval policy, on their own database."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_dbs.take()
     logdir = tmp_path_factory.mktemp("operator-logs")
     worker_env = {
         **env,
@@ -101,18 +97,17 @@ def cluster(
     finally:
         for child in children:
             child.stop()
+        redis_dbs.give_back(url)
 
 
 @pytest.fixture
-def idle(redis_url: str, env: dict[str, str]) -> Iterator[Cluster]:
-    """A database nobody consumes: submitted refunds stay ``received`` until the test acts."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{IDLE_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    settings = _settings(url, env["MCE_BASE_URL"])
-    ledger = Ledger.from_url(url)
-    yield Cluster(url, settings, ledger, Producer(settings, ledger=ledger))
-    client.flushdb()  # the queued refunds.create nudges must not outlive the test
+def idle(redis_db: str, env: dict[str, str]) -> Cluster:
+    """A database nobody consumes: submitted refunds stay ``received`` until the test acts.
+
+    ``redis_db`` flushes it after the test: the queued refunds.create nudges do not outlive it."""
+    settings = _settings(redis_db, env["MCE_BASE_URL"])
+    ledger = Ledger.from_url(redis_db)
+    return Cluster(redis_db, settings, ledger, Producer(settings, ledger=ledger))
 
 
 def wait_state(

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from config.settings import load_settings
-from devstack.localstack import Child, start_beat, start_worker, wait_for_worker
+from devstack.processes import start_beat, start_worker, wait_for_worker
 from refunds.models import State
 from refunds.producer import Producer
 from refunds.store.ledger import Ledger
@@ -19,8 +19,8 @@ from refunds.store.pacing import PACE_KEY, Pacer
 from tests.conftest import SandboxAdmin, wait_final
 
 
-def test_pacer_holds_many_callers_to_the_configured_rate(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def test_pacer_holds_many_callers_to_the_configured_rate(redis_db: str) -> None:
+    client = redis.Redis.from_url(redis_db, decode_responses=True)
     client.delete(PACE_KEY)
     rate, seconds = 50.0, 2.0
     granted = 0
@@ -47,8 +47,8 @@ def test_pacer_holds_many_callers_to_the_configured_rate(redis_url: str) -> None
     assert rate * 0.9 <= achieved <= rate * 1.05 + 1, achieved
 
 
-def test_push_back_holds_every_caller(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def test_push_back_holds_every_caller(redis_db: str) -> None:
+    client = redis.Redis.from_url(redis_db, decode_responses=True)
     client.delete(PACE_KEY)
     a, b = Pacer(client, None, 0.0), Pacer(client, None, 0.0)
     assert a.acquire() is None  # no rate configured: free
@@ -60,12 +60,10 @@ def test_push_back_holds_every_caller(redis_url: str) -> None:
 
 
 @pytest.fixture
-def paced(
-    redis_url: str, sandbox_server: tuple[Child, str], env: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[str, Producer]]:
-    """Two paced workers and beat on database 2, so the session's unpaced worker stays out."""
-    url = redis_url.rsplit("/", 1)[0] + "/2"
-    redis.Redis.from_url(url).flushdb()  # our own private database of our private server
+def paced(redis_db: str, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Producer]]:
+    """Two paced workers and beat on a database of their own, so the session's unpaced worker
+    stays out."""
+    url = redis_db
     paced_env = {**env, "REDIS_URL": url, "MCE_MAX_RPS": "20"}
     children = [
         start_worker(tmp_path, paced_env, name=f"paced{i}", concurrency=4) for i in range(2)

@@ -38,7 +38,7 @@ import redis
 import requests
 
 from config.settings import load_settings
-from devstack.localstack import (
+from devstack.processes import (
     Child,
     free_port,
     start_beat,
@@ -47,17 +47,16 @@ from devstack.localstack import (
     start_web,
     start_worker,
     wait_for_worker,
-    wait_until,
 )
+from devstack.wait import wait_until
 from refunds.mce.auth import TOKEN_KEY
 from refunds.models import State
 from refunds.producer import Producer
 from refunds.store.ledger import Ledger
-from tests.conftest import TEST_ENV, SandboxAdmin, wait_final
+from tests.conftest import TEST_ENV, RedisDatabases, SandboxAdmin, wait_final
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "refunds.cli"]
-DB = 3  # the session's stack uses 0, the topology test 1
 FLOWER_USER = "ops"
 FLAGGED_PER_WAVE = 8
 UNFLAGGED_PER_WAVE = 1  # no pending refund at the provider: CRYPTO_REFUND_NOT_PENDING
@@ -216,9 +215,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+def run(redis_dbs: RedisDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    url = redis_dbs.take()
     logdir = tmp_path_factory.mktemp("secrets-logs")
     client_id = f"merchant-{secrets.token_hex(6)}"
     found = {
@@ -271,7 +269,9 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
         }
         web = start_web(logdir, env, port=web_port)
         children.append(web)
-        wait_until(lambda: requests.get(web_url + "/healthz", timeout=1).ok, 30, "web", web)
+        wait_until(
+            lambda: requests.get(web_url + "/healthz", timeout=1).ok, 30, what="web", child=web
+        )
         worker = start_worker(logdir, env, name="worker", concurrency=4)
         children.append(worker)
         wait_for_worker(worker)
@@ -292,9 +292,9 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
             r = requests.get(flower + "/api/workers", params={"refresh": 1}, auth=auth, timeout=5)
             return r.ok and bool(r.json())
 
-        wait_until(flower_sees_worker, 60, "flower with a worker", children[-1])
+        wait_until(flower_sees_worker, 60, what="flower with a worker", child=children[-1])
 
-        watch = TokenWatch(url, DB).start()
+        watch = TokenWatch(url, int(url.rsplit("/", 1)[1])).start()
         settings = load_settings(
             profile="production",
             redis_url=url,
@@ -357,6 +357,7 @@ def run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
             watch.stop()
         for child in reversed(children):
             child.stop()
+        redis_dbs.give_back(url)
 
 
 # --- the proofs that the searches can fail --------------------------------------------------------
@@ -401,7 +402,7 @@ def test_no_secret_or_token_in_flower_api(run: Run) -> None:
         names = {t.get("name") for t in run.get("/api/tasks").json().values()}
         return {"refunds.create", "refunds.confirm", "refunds.poll", "refunds.tick"} <= names
 
-    wait_until(tasks_seen, 20, "every task type in Flower")
+    wait_until(tasks_seen, 20, what="every task type in Flower")
     tasks = run.get("/api/tasks").json()
     assert len(tasks) > len(run.refs)
     details = [run.get(f"/api/task/info/{task_id}").json() for task_id in list(tasks)[:50]]

@@ -17,13 +17,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
 
-from devstack.localstack import Child, start_redis
+from devstack.processes import Child, start_redis
 from refunds.models import FINAL_STATES, RefundIntent, State
 from refunds.ops.counters import Stats
 from refunds.producer import Producer
@@ -115,11 +116,34 @@ def monitored(url: str) -> Iterator[list[list[str]]]:
         thread.join(5)
 
 
-def test_stats_names_the_oldest_refund_not_final_as_refunds_leave_flight(own_redis: str) -> None:
+def backdated(
+    monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> contextlib.AbstractContextManager[None]:
+    """Within it, the ledger stamps what it writes ``seconds`` in the past (a known age)."""
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        with monkeypatch.context() as patch:
+            real = time.time
+            patch.setattr(sys.modules[Ledger.submit.__module__], "now", lambda: real() - seconds)
+            yield
+
+    return scope()
+
+
+# Slack for an age or lag measured by a CLI process a moment after the test set it up.
+CLI_SLACK = 10.0
+
+
+def test_stats_names_the_oldest_refund_not_final_as_refunds_leave_flight(
+    own_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = Ledger.from_url(own_redis)
     ledger.redis.flushdb()
-    for ref in ("a", "b", "c", "d"):  # created in this order
-        ledger.submit(intent(ref), due_in=60)
+    for ref, age in (("a", 400), ("b", 300), ("c", 200), ("d", 100)):  # created in this order
+        with backdated(monkeypatch, age):
+            ledger.submit(intent(ref), due_in=600)
+    ledger.set_due("d", time.time() - 42)  # the one overdue timer, 42 s late
     ledger.transition(ledger.get("a"), State.CANCELLED, "test", actor="test")
     ledger.transition(ledger.get("c"), State.NEEDS_ATTENTION, "test", actor="test")
 
@@ -131,7 +155,8 @@ def test_stats_names_the_oldest_refund_not_final_as_refunds_leave_flight(own_red
     oldest = stats["oldestNonFinal"]
     assert (oldest["clientReference"], oldest["state"]) == ("b", "received")
     assert oldest["createdAt"] == ledger.get("b").to_public()["createdAt"]
-    assert oldest["ageSeconds"] >= 0
+    assert 300 <= oldest["ageSeconds"] <= 300 + CLI_SLACK
+    assert 42 <= stats["timers"]["lagSeconds"] <= 42 + CLI_SLACK
     by_state = stats["oldestByState"]
     assert set(by_state) == {"received", "needs_attention"}
     assert by_state["received"]["clientReference"] == "b"
@@ -228,7 +253,10 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
     assert delta("get", "200") >= 4
     assert stats["tokenFetches"] == counters.token_fetches() >= 1
     assert stats["timers"]["count"] == ledger.timer_count()
-    assert stats["timers"]["lagSeconds"] >= 0
+    # Measured a moment before this reading: equal, unless a timer is overdue (then a bit less).
+    assert (
+        ledger.timer_lag() - CLI_SLACK <= stats["timers"]["lagSeconds"] <= ledger.timer_lag() + 0.01
+    )
 
     # The oldest non-final refund, checked against every record read the expensive way.
     listing = run_cli(redis_url, "list", "--limit", "0", "--json")
@@ -239,7 +267,8 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
     assert oldest["createdAt"] == first
     same_time = {r["clientReference"]: r["state"] for r in in_flight if r["createdAt"] == first}
     assert same_time.get(oldest["clientReference"]) == oldest["state"]
-    assert oldest["ageSeconds"] >= 0
+    age_now = time.time() - datetime.fromisoformat(first.replace("Z", "+00:00")).timestamp()
+    assert age_now - CLI_SLACK <= oldest["ageSeconds"] <= age_now + 0.01
     held = stats["oldestByState"]["needs_attention"]
     assert held["state"] == "needs_attention"
     assert held["createdAt"] <= records[unflagged[0]].to_public()["createdAt"]

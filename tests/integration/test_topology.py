@@ -12,7 +12,9 @@ from pathlib import Path
 import requests
 
 from config.settings import load_settings
-from devstack.localstack import free_port, wait_until
+from devstack.processes import free_port
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.wait import wait_until
 from refunds.models import State
 from refunds.producer import Producer
 from refunds.store.ledger import Ledger
@@ -48,10 +50,10 @@ def test_worker_refuses_placeholder_secrets_with_one_line_and_no_traceback() -> 
 
 
 def test_procfile_topology_runs_refunds_and_flower_sees_them(
-    redis_url: str, tmp_path: Path, prefix: str
+    redis_db: str, tmp_path: Path, prefix: str
 ) -> None:
-    # Database 1 of the private Redis: the session's own worker (db 0) must not take these tasks.
-    url = redis_url.rsplit("/", 1)[0] + "/1"
+    # A database of its own: the session's own worker (db 0) must not take these tasks.
+    url = redis_db
     sandbox_port, flower_port, web_port = free_port(), free_port(), free_port()
     envfile = tmp_path / "procfile.env"
     envfile.write_text(
@@ -62,7 +64,7 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
                 f"MCE_BASE_URL=http://127.0.0.1:{sandbox_port}",
                 f"SANDBOX_PORT={sandbox_port}",
                 f"FLOWER_PORT={flower_port}",
-            f"WEB_PORT={web_port}",
+                f"WEB_PORT={web_port}",
                 "FLOWER_BASIC_AUTH=ops:test-password",
                 f"BEAT_SCHEDULE_FILE={tmp_path / 'beat-schedule'}",
                 "WORKER_CONCURRENCY=2",
@@ -86,13 +88,13 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
         base = f"http://127.0.0.1:{sandbox_port}"
         flower = f"http://127.0.0.1:{flower_port}"
         auth = ("ops", "test-password")
-        wait_until(lambda: requests.get(base + "/sandbox/healthz", timeout=1).ok, 60, "sandbox")
+        wait_until(SandboxAdmin(base).healthy, 60, what="sandbox")
 
         def flower_sees_worker() -> bool:
             r = requests.get(flower + "/api/workers?refresh=1", auth=auth, timeout=5)
             return r.ok and bool(r.json())
 
-        wait_until(flower_sees_worker, 60, "flower with a worker")
+        wait_until(flower_sees_worker, 60, what="flower with a worker")
         refs = [f"{prefix}{i}" for i in range(5)]
         requests.post(
             base + "/sandbox/reset", json={"processing_seconds": 0.3}, timeout=5
@@ -107,17 +109,24 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
             },
         ).raise_for_status()
         web = f"http://127.0.0.1:{web_port}"
-        wait_until(lambda: requests.get(web + "/healthz", timeout=1).ok, 60, "web")
+        wait_until(lambda: requests.get(web + "/healthz", timeout=1).ok, 60, what="web")
         settings = load_settings(profile="sandbox", redis_url=url, mce_base_url=base)
         producer = Producer(settings)
         for i, ref in enumerate(refs):
-            intent = {"originalTransactionType": 1, "originalTransactionId": f"tx-{ref}",
-                      "clientReference": ref}
+            intent = {
+                "originalTransactionType": 1,
+                "originalTransactionId": f"tx-{ref}",
+                "clientReference": ref,
+            }
             if i % 2:  # half through the Python API, half through the HTTP API
                 producer.submit(intent)
             else:
-                r = requests.post(web + "/refunds", json=intent, timeout=5,
-                                  headers={"X-API-Key": "sandbox-api-key"})
+                r = requests.post(
+                    web + "/refunds",
+                    json=intent,
+                    timeout=5,
+                    headers={"X-API-Key": "sandbox-api-key"},
+                )
                 assert r.status_code == 201, r.text
         records = wait_final(Ledger.from_url(url), refs, 60)
         assert {r.state for r in records} == {State.COMPLETED}
@@ -129,7 +138,7 @@ def test_procfile_topology_runs_refunds_and_flower_sees_them(
             names = {t.get("name") for t in tasks.values()}
             return {"refunds.create", "refunds.confirm", "refunds.poll"} <= names
 
-        wait_until(tasks_seen, 20, "refund tasks in Flower")
+        wait_until(tasks_seen, 20, what="refund tasks in Flower")
         tasks = requests.get(flower + "/api/tasks", auth=auth, timeout=2).json()
         create_args = {t["args"] for t in tasks.values() if t.get("name") == "refunds.create"}
         assert any(refs[0] in (a or "") for a in create_args)  # ids only, readable
