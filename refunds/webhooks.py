@@ -3,8 +3,9 @@
 The fast path to a final refund. Order matters (dj-stripe's lesson):
 1. verify the signature over the raw bytes (HMAC-SHA256 of ``"{timestamp}.{body}"``, constant-time
    compare) and the timestamp's freshness: a forged or stale delivery changes nothing at all;
-2. store the raw event under its ``notificationId`` before acting on it (``HSETNX``: the first
-   delivery wins, repeats are answered "duplicate" and change nothing);
+2. store the raw event under its ``notificationId`` before acting on it, in one atomic script
+   (``refunds.store.events``: the first delivery wins, repeats of a handled event are answered
+   "duplicate" and change nothing);
 3. apply it through the same function as polling (``steps.apply_provider_update``): forward only,
    final states sticky, an older update never moves a refund back, a final one clears the poll
    timer and queues the outcome notifications;
@@ -16,7 +17,6 @@ A failed apply keeps its error on the stored event and answers 500, so MCE deliv
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -30,6 +30,7 @@ from refunds.context import Context
 from refunds.errors import TransitionError, WebhookRejectedError
 from refunds.mce.schemas import RefundData
 from refunds.models import now
+from refunds.signing import sign
 from refunds.steps import NextTask, StepResult, apply_provider_update
 
 log = logging.getLogger("refunds.webhooks")
@@ -37,20 +38,12 @@ log = logging.getLogger("refunds.webhooks")
 EVENT_TYPE = "crypto.refund.updated"  # assumed (contract section 6)
 TIMESTAMP_HEADER = "X-MCE-Timestamp"  # assumed
 SIGNATURE_HEADER = "X-MCE-Signature"  # assumed
-EVENT_TTL = 30 * 24 * 3600  # raw events are kept a month for replays and audits
 ACTOR = "mce-webhook"
 
 
-def event_key(notification_id: str) -> str:
-    return f"rp:wh:{notification_id}"
-
-
-def parked_key(ref: str) -> str:
-    return f"rp:wh:parked:{ref}"
-
-
 def signature(secret: str, timestamp: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    """MCE's webhook signature (the shared signer, ``refunds.signing.sign``)."""
+    return sign(secret, timestamp, body)
 
 
 def verify(
@@ -116,33 +109,25 @@ def receive(p: Context, body: bytes, timestamp: str | None, sig: str | None) -> 
         tolerance=p.settings.webhook_tolerance_seconds,
     )
     nid, kind, data = parse(body)
-    key = event_key(nid)
-    redis = p.ledger.redis
-    if not redis.hsetnx(key, "body", body.decode("utf-8", errors="replace")):
-        status = redis.hget(key, "status")
-        if status not in ("received", "error"):
-            p.stats.record_webhook("duplicate")
-            return WebhookResult("duplicate", data.get("clientReference"))
-        # The first delivery of this event failed half-way: this repeat finishes the job.
-    redis.hset(key, mapping={"status": "received", "received_at": repr(now())})
-    redis.expire(key, EVENT_TTL)
+    # A first delivery, or a repeat of one that failed half-way (this repeat finishes the job).
+    if not p.events.store(nid, body.decode("utf-8", errors="replace"), now()):
+        p.stats.record_webhook("duplicate")
+        return WebhookResult("duplicate", data.get("clientReference"))
     if kind != EVENT_TYPE:
-        _mark(p, key, "ignored", None)
+        _mark(p, nid, "ignored", None)
         return WebhookResult("ignored")
     try:
         result = apply_event(p, nid, data)
     except Exception as exc:
-        redis.hset(key, mapping={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        p.events.mark_error(nid, f"{type(exc).__name__}: {exc}")
         p.stats.record_webhook("error")
         raise
-    _mark(p, key, result.outcome, result.client_reference)
+    _mark(p, nid, result.outcome, result.client_reference)
     return result
 
 
-def _mark(p: Context, key: str, outcome: str, ref: str | None) -> None:
-    p.ledger.redis.hset(key, "status", outcome)
-    if ref:
-        p.ledger.redis.hset(key, "ref", ref)
+def _mark(p: Context, nid: str, outcome: str, ref: str | None) -> None:
+    p.events.mark(nid, outcome, ref)
     p.stats.record_webhook(outcome)
 
 
@@ -183,24 +168,20 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
 
 
 def _park(p: Context, nid: str, ref: str, why: str) -> WebhookResult:
-    p.ledger.redis.zadd(parked_key(ref), {nid: now()})
-    p.ledger.redis.expire(parked_key(ref), EVENT_TTL)
+    p.events.park(nid, ref, now())
     log.info("webhook parked: %s", why, extra={"client_reference": ref})
     return WebhookResult("parked", ref)
 
 
 def replay_parked(p: Context, ref: str) -> list[WebhookResult]:
     """Apply the events parked for ``ref``, oldest first (the create step calls this)."""
-    key = parked_key(ref)
-    ids = [str(i) for i in p.ledger.redis.zrange(key, 0, -1)]
     results = []
-    for nid in ids:
-        raw = p.ledger.redis.hget(event_key(nid), "body")
-        p.ledger.redis.zrem(key, nid)
+    for nid in p.events.parked(ref):
+        raw = p.events.unpark(ref, nid)
         if raw is None:
             continue
-        _, _, data = parse(str(raw).encode())
+        _, _, data = parse(raw.encode())
         result = apply_event(p, nid, data)
-        _mark(p, event_key(nid), result.outcome, ref)
+        _mark(p, nid, result.outcome, ref)
         results.append(result)
     return results

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import redis
 
-PACE_KEY = "rp:pace:tat"
+from refunds.store.keys import PACE
+
+PACE_KEY = PACE  # the GCRA schedule (see store.keys)
 # Without MCE_MAX_RPS, how stale a process's view of a cluster-wide push-back may be.
 _UNPACED_CHECK_SECONDS = 0.25
 

@@ -336,7 +336,7 @@ def create_app(settings: Settings, pipeline: Context | None = None) -> FastAPI: 
     @app.get("/healthz", responses={503: {"model": Problem}}, summary="Liveness: Redis answers")
     def healthz() -> Any:
         try:
-            p.ledger.redis.ping()
+            p.ledger.ping()
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             return _problem(503, f"redis: {type(exc).__name__}")
         return {"ok": True}
