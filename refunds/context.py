@@ -11,6 +11,7 @@ import os
 import random
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
@@ -32,13 +33,17 @@ class Context:
     client: MceClient
     stats: Stats
     rng: random.Random = field(default_factory=random.Random)
-    events: EventStore = field(init=False)
-    outbox: Outbox = field(init=False)
 
-    def __post_init__(self) -> None:
-        # Derived from the ledger, so every caller that builds a Context by hand gets them too.
-        self.events = EventStore.of(self.ledger)
-        self.outbox = Outbox.of(self.ledger)
+    # Derived from the ledger (built on first use), so a Context built by hand has them too.
+    @cached_property
+    def events(self) -> EventStore:
+        """The webhook event store (raw events, parked set)."""
+        return EventStore.of(self.ledger)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """The outbox of outcome notifications."""
+        return Outbox.of(self.ledger)
 
     def jitter(self, ceiling: float) -> float:
         """Full jitter, in its own method so tests can pin it."""
