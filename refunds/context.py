@@ -72,10 +72,10 @@ def build_context(settings: Settings) -> Context:
     stats = Stats.of(ledger)
     client = MceClient(
         settings,
-        pacer=Pacer(ledger.redis, settings.mce_max_rps, settings.pacing_max_wait),
+        pacer=Pacer.of(ledger, settings.mce_max_rps, settings.pacing_max_wait),
         stats=stats,
     )
-    client.tokens = TokenCache(TokenStore(ledger.redis), settings, client.fetch_token)
+    client.tokens = TokenCache(TokenStore.of(ledger), settings, client.fetch_token)
     return Context(settings=settings, ledger=ledger, client=client, stats=stats)
 
 

@@ -8,13 +8,16 @@ The token is written only here, never logged.
 from __future__ import annotations
 
 import contextlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import redis
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from refunds.store.keys import TOKEN, TOKEN_FETCHES, TOKEN_LOCK
+
+if TYPE_CHECKING:
+    from refunds.store.ledger import Ledger
 
 # Compare-and-delete: forget the token only if it is still the one that was refused.
 _INVALIDATE = """
@@ -29,6 +32,11 @@ class TokenStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._invalidate = client.register_script(_INVALIDATE)
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> TokenStore:
+        """The token storage in the ledger's database."""
+        return cls(ledger.redis)
 
     def read(self) -> tuple[str, float, float] | None:
         """``(token, expires_at, refresh_at)`` (epoch seconds), or None when none is cached."""
