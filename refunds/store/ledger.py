@@ -112,14 +112,17 @@ return false
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 #       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
-# One HMGET reads state, version and a legacy history; one HSET writes every field with the new
-# state, time and version; the history is answered from what the script wrote (no read back).
+# One HMGET reads state, version, a legacy history and the fields to delete (only present ones are
+# deleted); one HSET writes every field with the new state, time and version; the history is
+# answered from what the script wrote (no read back).
 _TRANSITION = """
-local cur = redis.call('HMGET', KEYS[1], 'state', 'ver', 'hist')
+local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local asked = {'state', 'ver', 'hist'}
+for j = 1, m do asked[#asked + 1] = ARGV[10 + 2 * n + j] end
+local cur = redis.call('HMGET', KEYS[1], unpack(asked))
 local current = cur[1]
 if not current then return {0, ''} end
 if current ~= ARGV[2] then return {0, current} end
-local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local i = 11
 local sets = {}
 for j = 1, n do
@@ -129,11 +132,13 @@ sets[#sets + 1] = 'state'; sets[#sets + 1] = ARGV[3]
 sets[#sets + 1] = 'updated'; sets[#sets + 1] = ARGV[4]
 sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(cur[2]) or 0) + 1)
 redis.call('HSET', KEYS[1], unpack(sets))
-if m > 0 then
-  local dels = {}
-  for j = 1, m do dels[#dels + 1] = ARGV[i]; i = i + 1 end
-  redis.call('HDEL', KEYS[1], unpack(dels))
+-- Delete only the fields that are there (most updates clear an error that was never set).
+local dels = {}
+for j = 1, m do
+  if cur[3 + j] then dels[#dels + 1] = ARGV[i] end
+  i = i + 1
 end
+if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
 if k > 0 then
   local members = {}
   for j = 1, k do members[#members + 1] = ARGV[4]; members[#members + 1] = ARGV[i]; i = i + 1 end

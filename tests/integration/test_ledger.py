@@ -153,6 +153,14 @@ def test_transition_answers_the_record_as_stored(ledger: Ledger, prefix: str) ->
     assert c == ledger.get(prefix + "as")
     assert prefix + "as" in ledger.references(State.CREATED)
     assert prefix + "as" not in ledger.references(State.CREATING)
+    err = {"code": "X", "message": "m"}
+    d = ledger.transition(c, State.CREATED, "", fields={"last_error": err, "amount": "5"})
+    assert d.last_error == err
+    e = ledger.transition(d, State.CREATED, "", fields={"last_error": None, "txn_hash": None})
+    assert e.last_error is None and e.txn_hash is None and e.version == 6
+    assert e == ledger.get(prefix + "as") and "err" not in ledger.redis.hgetall(
+        record_key(e.client_reference)
+    )
 
 
 def test_legacy_history_in_the_hash_moves_to_its_own_key(ledger: Ledger, prefix: str) -> None:
@@ -259,9 +267,17 @@ def test_operator_retry_does_not_stand_in_for_an_approval(
     strict = settings.model_copy(update={"approval_thresholds": {"USDT": Decimal("100")}})
     rec = ledger.submit(intent(prefix + "big"), due_in=30).record
     rec = ledger.transition(rec, State.CREATING, "create attempt 1")
-    rec = ledger.transition(rec, State.NEEDS_ATTENTION, "provider refused: X", fields={
-        "crypto_refund_id": "CR1", "provider_status": 1, "amount": Decimal("500"),
-        "currency": "USDT"})
+    rec = ledger.transition(
+        rec,
+        State.NEEDS_ATTENTION,
+        "provider refused: X",
+        fields={
+            "crypto_refund_id": "CR1",
+            "provider_status": 1,
+            "amount": Decimal("500"),
+            "currency": "USDT",
+        },
+    )
     result = actions.retry(ledger, strict, prefix + "big", actor="ann", reason="try again")
     assert result.record.state == State.AWAITING_APPROVAL and result.next_task is None
     assert ledger.due_at(prefix + "big") is None
