@@ -17,11 +17,13 @@ import redis
 from refunds.models import now
 from refunds.store.keys import LAST_TICK, OUTBOX, TIMERS, record_key
 
-# KEYS: timer set, tick heartbeat key ('' = none). ARGV: now, lease until, limit, with states (0/1)
-# Answers a flat list: ref, state ('' when the record is gone or the set is not refunds), ...
-# One ZADD for the whole batch (not one per member): the claim is one script, one write.
-_CLAIM_DUE = (
-    """
+# KEYS: timer set, tick heartbeat key ('' = none).
+# ARGV: now, lease until, limit, record key prefix ('' = do not read states)
+# Answers a flat list: ref, state ('' when the record is gone or states were not asked), ...
+# One ZADD for the whole batch (not one per member): the claim is one script, one write. The
+# record keys are built from the prefix inside the script, since the claimed references are not
+# known before it runs (fine on one Redis or Sentinel; Redis Cluster is not used).
+_CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 if #due > 0 then
   local args = {}
@@ -32,17 +34,14 @@ if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
 local out = {}
 for _, ref in ipairs(due) do
   out[#out + 1] = ref
-  if ARGV[4] == '1' then
-    out[#out + 1] = redis.call('HGET', '"""
-    + record_key("")
-    + """' .. ref, 'state') or ''
+  if ARGV[4] ~= '' then
+    out[#out + 1] = redis.call('HGET', ARGV[4] .. ref, 'state') or ''
   else
     out[#out + 1] = ''
   end
 end
 return out
 """
-)
 
 
 def _encode(value: float) -> str:
@@ -62,7 +61,12 @@ class Timers:
         at = now()
         flat = self._claim(
             keys=[key, LAST_TICK if heartbeat else ""],
-            args=[_encode(at), _encode(at + lease_seconds), limit, "1" if states else "0"],
+            args=[
+                _encode(at),
+                _encode(at + lease_seconds),
+                limit,
+                record_key("") if states else "",
+            ],
         )
         return [(str(r), str(s) or None) for r, s in zip(flat[::2], flat[1::2], strict=True)]
 
