@@ -71,7 +71,7 @@ def verify(
 
 @dataclass(frozen=True)
 class WebhookResult:
-    outcome: str  # applied | duplicate | stale | parked | ignored
+    outcome: str  # applied | duplicate | conflict | stale | parked | ignored
     client_reference: str | None = None
     state: str | None = None
     next_task: NextTask | None = None
@@ -109,10 +109,20 @@ def receive(p: Context, body: bytes, timestamp: str | None, sig: str | None) -> 
         tolerance=p.settings.webhook_tolerance_seconds,
     )
     nid, kind, data = parse(body)
-    # A first delivery, or a repeat of one that failed half-way (this repeat finishes the job).
-    if not p.events.store(nid, body.decode("utf-8", errors="replace"), now()):
+    # A first delivery, or a repeat of one that failed or was abandoned (this one finishes it).
+    stored = p.events.store(nid, body, now())
+    if stored == "duplicate":
         p.stats.record_webhook("duplicate")
         return WebhookResult("duplicate", data.get("clientReference"))
+    if stored == "conflict":
+        ref = data.get("clientReference")
+        log.warning(
+            "webhook conflict: notificationId %s seen before with another body; not applied",
+            nid,
+            extra={"client_reference": ref, "notification_id": nid},
+        )
+        p.stats.record_webhook("conflict")
+        return WebhookResult("conflict", ref)
     if kind != EVENT_TYPE:
         _mark(p, nid, "ignored", None)
         return WebhookResult("ignored")

@@ -2,15 +2,17 @@
 
 The Redis part of ``refunds.webhooks`` (keys ``rp:wh:{notificationId}``, ``rp:wh:parked:{ref}``
 in ``refunds.store.keys``; both kept ``EVENT_TTL``). Storing a delivery is ONE script: the body
-(first delivery wins), its status ``received``, the time and the expiry are written together. It
-used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left an event with a body but no
-status that every redelivery answered "duplicate" and that never applied; an event found in that
-state (written by the old code) is taken again as unfinished.
+(first delivery wins), its hash, status ``received``, the time and the expiry are written
+together, and the same script tells a new delivery from a retry, a duplicate or a conflicting body.
+It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left an event with a body but
+no status that every redelivery answered "duplicate" and that never applied; an event found in
+that state (written by the old code) is taken as new.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+import hashlib
+from typing import TYPE_CHECKING, Literal, cast
 
 import redis
 
@@ -21,19 +23,36 @@ if TYPE_CHECKING:
 
 EVENT_TTL = 30 * 24 * 3600  # seconds raw events are kept, for replays and audits
 
-# Statuses of a stored event that a redelivery may finish: stored but never applied.
-UNFINISHED = ("received", "error")
+CLAIM_SECONDS = 60.0  # a delivery "received" longer than this was abandoned: a repeat takes it
 
-# KEYS: event. ARGV: body, now, ttl. Answers 1 (stored, or unfinished: go on) or 0 (duplicate).
+# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
+# One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
+# delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
+# "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
+# An event without a status (half-written by the code before this script) is taken as new.
 _STORE = """
-if redis.call('HSETNX', KEYS[1], 'body', ARGV[1]) == 0 then
-  local status = redis.call('HGET', KEYS[1], 'status')
-  if status and status ~= 'received' and status ~= 'error' then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
+             'received_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'new'
 end
-redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
+local hash = redis.call('HGET', KEYS[1], 'hash')
+if (hash and hash ~= ARGV[2]) or (not hash and redis.call('HGET', KEYS[1], 'body') ~= ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'conflicts', 1)
+  redis.call('HSET', KEYS[1], 'conflict_hash', ARGV[2], 'conflict_at', ARGV[3])
+  return 'conflict'
+end
+local at = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '0')
+if status == 'error' or (status == 'received' and tonumber(ARGV[3]) - at > tonumber(ARGV[5])) then
+  redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[3])
+  return 'retry'
+end
+return 'duplicate'
 """
+
+StoreOutcome = Literal["new", "retry", "duplicate", "conflict"]
 
 # KEYS: parked set. ARGV: notificationId, now, ttl.
 _PARK = """
@@ -57,10 +76,15 @@ class EventStore:
         """The event store in the ledger's database."""
         return cls(ledger.redis)
 
-    def store(self, nid: str, body: str, at: float) -> bool:
-        """Store a delivery atomically; False when the event was stored and handled before
-        (a duplicate: change nothing), True when this delivery must be applied."""
-        return bool(self._store(keys=[event_key(nid)], args=[body, repr(at), self.ttl]))
+    def store(
+        self, nid: str, body: bytes, at: float, claim_seconds: float = CLAIM_SECONDS
+    ) -> StoreOutcome:
+        """Store and claim one delivery of the raw ``body`` atomically (see ``_STORE``): "new" or
+        "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
+        text = body.decode("utf-8", errors="replace")
+        digest = hashlib.sha256(body).hexdigest()
+        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]
+        return cast(StoreOutcome, str(self._store(keys=[event_key(nid)], args=args)))
 
     def mark(self, nid: str, status: str, ref: str | None = None) -> None:
         """Record how the event ended (applied, stale, parked, ignored) and its reference."""

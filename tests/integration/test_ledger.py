@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -295,25 +296,47 @@ def test_event_store_keeps_the_first_delivery_and_answers_duplicates(
 ) -> None:
     events = EventStore.of(ledger)
     nid = prefix + "ev"
-    assert events.store(nid, '{"first":1}', 1000.0) is True
+    body = b'{"first":1}'
+    assert events.store(nid, body, 1000.0) == "new"
     stored = events.get(nid)
-    # Body, status, time and expiry are written by the same call: no half-stored event.
-    assert stored == {"body": '{"first":1}', "status": "received", "received_at": "1000.0"}
+    # Body, hash, status, time and expiry are written by the same call: no half-stored event.
+    assert stored == {
+        "body": '{"first":1}',
+        "hash": hashlib.sha256(body).hexdigest(),
+        "status": "received",
+        "received_at": "1000.0",
+    }
     assert EVENT_TTL - 5 < events.ttl_of(nid) <= EVENT_TTL
+    assert events.store(nid, body, 1001.0) == "duplicate"  # in flight: not claimed twice
     events.mark(nid, "applied", prefix + "r")
-    assert events.store(nid, '{"second":2}', 2000.0) is False  # handled: a duplicate
+    assert events.store(nid, body, 2000.0) == "duplicate"  # handled
     assert events.get(nid) == {**stored, "status": "applied", "ref": prefix + "r"}
 
 
-def test_event_store_lets_a_repeat_finish_a_failed_apply(ledger: Ledger, prefix: str) -> None:
+def test_event_store_counts_a_conflicting_body_and_keeps_the_first(
+    ledger: Ledger, prefix: str
+) -> None:
+    events = EventStore.of(ledger)
+    nid = prefix + "cf"
+    assert events.store(nid, b'{"a":1}', 1.0) == "new"
+    assert events.store(nid, b'{"a":2}', 2.0) == "conflict"
+    stored = events.get(nid)
+    assert stored["body"] == '{"a":1}' and stored["conflicts"] == "1"
+    assert stored["conflict_hash"] == hashlib.sha256(b'{"a":2}').hexdigest()
+
+
+def test_event_store_lets_a_repeat_finish_a_failed_or_abandoned_apply(
+    ledger: Ledger, prefix: str
+) -> None:
     events = EventStore.of(ledger)
     nid = prefix + "err"
-    assert events.store(nid, "{}", 1.0)
-    assert events.store(nid, "{}", 2.0) is True  # stored, never applied: not a duplicate
+    assert events.store(nid, b"{}", 1.0, claim_seconds=60) == "new"
+    assert events.store(nid, b"{}", 30.0, claim_seconds=60) == "duplicate"  # still in flight
+    assert events.store(nid, b"{}", 62.0, claim_seconds=60) == "retry"  # abandoned claim
     events.mark_error(nid, "ValueError: boom")
-    assert events.store(nid, "{}", 3.0) is True
+    assert events.store(nid, b"{}", 63.0, claim_seconds=60) == "retry"
     assert events.get(nid)["status"] == "received"
-    assert events.get(nid)["received_at"] == "3.0"
+    assert events.get(nid)["received_at"] == "63.0"
 
 
 def test_event_half_written_by_the_old_code_is_applied_on_redelivery(
@@ -324,7 +347,7 @@ def test_event_half_written_by_the_old_code_is_applied_on_redelivery(
     events = EventStore.of(ledger)
     nid = prefix + "half"
     ledger.redis.hsetnx(event_key(nid), "body", '{"old":1}')
-    assert events.store(nid, '{"old":1}', 5.0) is True
+    assert events.store(nid, b'{"old":1}', 5.0) == "new"
     assert events.get(nid)["status"] == "received"
     assert events.ttl_of(nid) > 0
 
@@ -333,7 +356,7 @@ def test_parked_events_expire_and_unpark_returns_the_body(ledger: Ledger, prefix
     events = EventStore.of(ledger)
     ref = prefix + "p"
     assert not events.has_parked(ref) and events.parked(ref) == []
-    events.store(prefix + "n1", '{"n":1}', 1.0)
+    events.store(prefix + "n1", b'{"n":1}', 1.0)
     events.park(prefix + "n1", ref, 10.0)
     events.park(prefix + "n2", ref, 5.0)  # its body expired or was never stored
     assert events.has_parked(ref)
