@@ -47,7 +47,7 @@ from refunds.models import State
 from refunds.ops.counters import Stats
 from refunds.producer import Producer
 from refunds.store import ledger as ledger_module
-from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
+from refunds.store.ledger import ALL, TIMERS, Ledger, record_key, state_key
 
 POLL_EVERY = 60.0  # the default schedule's last delay; every poll after the first waits this
 PROCESSING_SECONDS = 7 * 86_400
@@ -91,7 +91,7 @@ def _populate(args: tuple[list[str], str, str]) -> Counter[str]:
         settings=settings,
         ledger=ledger,
         client=_ReplayClient(),  # type: ignore[arg-type]
-        stats=Stats(ledger.redis),
+        stats=Stats.of(ledger),
     )
     notes: Counter[str] = Counter()
     for ref in chunk:
@@ -205,7 +205,7 @@ def _memory_details(stack: BenchStack, names: list[str], n: int) -> dict[str, An
     history_text = rows[0].fields.get("hist", "") if in_hash else (rows[0].history or "")
     indexes = {
         key: int(r.memory_usage(key, samples=0) or 0)
-        for key in (TIMERS, "rp:all", state_key(State.PROCESSING))
+        for key in (TIMERS, ALL, state_key(State.PROCESSING))
     }
     layouts = ("stored", "split", "listpack") if in_hash else ("stored",)
     return {

@@ -21,7 +21,7 @@ from config.celery import PROVIDER_QUEUE, TIMERS_QUEUE
 from devstack.sandbox_admin import NO_EFFECTS
 from refunds.ops.counters import Stats
 from refunds.producer import Producer
-from refunds.store.ledger import TIMERS, Ledger
+from refunds.store.ledger import Ledger
 
 MAX_RPS = 50.0
 SANDBOX_RPS = 60.0
@@ -70,9 +70,9 @@ def _run_one(stack: BenchStack, plan: Plan, workers: int) -> dict[str, Any]:
     cpu = sample(stack.celery_pids()).cpu - cpu_before
     ledger = Ledger.from_url(stack.redis_url)
     # Demand left over at the end of the window: timers already due and steps waiting in queues.
-    backlog_due = int(ledger.redis.zcount(TIMERS, "-inf", time.time()))
+    backlog_due = ledger.due_count(time.time())
     backlog_queued = sum(int(ledger.redis.llen(q)) for q in (PROVIDER_QUEUE, TIMERS_QUEUE))
-    calls = Stats(ledger.redis).calls()
+    calls = Stats.of(ledger).calls()
     throttled = sum(n for (_, outcome), n in calls.items() if outcome == "throttled")
     counts = {k: v for k, v in ledger.counts().items() if v}
     stack.stop_celery()

@@ -23,7 +23,7 @@ def submit(stack: BenchStack, plan: Plan) -> Result:
     stack.clean(**sandbox_config())
     names = refs("sub-", n)
     producer = Producer(stack.settings())
-    producer.ledger.redis.ping()
+    producer.ledger.ping()
 
     started = time.perf_counter()
     batch = intents(names)

@@ -124,7 +124,7 @@ def run_pipeline(
     calls = {
         op: count - counters_before.get(op, 0) for op, count in provider_calls(counters).items()
     }
-    token_calls = Stats(ledger.redis).token_fetches()
+    token_calls = Stats.of(ledger).token_fetches()
     states = {k: v for k, v in ledger.counts().items() if v}
     stack.stop_celery()
     seconds = ended - started

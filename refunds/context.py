@@ -1,6 +1,8 @@
 """The process-wide context: one Redis pool, one token cache, one HTTP session, one Settings.
 
 Built lazily on first use in each process (after a prefork worker forks), from the one Settings.
+Every store (ledger and timers, outbox, webhook events, token cache, counters, pacing) shares the
+ledger's Redis connection pool; only ``refunds.store`` knows their keys.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ import os
 import random
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
+from refunds.store.events import EventStore
 from refunds.store.ledger import Ledger
+from refunds.store.outbox import Outbox
 from refunds.store.pacing import Pacer
+from refunds.store.tokens import TokenStore
 
 
 @dataclass
@@ -27,6 +33,17 @@ class Context:
     client: MceClient
     stats: Stats
     rng: random.Random = field(default_factory=random.Random)
+
+    # Derived from the ledger (built on first use), so a Context built by hand has them too.
+    @cached_property
+    def events(self) -> EventStore:
+        """The webhook event store (raw events, parked set)."""
+        return EventStore.of(self.ledger)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """The outbox of outcome notifications."""
+        return Outbox.of(self.ledger)
 
     def jitter(self, ceiling: float) -> float:
         """Full jitter, in its own method so tests can pin it."""
@@ -52,13 +69,13 @@ _current: tuple[int, Context] | None = None
 
 def build_context(settings: Settings) -> Context:
     ledger = Ledger.from_url(settings.redis_url)
-    stats = Stats(ledger.redis)
+    stats = Stats.of(ledger)
     client = MceClient(
         settings,
-        pacer=Pacer(ledger.redis, settings.mce_max_rps, settings.pacing_max_wait),
+        pacer=Pacer.of(ledger, settings.mce_max_rps, settings.pacing_max_wait),
         stats=stats,
     )
-    client.tokens = TokenCache(ledger.redis, settings, client.fetch_token)
+    client.tokens = TokenCache(TokenStore.of(ledger), settings, client.fetch_token)
     return Context(settings=settings, ledger=ledger, client=client, stats=stats)
 
 

@@ -1,7 +1,9 @@
 """The one error hierarchy of the pipeline.
 
 Everything the pipeline raises on purpose derives from :class:`RefundsError`, so a caller (a
-merchant app, the CLI, the web app) can catch one class. The provider branch (:class:`MceError`
+merchant app, the CLI, the web app) can catch one class; the exception is :class:`ConfigError`
+(``config.errors.ConfigError``, re-exported here), raised before any refund is touched. The
+provider branch (:class:`MceError`
 and below) follows the shape of openai-python and stripe-python: one class per meaningful HTTP
 status under a common base, a separate branch for connection errors and timeouts, and every error
 carries the HTTP status, the provider's stable ``code`` and its ``logId``. The tree is split by
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.errors import ConfigError as ConfigError  # noqa: PLC0414 - explicit re-export (mypy)
+
 
 class RefundsError(Exception):
     """Root of every error the pipeline raises on purpose."""
@@ -25,8 +29,8 @@ class RefundsError(Exception):
 # --- configuration and intake -------------------------------------------------------------------
 
 
-class ConfigError(RefundsError):
-    """The process cannot start: a setting is missing, malformed or a placeholder secret."""
+# ConfigError: configuration's own error (``config/`` imports nothing from the domain), imported
+# above so that ``refunds.errors.ConfigError is config.errors.ConfigError``.
 
 
 class FieldError(RefundsError):

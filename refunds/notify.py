@@ -1,18 +1,18 @@
 """Outcome notifications to merchant apps: a Celery task, a signed HTTP callback, or both.
 
 When a refund becomes final, the same atomic ledger transition queues one outbox entry per
-configured channel (``task:{ref}``, ``http:{ref}``) in ``rp:outbox``, a sorted set by due time.
+configured channel (``task:{ref}``, ``http:{ref}``) in the outbox (``refunds.store.outbox``), a
+sorted set by due time.
 The scheduler tick claims due entries under a lease, like refunds, and ``notifications.deliver``
 delivers one. Delivery is at least once: an entry leaves the outbox only after the broker took the
 message or the merchant's endpoint answered 2xx; a crash anywhere leaves it to come due again.
 Every notification carries a stable ``notificationId`` (UUID v5 of the reference) to de-duplicate
-on, and HTTP callbacks are signed like MCE's webhooks: HMAC-SHA256 over ``"{timestamp}.{body}"``.
+on, and HTTP callbacks are signed like MCE's webhooks (``refunds.signing.sign``): HMAC-SHA256 over
+``"{timestamp}.{body}"``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -27,13 +27,15 @@ from config.settings import Settings
 from refunds.errors import CallbackRefusedError, RefundNotFoundError
 from refunds.models import RefundRecord, iso
 from refunds.money import format_money
-from refunds.store.ledger import OUTBOX, Ledger
+from refunds.signing import sign
+from refunds.store.keys import OUTBOX_ATTEMPTS as ATTEMPTS  # noqa: F401 - kept for importers
+from refunds.store.keys import OUTBOX_DEAD as DEAD  # noqa: F401 - kept for importers
+from refunds.store.ledger import Ledger
+from refunds.store.outbox import Outbox
 
 log = logging.getLogger("refunds.notify")
 
 _NAMESPACE = uuid.UUID("0b7a3c52-3a43-4d0f-8d55-7b1de2d7c2a4")
-ATTEMPTS = "rp:outbox:attempts"
-DEAD = "rp:outbox:dead"
 SIGNATURE_HEADER = "X-Refunds-Signature"
 TIMESTAMP_HEADER = "X-Refunds-Timestamp"
 ID_HEADER = "X-Refunds-Notification-Id"
@@ -70,10 +72,6 @@ def outcome(record: RefundRecord) -> dict[str, Any]:
     }
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
 @dataclass(frozen=True)
 class Delivery:
     note: str
@@ -89,9 +87,11 @@ class Notifier:
         ledger: Ledger,
         celery: Celery,
         session: requests.Session | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
+        self.outbox = outbox or Outbox.of(ledger)
         self.celery = celery
         self.session = session or requests.Session()
 
@@ -145,18 +145,12 @@ class Notifier:
             raise CallbackRefusedError(f"callback answered HTTP {response.status_code}")
 
     def _done(self, member: str) -> None:
-        pipe = self.ledger.redis.pipeline(transaction=True)
-        pipe.zrem(OUTBOX, member)
-        pipe.hdel(ATTEMPTS, member)
-        pipe.execute()
+        self.outbox.done(member)
 
     def _retry_later(self, member: str, ref: str, why: str) -> Delivery:
-        attempts = int(self.ledger.redis.hincrby(ATTEMPTS, member, 1))
+        attempts = self.outbox.failed(member)
         if attempts >= self.settings.callback_max_attempts:
-            pipe = self.ledger.redis.pipeline(transaction=True)
-            pipe.zrem(OUTBOX, member)
-            pipe.zadd(DEAD, {member: time.time()})
-            pipe.execute()
+            self.outbox.bury(member, time.time())
             log.error(
                 "outcome notification given up after %d attempts: %s",
                 attempts,
@@ -165,7 +159,7 @@ class Notifier:
             )
             return Delivery("given up", True)
         delay = min(60.0, 0.5 * 2 ** (attempts - 1))
-        self.ledger.redis.zadd(OUTBOX, {member: time.time() + delay})
+        self.outbox.retry_at(member, time.time() + delay)
         log.warning(
             "outcome notification failed (%s); retry in %.1fs",
             why,

@@ -72,7 +72,7 @@ def _locked(p: Context, ref: str, body: Callable[[RefundRecord], StepResult]) ->
         p.ledger.due_soon(ref, 1.0)
         return StepResult("busy: another worker holds this refund")
     try:
-        record = p.ledger.find(ref)
+        record = token.record  # read in the same round trip that took the lock
         if record is None:
             p.ledger.clear_timer(ref)
             return StepResult("unknown reference")

@@ -22,7 +22,6 @@ A failed apply keeps its error on the stored event and answers 500, so MCE deliv
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -38,6 +37,7 @@ from refunds.context import Context
 from refunds.errors import TransitionError, WebhookRejectedError
 from refunds.mce.schemas import RefundData
 from refunds.models import now
+from refunds.signing import sign
 from refunds.steps import NextTask, StepResult, apply_provider_update
 
 log = logging.getLogger("refunds.webhooks")
@@ -49,24 +49,13 @@ SIGNATURE_HEADER = "X-Signature"  # fact: "t=<epoch ms>,v0=<64 hex>" on three MC
 SIGNATURE_SCHEME = "v0"  # assumed (Stripe/Bridge convention): hex HMAC-SHA256 of "{t}.{raw body}"
 #: ``t`` is epoch milliseconds in ASCII digits; 16 digits reach the year 318857, so more is junk.
 _MAX_TIMESTAMP_DIGITS = 16
-EVENT_TTL = 30 * 24 * 3600  # raw events are kept a month for replays and audits
-#: A delivery claimed (status "received") longer ago than this is presumed abandoned by a crashed
-#: receiver, and the next copy may take it over; well above any apply time.
-CLAIM_SECONDS = 60.0
 ACTOR = "mce-webhook"
 
 
-def event_key(notification_id: str) -> str:
-    return f"rp:wh:{notification_id}"
-
-
-def parked_key(ref: str) -> str:
-    return f"rp:wh:parked:{ref}"
-
-
 def signature(secret: str, timestamp: str, body: bytes) -> str:
-    """Lowercase hex HMAC-SHA256 of ``"{timestamp}.{raw body}"``, t exactly as in the header."""
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    """Lowercase hex HMAC-SHA256 of ``"{timestamp}.{raw body}"``, t exactly as in the header
+    (the shared signer, ``refunds.signing.sign``)."""
+    return sign(secret, timestamp, body)
 
 
 def parse_signature_header(header: str) -> tuple[str | None, list[str]]:
@@ -176,45 +165,6 @@ def is_refund_event(kind: str, data: dict[str, Any]) -> bool:
     return True
 
 
-# --- event store: the rp:wh:* keys (to move into refunds/store/events.py) ----------------------
-
-# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
-# One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
-# delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
-# "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
-_STORE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
-             'received_at', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return 'new'
-end
-local hash = redis.call('HGET', KEYS[1], 'hash')
-if (hash and hash ~= ARGV[2]) or (not hash and redis.call('HGET', KEYS[1], 'body') ~= ARGV[1]) then
-  redis.call('HINCRBY', KEYS[1], 'conflicts', 1)
-  redis.call('HSET', KEYS[1], 'conflict_hash', ARGV[2], 'conflict_at', ARGV[3])
-  return 'conflict'
-end
-local at = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '0')
-if status == 'error' or (status == 'received' and tonumber(ARGV[3]) - at > tonumber(ARGV[5])) then
-  redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[3])
-  return 'retry'
-end
-return 'duplicate'
-"""
-
-
-def store_event(p: Context, nid: str, body: bytes) -> str:
-    """Store and claim one delivery atomically: "new", "retry", "duplicate" or "conflict"."""
-    text = body.decode("utf-8", errors="replace")
-    digest = hashlib.sha256(body).hexdigest()
-    script = p.ledger.redis.register_script(_STORE)
-    return str(
-        script(keys=[event_key(nid)], args=[text, digest, repr(now()), EVENT_TTL, CLAIM_SECONDS])
-    )
-
-
 # --- receiving ----------------------------------------------------------------------------------
 
 
@@ -239,9 +189,8 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
         tolerance=p.settings.webhook_tolerance_seconds,
     )
     nid, kind, data = parse(body)
-    key = event_key(nid)
-    redis = p.ledger.redis
-    stored = store_event(p, nid, body)
+    # A first delivery, or a repeat of one that failed or was abandoned (this one finishes it).
+    stored = p.events.store(nid, body, now())
     ref = data.get("clientReference") if isinstance(data.get("clientReference"), str) else None
     if stored == "duplicate":
         p.stats.record_webhook("duplicate")
@@ -256,22 +205,20 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
         return WebhookResult("conflict", ref)
     if not is_refund_event(kind, data):
         # Other families (deposits, collections): kept for reconciliation, never applied.
-        _mark(p, key, "ignored", None)
+        _mark(p, nid, "ignored", None)
         return WebhookResult("ignored")
     try:
         result = apply_event(p, nid, data)
     except Exception as exc:
-        redis.hset(key, mapping={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        p.events.mark_error(nid, f"{type(exc).__name__}: {exc}")
         p.stats.record_webhook("error")
         raise
-    _mark(p, key, result.outcome, result.client_reference)
+    _mark(p, nid, result.outcome, result.client_reference)
     return result
 
 
-def _mark(p: Context, key: str, outcome: str, ref: str | None) -> None:
-    p.ledger.redis.hset(key, "status", outcome)
-    if ref:
-        p.ledger.redis.hset(key, "ref", ref)
+def _mark(p: Context, nid: str, outcome: str, ref: str | None) -> None:
+    p.events.mark(nid, outcome, ref)
     p.stats.record_webhook(outcome)
 
 
@@ -329,24 +276,20 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
 
 
 def _park(p: Context, nid: str, ref: str, why: str) -> WebhookResult:
-    p.ledger.redis.zadd(parked_key(ref), {nid: now()})
-    p.ledger.redis.expire(parked_key(ref), EVENT_TTL)
+    p.events.park(nid, ref, now())
     log.info("webhook parked: %s", why, extra={"client_reference": ref})
     return WebhookResult("parked", ref)
 
 
 def replay_parked(p: Context, ref: str) -> list[WebhookResult]:
     """Apply the events parked for ``ref``, oldest first (the create step calls this)."""
-    key = parked_key(ref)
-    ids = [str(i) for i in p.ledger.redis.zrange(key, 0, -1)]
     results = []
-    for nid in ids:
-        raw = p.ledger.redis.hget(event_key(nid), "body")
-        p.ledger.redis.zrem(key, nid)
+    for nid in p.events.parked(ref):
+        raw = p.events.unpark(ref, nid)
         if raw is None:
             continue
-        _, _, data = parse(str(raw).encode())
+        _, _, data = parse(raw.encode())
         result = apply_event(p, nid, data)
-        _mark(p, event_key(nid), result.outcome, ref)
+        _mark(p, nid, result.outcome, ref)
         results.append(result)
     return results

@@ -12,7 +12,7 @@ from celery import Task
 
 from refunds.context import current_context
 from refunds.steps import STEPS, NextTask
-from refunds.webhooks import parked_key, replay_parked
+from refunds.webhooks import replay_parked
 from worker.app import app
 
 
@@ -21,7 +21,7 @@ def run_step(name: NextTask, client_reference: str) -> str:
     result = STEPS[name](p, client_reference)
     if result.next_task is not None:
         TASKS[result.next_task].apply_async((client_reference,))
-    if name == "create" and p.ledger.redis.exists(parked_key(client_reference)):
+    if name == "create" and p.events.has_parked(client_reference):
         # Webhooks that arrived before we knew this refund: now it exists at the provider.
         for replayed in replay_parked(p, client_reference):
             if replayed.next_task is not None:

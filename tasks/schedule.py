@@ -14,7 +14,6 @@ import math
 from refunds.context import Context, current_context
 from refunds.models import State
 from refunds.steps import STEP_FOR_STATE
-from refunds.store.ledger import OUTBOX
 from tasks.notifications import deliver
 from tasks.refunds import TASKS
 from worker.app import app
@@ -48,8 +47,9 @@ def tick() -> int:
     handed = 0
     batch, batches = _provider_budget(p)
     for _ in range(batches):
-        refs = p.ledger.claim_due(p.settings.lease_seconds, batch)
-        for ref, state in zip(refs, p.ledger.states_of(refs), strict=True):
+        # One script claims the batch and answers each refund's state.
+        claimed = p.ledger.claim_due_states(p.settings.lease_seconds, batch)
+        for ref, state in claimed:
             try:
                 step = STEP_FOR_STATE.get(State(state)) if state else None
             except ValueError:
@@ -66,10 +66,12 @@ def tick() -> int:
                 continue
             TASKS[step].apply_async((ref,))
             handed += 1
-        if len(refs) < batch:
+        if len(claimed) < batch:
             break
-    for member in p.ledger.claim_due(p.settings.lease_seconds, p.settings.tick_batch, OUTBOX):
+    # The outbox claim also records the heartbeat ("the scheduler is alive and served": health
+    # checks read it), in the same round trip.
+    members = p.ledger.claim_outbox(p.settings.lease_seconds, p.settings.tick_batch, heartbeat=True)
+    for member in members:
         deliver.apply_async((member,))
         handed += 1
-    p.ledger.beat_heartbeat()  # "the scheduler is alive and served": health checks read this
     return handed

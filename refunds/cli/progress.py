@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from refunds.models import FINAL_STATES, State
-from refunds.store.ledger import ALL, Ledger
+from refunds.store.ledger import Ledger
 
 # Pipeline order, for tables that read top to bottom like the refund's life.
 STATE_ORDER = (
@@ -109,11 +109,11 @@ class RefundView:
             for ref in self.refs:
                 self._states.setdefault(ref, "")
         else:
-            size = int(self.ledger.redis.zcard(ALL))
+            size = self.ledger.record_count()
             if size != self._known_size:
                 self._known_size = size
                 prefix = self.prefix or ""
-                for member in self.ledger.redis.zrange(ALL, 0, -1):
+                for member in self.ledger.iter_references():
                     ref = str(member)
                     if ref.startswith(prefix):
                         self._states.setdefault(ref, "")

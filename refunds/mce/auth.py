@@ -13,7 +13,6 @@ in a task argument, a log line or an exception.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -25,19 +24,10 @@ from config.settings import Settings
 from refunds.errors import MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.models import now
-from refunds.ops.counters import TOKEN_FETCHES
+from refunds.store.keys import TOKEN as TOKEN_KEY
+from refunds.store.tokens import TokenStore
 
-TOKEN_KEY = "rp:mce:token"  # noqa: S105 - a Redis key name, not a token
-LOCK_KEY = "rp:mce:token:lock"
-
-_INVALIDATE = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+__all__ = ["TOKEN_KEY", "Token", "TokenCache"]
 
 # A token this close to its hard expiry is not sent at all, even while another process refreshes.
 _HARD_SKEW = 0.5
@@ -65,15 +55,17 @@ class TokenCache:
     """The cluster's bearer token; ``fetch`` performs the provider's Create Token call."""
 
     def __init__(
-        self, client: redis.Redis, settings: Settings, fetch: Callable[[], TokenData]
+        self,
+        store: TokenStore | redis.Redis,
+        settings: Settings,
+        fetch: Callable[[], TokenData],
     ) -> None:
-        self.redis = client
+        # A bare client is wrapped: the storage (keys, lock) is the store's business.
+        self.store = store if isinstance(store, TokenStore) else TokenStore(store)
         self.settings = settings
         self.fetch = fetch
         self._local: Token | None = None
         self._mutex = threading.Lock()
-        self._invalidate = client.register_script(_INVALIDATE)
-        self._release = client.register_script(_RELEASE)
         self.fetches = 0  # token calls made by this process (for tests and stats)
 
     def margin(self, lifetime: float) -> float:
@@ -82,10 +74,8 @@ class TokenCache:
         )
 
     def _read(self) -> Token | None:
-        raw = self.redis.hmget(TOKEN_KEY, ["token", "expires", "refresh"])
-        if not raw[0]:
-            return None
-        return Token(str(raw[0]), float(raw[1] or 0), float(raw[2] or 0))
+        raw = self.store.read()
+        return None if raw is None else Token(*raw)
 
     def get(self) -> str:
         """A token to send now: from memory, from Redis, or freshly fetched under the lock."""
@@ -103,10 +93,8 @@ class TokenCache:
     def _refresh(self, current: Token | None) -> Token:
         deadline = time.monotonic() + self.settings.token_wait_seconds
         while True:
-            lock = secrets.token_hex(8)
-            if self.redis.set(
-                LOCK_KEY, lock, nx=True, px=int(self.settings.token_lock_seconds * 1000)
-            ):
+            lock = self.store.try_lock(self.settings.token_lock_seconds)
+            if lock is not None:
                 try:
                     shared = self._read()  # someone may have refreshed between our read and lock
                     if shared is not None and shared.fresh(now()):
@@ -114,7 +102,7 @@ class TokenCache:
                         return shared
                     return self._fetch_and_store()
                 finally:
-                    self._release(keys=[LOCK_KEY], args=[lock])
+                    self.store.unlock(lock)
             if current is not None and current.usable(now()):
                 self._local = current
                 return current
@@ -134,18 +122,7 @@ class TokenCache:
         at = now()
         expires = at + data.expires_in
         token = Token(data.access_token, expires, expires - self.margin(data.expires_in))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            TOKEN_KEY,
-            mapping={
-                "token": token.value,
-                "expires": repr(token.expires_at),
-                "refresh": repr(token.refresh_at),
-            },
-        )
-        pipe.pexpireat(TOKEN_KEY, int(expires * 1000))
-        pipe.incr(TOKEN_FETCHES)
-        pipe.execute()
+        self.store.write(token.value, token.expires_at, token.refresh_at)
         self._local = token
         return token
 
@@ -154,4 +131,4 @@ class TokenCache:
         local = self._local
         if local is not None and local.value == value:
             self._local = None
-        self._invalidate(keys=[TOKEN_KEY], args=[value])
+        self.store.invalidate(value)

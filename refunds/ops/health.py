@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ledger = Ledger.from_url(load_settings().redis_url)
-        ledger.redis.ping()
+        ledger.ping()
         if args.tick_within is not None:
             since = ledger.since_last_tick()
             if since is None or since > args.tick_within:

@@ -21,7 +21,6 @@ from prometheus_client.registry import Collector
 
 from refunds.context import Context
 from refunds.ops.counters import LATENCY_BUCKETS
-from refunds.store.ledger import OUTBOX
 
 
 class RedisCollector(Collector):
@@ -77,7 +76,7 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily(
             "refunds_outbox",
             "Outcome notifications not yet delivered",
-            value=int(ledger.redis.zcard(OUTBOX)),
+            value=ledger.outbox_count(),
         )
         yield CounterMetricFamily(
             "refunds_token_fetches", "Bearer tokens fetched from MCE", value=stats.token_fetches()

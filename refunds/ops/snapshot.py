@@ -13,11 +13,11 @@ flight, never with the ones already final.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from refunds.models import FINAL_STATES, State, iso, now
 from refunds.ops.counters import Stats
-from refunds.store.ledger import ALL, Ledger, state_key
+from refunds.store.ledger import Ledger
 
 NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
 ERROR_WINDOW_SECONDS = 3600.0
@@ -101,30 +101,11 @@ def oldest_by_state(
 ) -> dict[str, Oldest]:
     """The oldest refund of each given state that has any: SSCAN the state's set, ZSCORE each
     member in ``rp:all`` (pipelined, a chunk at a time, so memory stays bounded)."""
-    client = ledger.redis
     found: dict[str, Oldest] = {}
     for state in states:
-        best: Oldest | None = None
-        cursor = 0
-        while True:
-            cursor, members = cast(
-                tuple[int, list[str]],
-                client.sscan(state_key(state), cursor, count=_SCAN_CHUNK),
-            )
-            if members:
-                pipe = client.pipeline(transaction=False)
-                for ref in members:
-                    pipe.zscore(ALL, ref)
-                for ref, score in zip(members, pipe.execute(), strict=True):
-                    if score is None:  # in a state set but not indexed: skip, never guess
-                        continue
-                    created = float(score)
-                    if best is None or (created, ref) < (best.created_at, best.client_reference):
-                        best = Oldest(str(ref), str(state), created)
-            if int(cursor) == 0:
-                break
-        if best is not None:
-            found[str(state)] = best
+        oldest = ledger.oldest_in_state(state, _SCAN_CHUNK)
+        if oldest is not None:
+            found[str(state)] = Oldest(oldest[0], str(state), oldest[1])
     return found
 
 
@@ -132,7 +113,7 @@ def gather(
     ledger: Ledger, stats: Stats | None = None, *, error_window: float = ERROR_WINDOW_SECONDS
 ) -> OpsStats:
     """One snapshot: a handful of round trips plus one chunked pass over the refunds in flight."""
-    stats = stats or Stats(ledger.redis)
+    stats = stats or Stats.of(ledger)
     by_state = oldest_by_state(ledger)
     oldest = min(by_state.values(), key=lambda o: (o.created_at, o.client_reference), default=None)
     calls: dict[str, dict[str, int]] = {}

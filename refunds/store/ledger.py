@@ -6,34 +6,29 @@ state the caller read, so two workers (a redelivered message, a webhook and a po
 move the same refund. The allowed edges are checked against ``models.TRANSITIONS`` before the
 script runs; the script's state check makes that decision atomic.
 
-Keys (all under ``rp:``; short field names because 100,000 refunds in flight must stay small):
+The keys (record hash, history string, state sets, creation index, step lock) are listed with
+their types and lifetimes in ``refunds.store.keys``; short field names (``_FIELDS``) because
+100,000 refunds in flight must stay small. The history lives in a string of its own so the hash
+stays a compact listpack (Redis converts a hash to a table, about twice the memory, once any value
+exceeds 64 bytes). Timers (claim, set, clear, lag, heartbeat) are ``refunds.store.timers``; the
+ledger inherits them so callers keep one object.
 
-- ``rp:r:{ref}``      hash: the record (see ``_FIELDS``)
-- ``rp:h:{ref}``      string: the record's history, one JSON line per transition (kept apart so
-                      the hash stays a compact listpack: Redis converts a hash to a table, about
-                      twice the memory, once any value exceeds 64 bytes)
-- ``rp:state:{s}``    set of references per state (listing and counts without a scan)
-- ``rp:all``          sorted set of references by creation time
-- ``rp:conflicts``    set of references whose record carries a provider ``conflict`` mark
-- ``rp:timers``       sorted set of references by due time: every non-final, non-held refund
-- ``rp:lock:{ref}``   short lock held while one worker performs one step for the refund
-
-Timers with leases: the scheduler tick claims due references by moving their due time to
-``now + lease`` in the same script that reads them. A worker that finishes a step sets the next due
-time (or removes the timer once the refund is final or held). A worker that dies mid-step does
-neither, so the lease runs out and the refund comes due again: nothing is lost to a crash.
+Round trips: a transition (CAS, fields, history, state sets, timer, outbox) is one script that
+answers the record as written; taking a step lock reads the record in the same round trip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast
 
 import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
 from refunds.models import (
@@ -45,13 +40,31 @@ from refunds.models import (
     is_allowed,
     now,
 )
+from refunds.store.keys import (
+    ALL,
+    CONFLICTS,
+    OUTBOX,
+    TIMERS,
+    history_key,
+    lock_key,
+    record_key,
+    state_key,
+)
+from refunds.store.timers import Timers
 
-PREFIX = "rp:"
-TIMERS = PREFIX + "timers"
-ALL = PREFIX + "all"
-OUTBOX = PREFIX + "outbox"
-LAST_TICK = PREFIX + "tick:last"
-CONFLICTS = PREFIX + "conflicts"  # set of references whose record carries a provider conflict
+__all__ = [
+    "ALL",
+    "CONFLICTS",
+    "OUTBOX",
+    "TIMERS",
+    "Ledger",
+    "StepLock",
+    "SubmitResult",
+    "history_key",
+    "lock_key",
+    "record_key",
+    "state_key",
+]
 
 # Record fields: RefundRecord attribute -> hash field.
 _FIELDS = {
@@ -88,18 +101,6 @@ _FIELDS = {
 TimerAction = Literal["keep", "set", "clear"]
 
 
-def record_key(ref: str) -> str:
-    return f"{PREFIX}r:{ref}"
-
-
-def state_key(state: State | str) -> str:
-    return f"{PREFIX}state:{state}"
-
-
-def lock_key(ref: str) -> str:
-    return f"{PREFIX}lock:{ref}"
-
-
 # KEYS: record, timers, all, state set of the new state, history
 # ARGV: ref, now, due, fp, history line, then field/value pairs
 _SUBMIT = """
@@ -120,32 +121,50 @@ return false
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 #       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
+# One HMGET reads state, version, a legacy history and the fields to delete (only present ones are
+# deleted); one HSET writes every field with the new state, time and version; the history is
+# answered from what the script wrote (no read back).
 _TRANSITION = """
-local current = redis.call('HGET', KEYS[1], 'state')
+local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local asked = {'state', 'ver', 'hist'}
+for j = 1, m do asked[#asked + 1] = ARGV[10 + 2 * n + j] end
+local cur = redis.call('HMGET', KEYS[1], unpack(asked))
+local current = cur[1]
 if not current then return {0, ''} end
 if current ~= ARGV[2] then return {0, current} end
-local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local i = 11
-if n > 0 then
-  local sets = {}
-  for j = 1, n do
-    sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
-  end
-  redis.call('HSET', KEYS[1], unpack(sets))
+local sets = {}
+for j = 1, n do
+  sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
 end
-for j = 1, m do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
-for j = 1, k do redis.call('ZADD', KEYS[5], ARGV[4], ARGV[i]); i = i + 1 end
-redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
+sets[#sets + 1] = 'state'; sets[#sets + 1] = ARGV[3]
+sets[#sets + 1] = 'updated'; sets[#sets + 1] = ARGV[4]
+sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(cur[2]) or 0) + 1)
+redis.call('HSET', KEYS[1], unpack(sets))
+-- Delete only the fields that are there (most updates clear an error that was never set).
+local dels = {}
+for j = 1, m do
+  if cur[3 + j] then dels[#dels + 1] = ARGV[i] end
+  i = i + 1
+end
+if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
+if k > 0 then
+  local members = {}
+  for j = 1, k do members[#members + 1] = ARGV[4]; members[#members + 1] = ARGV[i]; i = i + 1 end
+  redis.call('ZADD', KEYS[5], unpack(members))
+end
+local hist
 if ARGV[7] ~= '' then
   -- Records written before the history had a key of its own keep it in the hash: move it.
-  local legacy = redis.call('HGET', KEYS[1], 'hist')
+  local legacy = cur[3]
   if legacy then
-    redis.call('SET', KEYS[6], legacy)
     redis.call('HDEL', KEYS[1], 'hist')
+  else
+    legacy = redis.call('GET', KEYS[6])
   end
   -- GET and SET, not APPEND: APPEND reserves room to grow, about doubling the memory kept.
-  redis.call('SET', KEYS[6], (redis.call('GET', KEYS[6]) or '') .. '\\n' .. ARGV[7])
+  hist = (legacy or '') .. '\\n' .. ARGV[7]
+  redis.call('SET', KEYS[6], hist)
 end
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
@@ -156,20 +175,30 @@ if ARGV[5] == 'set' then
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-return {1, redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[6]) or ''}
+if not hist then hist = cur[3] or redis.call('GET', KEYS[6]) or '' end
+return {1, redis.call('HGETALL', KEYS[1]), hist}
 """
 
-# KEYS: timers. ARGV: now, lease until, limit
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, ref in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ref) end
-return due
-"""
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+class StepLock(Lock):
+    """redis-py's Lock (non-blocking, with a timeout) that reads the record in the same round
+    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock."""
+
+    def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
+        super().__init__(client, lock_key(ref), timeout=seconds, blocking=False, thread_local=False)
+        self.ref = ref
+        self.record: RefundRecord | None = None
+
+    def do_acquire(self, token: str) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
+        pipe.hgetall(record_key(self.ref))
+        pipe.get(history_key(self.ref))
+        ok, raw, hist = pipe.execute()
+        if not ok:
+            return False
+        self.record = _decode(self.ref, raw, hist) if raw else None
+        return True
 
 
 @dataclass(frozen=True)
@@ -191,10 +220,6 @@ def _history_line(at: float, from_state: str | None, to_state: str, reason: str,
     if actor != "pipeline":
         entry["actor"] = actor
     return json.dumps(entry, separators=(",", ":"))
-
-
-def history_key(ref: str) -> str:
-    return f"{PREFIX}h:{ref}"
 
 
 def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
@@ -269,15 +294,13 @@ def _new_record(intent: RefundIntent, at: float) -> RefundRecord:
     )
 
 
-class Ledger:
+class Ledger(Timers):
     """The refund records, their timers and locks, in one Redis database."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
+        super().__init__(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
-        self._claim = client.register_script(_CLAIM_DUE)
-        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -517,53 +540,60 @@ class Ledger:
         flat = list(answer)
         return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)), hist[0])
 
-    # --- timers ---------------------------------------------------------------------------------
-
-    def claim_due(self, lease_seconds: float, limit: int, key: str = TIMERS) -> list[str]:
-        """Members of a timer set (refunds, or outbox entries) whose due time has passed, leased
-        for ``lease_seconds``."""
-        at = now()
-        return list(self._claim(keys=[key], args=[_encode(at), _encode(at + lease_seconds), limit]))
-
-    def set_due(self, ref: str, due: float) -> None:
-        self.redis.zadd(TIMERS, {ref: due})
-
-    def due_soon(self, ref: str, seconds: float) -> None:
-        """Bring an existing timer forward to ``seconds`` from now (never later, never new)."""
-        self.redis.zadd(TIMERS, {ref: now() + seconds}, xx=True, lt=True)
-
-    def clear_timer(self, ref: str) -> None:
-        self.redis.zrem(TIMERS, ref)
-
-    def due_at(self, ref: str) -> float | None:
-        score = self.redis.zscore(TIMERS, ref)
-        return None if score is None else float(score)
-
-    def timer_lag(self) -> float:
-        """Seconds the most overdue timer is past due (0 when nothing is overdue)."""
-        first = self.redis.zrange(TIMERS, 0, 0, withscores=True)
-        if not first:
-            return 0.0
-        return max(0.0, now() - float(first[0][1]))
-
-    def beat_heartbeat(self) -> None:
-        self.redis.set(LAST_TICK, repr(now()))
-
-    def since_last_tick(self) -> float | None:
-        """Seconds since a scheduler tick last ran (None: never)."""
-        value = self.redis.get(LAST_TICK)
-        return None if value is None else max(0.0, now() - float(value))
-
-    def timer_count(self) -> int:
-        return int(self.redis.zcard(TIMERS))
-
     # --- locks ----------------------------------------------------------------------------------
 
-    def lock(self, ref: str, seconds: float) -> str | None:
-        """Take the refund's step lock; returns the lock token, or None if another worker has it."""
-        token = secrets.token_hex(8)
-        ok = self.redis.set(lock_key(ref), token, nx=True, px=int(seconds * 1000))
-        return token if ok else None
+    def lock(self, ref: str, seconds: float) -> StepLock | None:
+        """Take the refund's step lock (non-blocking, expiring after ``seconds``); the answer's
+        ``record`` is the record read in the same round trip (None: no such refund). None when
+        another worker holds the lock."""
+        lock = StepLock(self.redis, ref, seconds)
+        return lock if lock.acquire() else None
 
-    def unlock(self, ref: str, token: str) -> None:
-        self._release(keys=[lock_key(ref)], args=[token])
+    def unlock(self, ref: str, lock: StepLock) -> None:
+        """Release a lock from :meth:`lock` if still ours (an expired one is left alone)."""
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
+
+    # --- health ---------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Round trip to Redis; raises redis.RedisError when it is unreachable."""
+        return bool(self.redis.ping())
+
+    def record_count(self) -> int:
+        """Refunds in the ledger (``rp:all``'s size)."""
+        return int(self.redis.zcard(ALL))
+
+    def oldest_in_state(self, state: State | str, chunk: int = 1000) -> tuple[str, float] | None:
+        """``(reference, created_at)`` of the oldest refund in ``state``, or None when it has none.
+
+        SSCANs the state's set and ZSCOREs each member in the creation index (pipelined, a chunk
+        at a time, so memory stays bounded); a member missing from the index is skipped, never
+        guessed. Ties go to the smaller reference.
+        """
+        best: tuple[float, str] | None = None
+        cursor = 0
+        while True:
+            cursor, members = cast(
+                tuple[int, list[str]], self.redis.sscan(state_key(state), cursor, count=chunk)
+            )
+            if members:
+                pipe = self.redis.pipeline(transaction=False)
+                for ref in members:
+                    pipe.zscore(ALL, ref)
+                for ref, score in zip(members, pipe.execute(), strict=True):
+                    if score is not None and (best is None or (float(score), ref) < best):
+                        best = (float(score), str(ref))
+            if int(cursor) == 0:
+                break
+        return None if best is None else (best[1], best[0])
+
+    def iter_references(self, chunk: int = 1000) -> Iterator[str]:
+        """Every reference, oldest first, a chunk at a time."""
+        start = 0
+        while True:
+            part = cast(list[str], self.redis.zrange(ALL, start, start + chunk - 1))
+            yield from part
+            if len(part) < chunk:
+                return
+            start += chunk

@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
-PACE_KEY = "rp:pace:tat"
+from refunds.store.keys import PACE
+
+if TYPE_CHECKING:
+    from refunds.store.ledger import Ledger
+
+PACE_KEY = PACE  # the GCRA schedule (see store.keys)
 # Without MCE_MAX_RPS, how stale a process's view of a cluster-wide push-back may be.
 _UNPACED_CHECK_SECONDS = 0.25
 
@@ -84,6 +90,11 @@ class Pacer:
         self.max_rps = max_rps
         self._checked_at = float("-inf")
         self._paused_until = 0.0
+
+    @classmethod
+    def of(cls, ledger: Ledger, max_rps: float | None, max_wait: float) -> Pacer:
+        """The pacer on the ledger's database."""
+        return cls(ledger.redis, max_rps, max_wait)
 
     def reserve(self) -> Reservation:
         granted, wait = self._reserve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -16,7 +17,11 @@ from refunds.errors import ConflictError, TransitionError
 from refunds.mce.auth import TokenCache
 from refunds.mce.schemas import TokenData
 from refunds.models import RefundIntent, State
-from refunds.store.ledger import Ledger
+from refunds.store.events import EVENT_TTL, EventStore
+from refunds.store.keys import event_key, history_key, parked_key, record_key
+from refunds.store.ledger import Ledger, StepLock
+from refunds.store.outbox import Outbox
+from refunds.store.tokens import TokenStore
 
 
 def intent(ref: str, txn: str = "tx") -> RefundIntent:
@@ -114,10 +119,76 @@ def test_claim_due_leases_until_the_lease_runs_out(ledger: Ledger, prefix: str) 
 def test_lock_is_exclusive_and_only_its_holder_releases(ledger: Ledger, prefix: str) -> None:
     token = ledger.lock(prefix + "l", 5)
     assert token and ledger.lock(prefix + "l", 5) is None
-    ledger.unlock(prefix + "l", "not-the-token")
+    stranger = StepLock(ledger.redis, prefix + "l", 5)
+    stranger.local.token = b"not-the-token"
+    ledger.unlock(prefix + "l", stranger)
     assert ledger.lock(prefix + "l", 5) is None
     ledger.unlock(prefix + "l", token)
     assert ledger.lock(prefix + "l", 5) is not None
+
+
+def test_lock_expires_after_its_timeout(ledger: Ledger, prefix: str) -> None:
+    assert ledger.lock(prefix + "lx", 0.3) is not None
+    assert ledger.lock(prefix + "lx", 0.3) is None
+    time.sleep(0.4)  # the holder died: the lock runs out
+    assert ledger.lock(prefix + "lx", 0.3) is not None
+
+
+def test_lock_reads_the_record_in_the_same_round_trip(ledger: Ledger, prefix: str) -> None:
+    rec = ledger.submit(intent(prefix + "lr"), due_in=30).record
+    moved = ledger.transition(rec, State.CREATING, "create attempt 1", fields={"attempts": 1})
+    token = ledger.lock(prefix + "lr", 5)
+    assert token is not None and token.record == moved == ledger.get(prefix + "lr")
+    missing = ledger.lock(prefix + "nobody", 5)
+    assert missing is not None and missing.record is None
+
+
+def test_transition_answers_the_record_as_stored(ledger: Ledger, prefix: str) -> None:
+    rec = ledger.submit(intent(prefix + "as"), due_in=30).record
+    a = ledger.transition(rec, State.CREATING, "create attempt 1", fields={"attempts": 1})
+    b = ledger.transition(a, State.CREATING, "", fields={"attempts": 2, "last_error": None})
+    c = ledger.transition(b, State.CREATED, "created", fields={"crypto_refund_id": "r1"})
+    assert [x.version for x in (rec, a, b, c)] == [1, 2, 3, 4]
+    assert [h.to_state for h in c.history] == ["received", "creating", "created"]
+    assert b.history == a.history  # a field update adds no history line
+    assert c == ledger.get(prefix + "as")
+    assert prefix + "as" in ledger.references(State.CREATED)
+    assert prefix + "as" not in ledger.references(State.CREATING)
+    err = {"code": "X", "message": "m"}
+    d = ledger.transition(c, State.CREATED, "", fields={"last_error": err, "amount": "5"})
+    assert d.last_error == err
+    e = ledger.transition(d, State.CREATED, "", fields={"last_error": None, "txn_hash": None})
+    assert e.last_error is None and e.txn_hash is None and e.version == 6
+    assert e == ledger.get(prefix + "as") and "err" not in ledger.redis.hgetall(
+        record_key(e.client_reference)
+    )
+
+
+def test_legacy_history_in_the_hash_moves_to_its_own_key(ledger: Ledger, prefix: str) -> None:
+    ref = prefix + "legacy"
+    rec = ledger.submit(intent(ref), due_in=30).record
+    old = ledger.redis.get(history_key(ref))
+    ledger.redis.delete(history_key(ref))
+    ledger.redis.hset(record_key(ref), "hist", str(old))  # as written before the split
+    assert ledger.get(ref).history == rec.history
+    moved = ledger.transition(rec, State.CREATING, "create attempt 1")
+    assert [h.to_state for h in moved.history] == ["received", "creating"]
+    assert ledger.redis.hget(record_key(ref), "hist") is None
+    assert moved == ledger.get(ref)
+
+
+def test_claim_with_states_answers_states_and_beats(ledger: Ledger, prefix: str) -> None:
+    ref = prefix + "cs"
+    ledger.submit(intent(ref), due_in=0)
+    ledger.set_due(prefix + "ghost", 0)  # a timer whose record is gone
+    before = time.time()
+    claimed = dict(ledger.claim_due_states(lease_seconds=30, limit=10_000, heartbeat=True))
+    assert claimed[ref] == "received" and claimed[prefix + "ghost"] is None
+    assert (ledger.due_at(ref) or 0) >= before + 29  # leased
+    since = ledger.since_last_tick()
+    assert since is not None and since < 5
+    assert ref not in dict(ledger.claim_due_states(lease_seconds=30, limit=10_000))
+    ledger.clear_timer(prefix + "ghost")
 
 
 class CountingFetch:
@@ -138,7 +209,7 @@ class CountingFetch:
 
 @pytest.fixture
 def fresh_token_key(ledger: Ledger) -> None:
-    ledger.redis.delete("rp:mce:token", "rp:mce:token:lock")
+    TokenStore(ledger.redis).clear()
 
 
 def test_token_refresh_is_single_flight_across_processes(
@@ -197,9 +268,17 @@ def test_operator_retry_does_not_stand_in_for_an_approval(
     strict = settings.model_copy(update={"approval_thresholds": {"USDT": Decimal("100")}})
     rec = ledger.submit(intent(prefix + "big"), due_in=30).record
     rec = ledger.transition(rec, State.CREATING, "create attempt 1")
-    rec = ledger.transition(rec, State.NEEDS_ATTENTION, "provider refused: X", fields={
-        "crypto_refund_id": "CR1", "provider_status": 1, "amount": Decimal("500"),
-        "currency": "USDT"})
+    rec = ledger.transition(
+        rec,
+        State.NEEDS_ATTENTION,
+        "provider refused: X",
+        fields={
+            "crypto_refund_id": "CR1",
+            "provider_status": 1,
+            "amount": Decimal("500"),
+            "currency": "USDT",
+        },
+    )
     result = actions.retry(ledger, strict, prefix + "big", actor="ann", reason="try again")
     assert result.record.state == State.AWAITING_APPROVAL and result.next_task is None
     due = ledger.due_at(prefix + "big")  # held, and read slowly so it cannot drift
@@ -208,3 +287,120 @@ def test_operator_retry_does_not_stand_in_for_an_approval(
     approved = actions.approve(ledger, strict, prefix + "big", actor="bob", reason="checked")
     assert approved.record.state == State.CONFIRMING and approved.next_task == "confirm"
     assert [h.actor for h in approved.record.history][-2:] == ["ann", "bob"]
+
+
+# --- the webhook event store, the outbox and the token storage ------------------------------------
+
+
+def test_event_store_keeps_the_first_delivery_and_answers_duplicates(
+    ledger: Ledger, prefix: str
+) -> None:
+    events = EventStore.of(ledger)
+    nid = prefix + "ev"
+    body = b'{"first":1}'
+    assert events.store(nid, body, 1000.0) == "new"
+    stored = events.get(nid)
+    # Body, hash, status, time and expiry are written by the same call: no half-stored event.
+    assert stored == {
+        "body": '{"first":1}',
+        "hash": hashlib.sha256(body).hexdigest(),
+        "status": "received",
+        "received_at": "1000.0",
+    }
+    assert EVENT_TTL - 5 < events.ttl_of(nid) <= EVENT_TTL
+    assert events.store(nid, body, 1001.0) == "duplicate"  # in flight: not claimed twice
+    events.mark(nid, "applied", prefix + "r")
+    assert events.store(nid, body, 2000.0) == "duplicate"  # handled
+    assert events.get(nid) == {**stored, "status": "applied", "ref": prefix + "r"}
+
+
+def test_event_store_counts_a_conflicting_body_and_keeps_the_first(
+    ledger: Ledger, prefix: str
+) -> None:
+    events = EventStore.of(ledger)
+    nid = prefix + "cf"
+    assert events.store(nid, b'{"a":1}', 1.0) == "new"
+    assert events.store(nid, b'{"a":2}', 2.0) == "conflict"
+    stored = events.get(nid)
+    assert stored["body"] == '{"a":1}' and stored["conflicts"] == "1"
+    assert stored["conflict_hash"] == hashlib.sha256(b'{"a":2}').hexdigest()
+
+
+def test_event_store_lets_a_repeat_finish_a_failed_or_abandoned_apply(
+    ledger: Ledger, prefix: str
+) -> None:
+    events = EventStore.of(ledger)
+    nid = prefix + "err"
+    assert events.store(nid, b"{}", 1.0, claim_seconds=60) == "new"
+    assert events.store(nid, b"{}", 30.0, claim_seconds=60) == "duplicate"  # still in flight
+    assert events.store(nid, b"{}", 62.0, claim_seconds=60) == "retry"  # abandoned claim
+    events.mark_error(nid, "ValueError: boom")
+    assert events.store(nid, b"{}", 63.0, claim_seconds=60) == "retry"
+    assert events.get(nid)["status"] == "received"
+    assert events.get(nid)["received_at"] == "63.0"
+
+
+def test_event_half_written_by_the_old_code_is_applied_on_redelivery(
+    ledger: Ledger, prefix: str
+) -> None:
+    # The old code's HSETNX ran, then the process died before the status HSET and the EXPIRE:
+    # every redelivery used to be answered "duplicate" and the event never applied.
+    events = EventStore.of(ledger)
+    nid = prefix + "half"
+    ledger.redis.hsetnx(event_key(nid), "body", '{"old":1}')
+    assert events.store(nid, b'{"old":1}', 5.0) == "new"
+    assert events.get(nid)["status"] == "received"
+    assert events.ttl_of(nid) > 0
+
+
+def test_parked_events_expire_and_unpark_returns_the_body(ledger: Ledger, prefix: str) -> None:
+    events = EventStore.of(ledger)
+    ref = prefix + "p"
+    assert not events.has_parked(ref) and events.parked(ref) == []
+    events.store(prefix + "n1", b'{"n":1}', 1.0)
+    events.park(prefix + "n1", ref, 10.0)
+    events.park(prefix + "n2", ref, 5.0)  # its body expired or was never stored
+    assert events.has_parked(ref)
+    assert events.parked(ref) == [prefix + "n2", prefix + "n1"]  # oldest first
+    assert 0 < int(ledger.redis.ttl(parked_key(ref))) <= EVENT_TTL
+    assert events.unpark(ref, prefix + "n2") is None
+    assert events.unpark(ref, prefix + "n1") == '{"n":1}'
+    assert not events.has_parked(ref)
+
+
+def test_outbox_done_retry_and_bury(ledger: Ledger, prefix: str) -> None:
+    outbox = Outbox.of(ledger)
+    member = f"http:{prefix}o"
+    outbox.retry_at(member, 100.0)
+    assert outbox.failed(member) == 1 and outbox.failed(member) == 2
+    assert outbox.due_at(member) == 100.0 and outbox.attempts(member) == 2
+    outbox.done(member)
+    assert outbox.due_at(member) is None and outbox.attempts(member) == 0
+    outbox.retry_at(member, 100.0)
+    outbox.bury(member, 200.0)
+    assert outbox.due_at(member) is None and member in outbox.dead()
+
+
+def test_token_store_lock_is_exclusive_and_expires(ledger: Ledger, fresh_token_key: None) -> None:
+    store = TokenStore(ledger.redis)
+    first = store.try_lock(0.3)
+    assert first is not None and store.try_lock(0.3) is None
+    store.unlock(first)
+    second = store.try_lock(0.3)
+    assert second is not None
+    time.sleep(0.4)  # the holder died: the lock runs out
+    third = store.try_lock(5)
+    assert third is not None
+    store.unlock(second)  # expired and taken by another: must not release theirs
+    assert store.try_lock(5) is None
+    store.unlock(third)
+
+
+def test_token_store_invalidates_only_the_refused_token(
+    ledger: Ledger, fresh_token_key: None
+) -> None:
+    store = TokenStore(ledger.redis)
+    store.write("tok-a", time.time() + 60, time.time() + 50)
+    assert store.invalidate("tok-old") is False
+    assert store.read() is not None and store.read()[0] == "tok-a"  # type: ignore[index]
+    assert store.invalidate("tok-a") is True and store.read() is None

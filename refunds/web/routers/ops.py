@@ -17,7 +17,7 @@ router = APIRouter()
 @router.get("/healthz", responses=UNAVAILABLE, summary="Liveness: Redis answers")
 def healthz(context: ContextDep) -> Any:
     try:
-        context.ledger.redis.ping()
+        context.ledger.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         return unavailable(f"redis: {type(exc).__name__}")
     return {"ok": True}

@@ -1,0 +1,125 @@
+"""The webhook event store: raw MCE events by ``notificationId`` and the parked set per refund.
+
+The Redis part of ``refunds.webhooks`` (keys ``rp:wh:{notificationId}``, ``rp:wh:parked:{ref}``
+in ``refunds.store.keys``; both kept ``EVENT_TTL``). Storing a delivery is ONE script: the body
+(first delivery wins), its hash, status ``received``, the time and the expiry are written
+together, and the same script tells a new delivery from a retry, a duplicate or a conflicting body.
+It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left an event with a body but
+no status that every redelivery answered "duplicate" and that never applied; an event found in
+that state (written by the old code) is taken as new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Literal, cast
+
+import redis
+
+from refunds.store.keys import event_key, parked_key
+
+if TYPE_CHECKING:
+    from refunds.store.ledger import Ledger
+
+EVENT_TTL = 30 * 24 * 3600  # seconds raw events are kept, for replays and audits
+
+CLAIM_SECONDS = 60.0  # a delivery "received" longer than this was abandoned: a repeat takes it
+
+# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
+# One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
+# delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
+# "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
+# An event without a status (half-written by the code before this script) is taken as new.
+_STORE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
+             'received_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'new'
+end
+local hash = redis.call('HGET', KEYS[1], 'hash')
+if (hash and hash ~= ARGV[2]) or (not hash and redis.call('HGET', KEYS[1], 'body') ~= ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'conflicts', 1)
+  redis.call('HSET', KEYS[1], 'conflict_hash', ARGV[2], 'conflict_at', ARGV[3])
+  return 'conflict'
+end
+local at = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '0')
+if status == 'error' or (status == 'received' and tonumber(ARGV[3]) - at > tonumber(ARGV[5])) then
+  redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[3])
+  return 'retry'
+end
+return 'duplicate'
+"""
+
+StoreOutcome = Literal["new", "retry", "duplicate", "conflict"]
+
+# KEYS: parked set. ARGV: notificationId, now, ttl.
+_PARK = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+
+class EventStore:
+    """Raw webhook events and the events parked until their refund exists."""
+
+    def __init__(self, client: redis.Redis, ttl: int = EVENT_TTL) -> None:
+        self.redis = client
+        self.ttl = ttl
+        self._store = client.register_script(_STORE)
+        self._park = client.register_script(_PARK)
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> EventStore:
+        """The event store in the ledger's database."""
+        return cls(ledger.redis)
+
+    def store(
+        self, nid: str, body: bytes, at: float, claim_seconds: float = CLAIM_SECONDS
+    ) -> StoreOutcome:
+        """Store and claim one delivery of the raw ``body`` atomically (see ``_STORE``): "new" or
+        "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
+        text = body.decode("utf-8", errors="replace")
+        digest = hashlib.sha256(body).hexdigest()
+        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]
+        return cast(StoreOutcome, str(self._store(keys=[event_key(nid)], args=args)))
+
+    def mark(self, nid: str, status: str, ref: str | None = None) -> None:
+        """Record how the event ended (applied, stale, parked, ignored) and its reference."""
+        mapping: dict[str | bytes, str] = {"status": status}
+        if ref:
+            mapping["ref"] = ref
+        self.redis.hset(event_key(nid), mapping=mapping)  # type: ignore[arg-type]
+
+    def mark_error(self, nid: str, error: str) -> None:
+        """The apply failed: a redelivery finishes the job (status ``error`` is unfinished)."""
+        self.redis.hset(event_key(nid), mapping={"status": "error", "error": error})
+
+    def get(self, nid: str) -> dict[str, str]:
+        """The stored event's fields (body, status, received_at, error, ref); {} when unknown."""
+        return cast(dict[str, str], self.redis.hgetall(event_key(nid)))
+
+    def ttl_of(self, nid: str) -> int:
+        """Seconds the stored event has left (-1 no expiry, -2 not stored)."""
+        return int(self.redis.ttl(event_key(nid)))
+
+    def park(self, nid: str, ref: str, at: float) -> None:
+        """Keep ``nid`` until ``ref`` exists (replayed by the create step)."""
+        self._park(keys=[parked_key(ref)], args=[nid, repr(at), self.ttl])
+
+    def parked(self, ref: str) -> list[str]:
+        """The notificationIds parked for ``ref``, oldest first."""
+        return [str(i) for i in cast(list[str], self.redis.zrange(parked_key(ref), 0, -1))]
+
+    def has_parked(self, ref: str) -> bool:
+        return bool(self.redis.exists(parked_key(ref)))
+
+    def unpark(self, ref: str, nid: str) -> str | None:
+        """Take ``nid`` out of ``ref``'s parked set; answers its stored body (None: expired)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(event_key(nid), "body")
+        pipe.zrem(parked_key(ref), nid)
+        body, _ = pipe.execute()
+        return None if body is None else str(body)

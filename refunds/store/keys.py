@@ -1,0 +1,103 @@
+"""Every Redis key the pipeline uses, in one place: the only module that spells ``rp:``.
+
+Code outside ``refunds/store/`` never builds a key (``tests/unit/test_layering.py`` checks), so a
+change of layout or an atomicity fix stays inside the store. Short names and short field names
+because 100,000 refunds in flight must stay small.
+
+========================== ====== ================ ==========================================
+key                        type   lifetime         holds
+========================== ====== ================ ==========================================
+``rp:r:{ref}``             hash   forever          one refund record (fields: ledger._FIELDS)
+``rp:h:{ref}``             string forever          its history, one JSON line per transition
+``rp:state:{state}``       set    forever          references per state (listing, counts)
+``rp:all``                 zset   forever          references by creation time
+``rp:conflicts``           set    forever          references whose record carries a provider
+                                                   ``conflict`` mark (``list --conflicts``)
+``rp:timers``              zset   until final/held references by due time (leased by the tick)
+``rp:lock:{ref}``          string lock timeout     per-refund step lock (a random token)
+``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
+``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
+``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
+``rp:outbox:dead``         zset   forever          outbox members given up on, by time
+``rp:wh:{notificationId}`` hash   EVENT_TTL (30 d) one MCE webhook event: body, status,
+                                                   received_at, error, ref
+``rp:wh:parked:{ref}``     zset   EVENT_TTL (30 d) event ids waiting for their refund, by time
+``rp:mce:token``           hash   token expiry     bearer token: token, expires, refresh
+``rp:mce:token:lock``      string lock timeout     single-flight lock of a token refresh
+``rp:pace:tat``            string idle + 1 s       GCRA time of the next provider call slot
+``rp:stats:calls``         hash   forever          ``{operation}|{outcome}`` -> count
+``rp:stats:latency``       hash   forever          ``{operation}|{bucket}`` -> count, ``|sum``
+``rp:stats:errors:{min}``  hash   2 hours          error code -> count in one epoch minute
+``rp:stats:webhooks``      hash   forever          webhook outcome -> count
+``rp:stats:conflicts``     hash   forever          provider conflict kind -> count
+``rp:stats:token_fetches`` string forever          Create Token calls made (integer)
+========================== ====== ================ ==========================================
+
+"forever" means until an operator deletes it: records are never expired by the pipeline.
+"""
+
+from __future__ import annotations
+
+PREFIX = "rp:"
+
+# --- ledger (store/ledger.py) ---------------------------------------------------------------------
+ALL = PREFIX + "all"
+
+
+def record_key(ref: str) -> str:
+    return f"{PREFIX}r:{ref}"
+
+
+def history_key(ref: str) -> str:
+    return f"{PREFIX}h:{ref}"
+
+
+def state_key(state: str) -> str:
+    return f"{PREFIX}state:{state}"
+
+
+def lock_key(ref: str) -> str:
+    return f"{PREFIX}lock:{ref}"
+
+
+RECORD_PATTERN = PREFIX + "r:*"  # SCAN pattern over every record
+CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider conflict mark
+
+# --- timers (store/timers.py) ---------------------------------------------------------------------
+TIMERS = PREFIX + "timers"
+LAST_TICK = PREFIX + "tick:last"
+
+# --- outbox (store/outbox.py) ---------------------------------------------------------------------
+OUTBOX = PREFIX + "outbox"
+OUTBOX_ATTEMPTS = PREFIX + "outbox:attempts"
+OUTBOX_DEAD = PREFIX + "outbox:dead"
+
+# --- webhook events (store/events.py) -------------------------------------------------------------
+
+
+def event_key(notification_id: str) -> str:
+    return f"{PREFIX}wh:{notification_id}"
+
+
+def parked_key(ref: str) -> str:
+    return f"{PREFIX}wh:parked:{ref}"
+
+
+# --- token cache (store/tokens.py) ----------------------------------------------------------------
+TOKEN = PREFIX + "mce:token"
+TOKEN_LOCK = PREFIX + "mce:token:lock"
+
+# --- pacing (store/pacing.py) ---------------------------------------------------------------------
+PACE = PREFIX + "pace:tat"
+
+# --- counters (store/counters.py) -----------------------------------------------------------------
+CALLS = PREFIX + "stats:calls"
+LATENCY = PREFIX + "stats:latency"
+WEBHOOKS = PREFIX + "stats:webhooks"
+CONFLICT_KINDS = PREFIX + "stats:conflicts"
+TOKEN_FETCHES = PREFIX + "stats:token_fetches"
+
+
+def errors_key(minute: int) -> str:
+    """The error counts of one epoch minute (``int(time.time() // 60)``)."""
+    return f"{PREFIX}stats:errors:{minute}"

@@ -1,0 +1,76 @@
+"""Storage of the cluster's bearer token (the policy around it is ``refunds.mce.auth``).
+
+One hash ``rp:mce:token`` (token, expires, refresh: epoch seconds) that expires with the token, and
+a single-flight lock ``rp:mce:token:lock`` (redis-py's ``Lock``: non-blocking, with a timeout).
+The token is written only here, never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, cast
+
+import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
+
+from refunds.store.keys import TOKEN, TOKEN_FETCHES, TOKEN_LOCK
+
+if TYPE_CHECKING:
+    from refunds.store.ledger import Ledger
+
+# Compare-and-delete: forget the token only if it is still the one that was refused.
+_INVALIDATE = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class TokenStore:
+    """The cached token and its refresh lock in Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._invalidate = client.register_script(_INVALIDATE)
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> TokenStore:
+        """The token storage in the ledger's database."""
+        return cls(ledger.redis)
+
+    def read(self) -> tuple[str, float, float] | None:
+        """``(token, expires_at, refresh_at)`` (epoch seconds), or None when none is cached."""
+        raw = cast(list[str | None], self.redis.hmget(TOKEN, ["token", "expires", "refresh"]))
+        if not raw[0]:
+            return None
+        return str(raw[0]), float(raw[1] or 0), float(raw[2] or 0)
+
+    def write(self, value: str, expires_at: float, refresh_at: float) -> None:
+        """Cache a freshly fetched token until ``expires_at`` and count the fetch, atomically."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            TOKEN,
+            mapping={"token": value, "expires": repr(expires_at), "refresh": repr(refresh_at)},
+        )
+        pipe.pexpireat(TOKEN, int(expires_at * 1000))
+        pipe.incr(TOKEN_FETCHES)
+        pipe.execute()
+
+    def invalidate(self, value: str) -> bool:
+        """Delete the cached token if it is still ``value``; True when deleted."""
+        return bool(self._invalidate(keys=[TOKEN], args=[value]))
+
+    def try_lock(self, seconds: float) -> Lock | None:
+        """The refresh lock if free (non-blocking), held at most ``seconds``; else None."""
+        lock = Lock(self.redis, TOKEN_LOCK, timeout=seconds, blocking=False, thread_local=False)
+        return lock if lock.acquire() else None
+
+    @staticmethod
+    def unlock(lock: Lock) -> None:
+        """Release a lock from :meth:`try_lock` if still ours (an expired one is left alone)."""
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
+
+    def clear(self) -> None:
+        """Forget the cached token and any refresh lock (tests and operator resets)."""
+        self.redis.delete(TOKEN, TOKEN_LOCK)
