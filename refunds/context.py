@@ -14,6 +14,7 @@ from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
 from refunds.store.pacing import Pacer
 
@@ -51,7 +52,7 @@ _current: tuple[int, Context] | None = None
 
 
 def build_context(settings: Settings) -> Context:
-    ledger = Ledger.from_url(settings.redis_url)
+    ledger = Ledger(redis_client(settings))
     stats = Stats(ledger.redis)
     client = MceClient(
         settings,

@@ -21,6 +21,7 @@ from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger, SubmitResult
 
 
@@ -46,7 +47,7 @@ class Producer:
         celery: Celery | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.ledger = ledger or Ledger.from_url(self.settings.redis_url)
+        self.ledger = ledger or Ledger(redis_client(self.settings))
         self._celery = celery
 
     @property

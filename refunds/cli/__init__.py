@@ -46,6 +46,7 @@ from refunds.errors import (
 )
 from refunds.models import RefundIntent, RefundRecord, State, iso
 from refunds.ops.snapshot import OpsStats, gather
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
 
 EXIT_PROBLEM = 1
@@ -94,7 +95,7 @@ def _settings() -> Settings:
 
 
 def _ledger(settings: Settings) -> Ledger:
-    return Ledger.from_url(settings.redis_url)
+    return Ledger(redis_client(settings))
 
 
 def _print_json(data: Any) -> None:
