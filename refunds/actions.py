@@ -17,6 +17,7 @@ from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
 from refunds.steps import STEP_FOR_STATE, NextTask
+from refunds.store.connection import ensure_durable
 from refunds.store.ledger import Ledger, TimerAction
 
 
@@ -82,6 +83,7 @@ def approve(
         timer="set",
         due=now() + settings.lease_seconds,
     )
+    ensure_durable(ledger.redis, settings)  # NotDurableError: the operator is told to retry
     return ActionResult(new, "confirm")
 
 
@@ -118,6 +120,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         timer="clear" if target == State.AWAITING_APPROVAL else "set",
         due=now() + settings.lease_seconds,
     )
+    ensure_durable(ledger.redis, settings)
     return ActionResult(new, STEP_FOR_STATE.get(target))
 
 
@@ -156,6 +159,7 @@ def cancel(
         reason=reason,
         outbox=outbox_members(settings, ref),
     )
+    ensure_durable(ledger.redis, settings)
     return ActionResult(new, None)
 
 

@@ -41,6 +41,7 @@ from refunds.errors import (
     ConfigError,
     ConflictError,
     InvalidIntentError,
+    NotDurableError,
     OperatorActionError,
     RefundNotFoundError,
 )
@@ -52,6 +53,7 @@ from refunds.store.ledger import Ledger
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_NOT_DURABLE = 75  # EX_TEMPFAIL: written, not yet on enough replicas; run it again
 
 CHUNK = 1000  # intents per pipelined submit_many: one round trip each, bounded memory
 
@@ -83,6 +85,8 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_USAGE)
         except RefundNotFoundError as exc:
             fail(str(exc), EXIT_PROBLEM)
+        except NotDurableError as exc:
+            fail(str(exc), EXIT_NOT_DURABLE)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
         except KeyboardInterrupt:

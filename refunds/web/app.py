@@ -30,6 +30,7 @@ from refunds.errors import (
     ConfigError,
     ConflictError,
     InvalidIntentError,
+    NotDurableError,
     OperatorActionError,
     RefundNotFoundError,
     WebhookRejectedError,
@@ -157,6 +158,13 @@ def create_app(settings: Settings, pipeline: Context | None = None) -> FastAPI: 
     @app.exception_handler(RefundNotFoundError)
     def _not_found(_: Request, exc: Exception) -> JSONResponse:
         return _problem(404, str(exc))
+
+    @app.exception_handler(NotDurableError)
+    def _not_durable(_: Request, exc: Exception) -> JSONResponse:
+        # Applied on the primary, not yet on enough replicas: the same request again is safe.
+        response = _problem(503, str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_: Request, exc: Exception) -> JSONResponse:

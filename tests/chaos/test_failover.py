@@ -13,6 +13,9 @@ actions in flight, a longer ``--run-slow`` variant) builds on the same helpers.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,21 +25,27 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 
 from config.settings import Settings, load_settings
 from devstack.localstack import (
     Child,
     find_redis_server,
+    free_port,
     start_beat,
     start_sandbox,
+    start_web,
     start_worker,
     wait_for_worker,
+    wait_until,
 )
 from devstack.sentinel import SentinelCluster, sentinel_cluster
-from refunds.errors import ConfigError
+from refunds import actions
+from refunds.cli import EXIT_NOT_DURABLE
+from refunds.errors import ConfigError, NotDurableError
 from refunds.models import State
 from refunds.producer import Producer
-from refunds.store.ledger import Ledger
+from refunds.store.ledger import Ledger, record_key
 from tests.conftest import SANDBOX_TEST_CONFIG, TEST_ENV, SandboxAdmin, wait_final
 
 
@@ -185,3 +194,104 @@ def test_clients_and_worker_follow_a_sentinel_failover(failover: FailoverStack) 
     failover.cluster.restart_node(old)
     assert failover.cluster.role(old) == "slave"
     assert failover.cluster.primary_port() == new
+
+
+# --- durability: WAIT for replicas after the writes that cannot be redone (issue 8 part 2) -------
+
+API_KEY = "failover-test-key"
+
+
+def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -> None:
+    _redis_server_or_skip()
+    with sentinel_cluster(tmp_path / "redis") as cluster:
+        env = {
+            **TEST_ENV,
+            **cluster.env(),
+            "REFUNDS_MIN_REPLICA_ACKS": "1",
+            "REFUNDS_REPLICA_ACK_TIMEOUT_MS": "300",
+            "REFUNDS_API_KEY": API_KEY,
+        }
+        settings = load_settings(
+            profile="sandbox",
+            redis_url=env["REDIS_URL"],
+            redis_sentinels=env["REDIS_SENTINELS"],
+            redis_sentinel_master=env["REDIS_SENTINEL_MASTER"],
+            min_replica_acks=1,
+            replica_ack_timeout_ms=300,
+        )
+        producer = Producer(settings)
+        primary = cluster.primary_port()
+        replica = next(port for port in cluster.nodes if port != primary)
+        replica_client = redis.Redis(host="127.0.0.1", port=replica, decode_responses=True)
+        prefix = f"du{uuid.uuid4().hex[:8]}-"
+
+        # With the replica up, an acknowledged intent is on the replica when submit returns.
+        kept = _intents(prefix + "ok", 3)
+        for intent in kept:
+            producer.submit(intent)
+            assert replica_client.exists(record_key(str(intent["clientReference"]))) == 1
+        assert (
+            actions.cancel(
+                producer.ledger, settings, str(kept[0]["clientReference"]), actor="ops", reason="t"
+            ).record.state
+            == State.CANCELLED
+        )
+
+        # Without it, the write is not acknowledged: a typed error after the timeout.
+        cluster.nodes[replica].kill()
+        started = time.monotonic()
+        with pytest.raises(NotDurableError) as caught:
+            producer.submit(_intents(prefix + "lone", 1)[0])
+        waited = time.monotonic() - started
+        assert (caught.value.acked, caught.value.required) == (0, 1)
+        assert 0.25 <= waited < 5, waited
+        with pytest.raises(NotDurableError):
+            actions.cancel(
+                producer.ledger, settings, str(kept[1]["clientReference"]), actor="ops", reason="t"
+            )
+
+        # The CLI exits with its own code and one line.
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "refunds.cli",
+                "submit",
+                "--type",
+                "1",
+                "--txn-id",
+                prefix + "cli-tx",
+                "--ref",
+                prefix + "cli",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == EXIT_NOT_DURABLE, cli.stderr
+        assert cli.stderr.strip().count("\n") == 0
+        assert "not durably stored" in cli.stderr
+
+        # The web answers 503 with Retry-After.
+        port = free_port()
+        web = start_web(tmp_path / "logs", env, port=port)
+        try:
+            wait_until(
+                lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok,
+                30,
+                "web",
+                web,
+            )
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/refunds",
+                json=_intents(prefix + "web", 1)[0],
+                headers={"X-API-Key": API_KEY},
+                timeout=10,
+            )
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "1"
+            assert "not durably stored" in answer.json()["detail"]
+        finally:
+            web.stop()
