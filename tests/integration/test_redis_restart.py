@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,22 @@ def _wait_done(url: str, tags: set[str], timeout: float, worker: Child) -> None:
     )
 
 
+@dataclass
+class RestartStack:
+    workdir: Path
+    port: int
+    url: str
+    worker: Child
+    redis: Child  # the current redis-server process (replaced on each restart)
+
+    def restart_redis(self) -> None:
+        self.redis.stop()
+        self.redis, url = start_redis(self.workdir / "redis", port=self.port)
+        assert url == self.url
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Path, int, Child, str, Child]]:
+def stack(tmp_path: Path) -> Iterator[RestartStack]:
     port = free_port()
     redis_child, url = start_redis(tmp_path / "redis", port=port)
     env = {
@@ -94,34 +109,30 @@ def stack(tmp_path: Path) -> Iterator[tuple[Path, int, Child, str, Child]]:
         queues=PROVIDER_QUEUE,
         app="tests.integration.test_redis_restart",
     )
+    state = RestartStack(tmp_path, port, url, worker, redis_child)
     try:
         wait_for_worker(worker)
-        yield tmp_path, port, worker, url, redis_child
+        yield state
     finally:
         worker.stop()
-        redis_child.stop()  # the first server; the test stops the ones it started
+        state.redis.stop()
 
 
-def test_same_worker_consumes_after_redis_restarts(
-    stack: tuple[Path, int, Child, str, Child],
-) -> None:
-    workdir, port, worker, url, redis_child = stack
+def test_same_worker_consumes_after_redis_restarts(stack: RestartStack) -> None:
+    worker, url = stack.worker, stack.url
     pid = worker.proc.pid if worker.proc else None
-    rounds = int(
-        os.environ.get("ROUNDS", "3")
-    )  # the crash showed in 2 of 3 restarts: one is not enough to catch it
+    # The crash showed in 2 of 3 restarts: one is not enough to catch it (ROUNDS=n for more).
+    rounds = int(os.environ.get("ROUNDS", "3"))
     for n in range(rounds):
-        # Two tasks running (unacked, acks_late) and two waiting when Redis dies.
+        # Two tasks running (unacked, acks_late), four waiting or finishing when Redis dies.
         held = [f"r{n}-held-{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
         for i, tag in enumerate(held):
             _send(url, tag, 0.3 + 0.5 * i)
         time.sleep(0.8)  # both pool processes have started a task: its message is unacked
-        redis_child.kill()
+        stack.redis.kill()
         time.sleep(3.0)  # tasks finish while Redis is down; the worker tries to reconnect
         assert worker.alive, f"the worker exited when Redis died:\n{worker.tail(60)}"
-        redis_child.stop()
-        redis_child, url2 = start_redis(workdir / "redis", port=port)
-        assert url2 == url
+        stack.restart_redis()
         fresh = {f"r{n}-fresh-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)}
         for tag in fresh:
             _send(url, tag, 0.1)
@@ -130,7 +141,7 @@ def test_same_worker_consumes_after_redis_restarts(
         _wait_done(url, fresh, 60, worker)
         assert worker.alive
         assert worker.proc is not None and worker.proc.pid == pid
-    redis_child.stop()
+    assert "'NoneType' object has no attribute" not in worker.log_path.read_text(errors="replace")
 
 
 def test_orphaned_channel_raises_a_connection_error_not_attribute_error(tmp_path: Path) -> None:
