@@ -148,6 +148,7 @@ def test_clients_and_worker_follow_a_sentinel_failover(failover: FailoverStack) 
     in_flight = _submit_all(producer, failover.sandbox, _intents(prefix + "b", 8))
     old = failover.cluster.kill_primary()
     killed_at = time.monotonic()
+    killed_wall = time.time()  # history entries carry wall-clock times
 
     # The first write the same producer (same client, not rebuilt) gets through after the kill.
     probe = _intents(prefix + "c", 1)[0]
@@ -178,6 +179,16 @@ def test_clients_and_worker_follow_a_sentinel_failover(failover: FailoverStack) 
     assert set(after) | {str(probe["clientReference"])} <= present
     final = wait_final(ledger, survivors, 90)
     assert {r.state for r in final} == {State.COMPLETED}, failover.logs()
+    steps_after = [
+        h.at - killed_wall
+        for r in final
+        for h in r.history
+        if h.from_state is not None and h.at >= killed_wall
+    ]
+    assert steps_after, "no step ran after the failover"
+    print(f"failover: first step done by the worker {min(steps_after):.2f}s after kill")
+    since_tick = ledger.since_last_tick()
+    assert since_tick is not None and since_tick < 5, f"beat stopped ticking: {since_tick}"
     assert failover.worker.alive and failover.worker.proc is not None
     assert failover.worker.proc.pid == worker_pid, "the worker was restarted"
     assert failover.beat.alive, failover.beat.tail(40)
