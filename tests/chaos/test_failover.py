@@ -33,6 +33,7 @@ from devstack.localstack import (
     find_redis_server,
     free_port,
     start_beat,
+    start_flower,
     start_sandbox,
     start_web,
     start_worker,
@@ -306,3 +307,24 @@ def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -
             assert "not durably stored" in answer.json()["detail"]
         finally:
             web.stop()
+
+
+def test_flower_reads_the_broker_through_sentinel(tmp_path: Path) -> None:
+    """Flower started as the Procfile starts it gets the app's sentinel:// broker and options."""
+    _redis_server_or_skip()
+    with sentinel_cluster(tmp_path / "redis") as cluster:
+        env = {**TEST_ENV, **cluster.env()}
+        port = free_port()
+        flower = start_flower(tmp_path / "logs", env, port=port, basic_auth="ops:flower-pw")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: requests.get(url + "/healthcheck", timeout=1).ok, 60, "flower")
+            # The broker page asks the primary (found through Sentinel) for the queue lengths.
+            page = requests.get(url + "/broker", auth=("ops", "flower-pw"), timeout=10)
+            assert page.status_code == 200, flower.tail(40)
+            assert "refunds.provider" in page.text, flower.tail(40)
+            log = flower.log_path.read_text(errors="replace")
+            assert "Broker: sentinel://" in log
+            assert "Unable to get broker info" not in log and "Traceback" not in log
+        finally:
+            flower.stop()
