@@ -74,6 +74,22 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "redis_url")
     )
+    # Redis Sentinel (issue 8): when both are set, every Redis client (Celery's broker, the ledger,
+    # web, CLI, producer, Flower) asks these Sentinels for the current primary of the named master;
+    # REDIS_URL then supplies only the data connection's username, password and database number.
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("REDIS_SENTINELS", "redis_sentinels")
+    )
+    redis_sentinel_master: str | None = Field(
+        None, validation_alias=_env("REDIS_SENTINEL_MASTER", "redis_sentinel_master")
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, validation_alias=_env("REDIS_SENTINEL_PASSWORD", "redis_sentinel_password")
+    )
+    # Durability (issue 8 part 2): replicas that must confirm a write that cannot be redone
+    # (intake, operator approve/retry/cancel) before the caller is answered; 0 = do not wait.
+    min_replica_acks: int = Field(0, ge=0, le=16)
+    replica_ack_timeout_ms: int = Field(500, ge=1, le=60_000)
     mce_base_url: str | None = Field(None, validation_alias=_env("MCE_BASE_URL", "mce_base_url"))
     mce_client_id: str | None = Field(None, validation_alias=_env("MCE_CLIENT_ID", "mce_client_id"))
     mce_client_secret: SecretStr | None = Field(
@@ -188,6 +204,43 @@ class Settings(BaseSettings):
     def _blank_participant_is_none(cls, value: Any) -> Any:
         # ``MCE_PARTICIPANT_CODE=`` in an env file means "not configured", not "send it empty".
         return None if isinstance(value, str) and not value.strip() else value
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: Any) -> Any:
+        # host:port,host:port (IPv6 as [addr]:port); the format Sentinel deployments document
+        if not isinstance(value, str):
+            return value
+        out = []
+        for raw in value.split(","):
+            part = raw.strip()
+            if not part:
+                continue
+            host, sep, port = part.rpartition(":")
+            host = host.strip().removeprefix("[").removesuffix("]")
+            if not sep or not host or not port.strip().isdigit():
+                raise ValueError(f"{part!r} is not host:port (use host:port,host:port)")
+            out.append((host, int(port)))
+        return out
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        for host, port in value:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} of {host} is out of range")
+        if len(set(value)) != len(value):
+            raise ValueError("a Sentinel address is listed twice")
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _check_master(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip()
+        if not name or any(c.isspace() for c in name):
+            raise ValueError("must be a non-empty master name without spaces")
+        return name
 
     @field_validator("poll_schedule", mode="before")
     @classmethod
@@ -271,6 +324,14 @@ class Settings(BaseSettings):
             self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
         ):
             raise ValueError("REFUNDS_CALLBACK_URL needs REFUNDS_CALLBACK_SECRET to sign callbacks")
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError(
+                "REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "
+                "(or neither, to use REDIS_URL directly)"
+            )
+        soft_ms = self.task_soft_time_limit * 1000
+        if self.min_replica_acks and self.replica_ack_timeout_ms >= soft_ms:
+            raise ValueError("REFUNDS_REPLICA_ACK_TIMEOUT_MS must be below the soft time limit")
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("REFUNDS_TASK_SOFT_TIME_LIMIT must be below REFUNDS_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:
@@ -302,13 +363,24 @@ class Settings(BaseSettings):
         return self.mce_webhook_secret
 
     @property
+    def uses_sentinel(self) -> bool:
+        """True when Redis is reached through Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_MASTER)."""
+        return bool(self.redis_sentinels and self.redis_sentinel_master)
+
+    @property
     def http_timeout(self) -> tuple[float, float]:
         return (self.http_connect_timeout, self.http_read_timeout)
 
     def safe_summary(self) -> dict[str, Any]:
         """Settings as logs show them: secrets masked, URLs without passwords."""
         data = self.model_dump()
-        for key in ("mce_client_secret", "mce_webhook_secret", "callback_secret", "api_key"):
+        for key in (
+            "mce_client_secret",
+            "mce_webhook_secret",
+            "callback_secret",
+            "api_key",
+            "redis_sentinel_password",
+        ):
             data[key] = "**********" if data.get(key) is not None else None
         data["redis_url"] = _redact_url(self.redis_url)
         return data

@@ -18,6 +18,7 @@ from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
 from refunds.policy import Policy
+from refunds.store.connection import ensure_durable
 from refunds.store.ledger import Ledger, TimerAction
 
 
@@ -84,6 +85,7 @@ def approve(
         timer="set",
         due=now() + settings.lease_seconds,
     )
+    ensure_durable(ledger.redis, settings)  # NotDurableError: the operator is told to retry
     return ActionResult(new, "confirm")
 
 
@@ -129,6 +131,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         timer="set",
         due=now() + delay,
     )
+    ensure_durable(ledger.redis, settings)
     nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
     return ActionResult(new, nudge)
 
@@ -168,6 +171,7 @@ def cancel(
         reason=reason,
         outbox=outbox_members(settings, ref),
     )
+    ensure_durable(ledger.redis, settings)
     return ActionResult(new, None)
 
 

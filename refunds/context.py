@@ -17,6 +17,7 @@ from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
+from refunds.store.connection import redis_client
 from refunds.store.events import EventStore
 from refunds.store.ledger import Ledger
 from refunds.store.outbox import Outbox
@@ -68,7 +69,7 @@ _current: tuple[int, Context] | None = None
 
 
 def build_context(settings: Settings) -> Context:
-    ledger = Ledger.from_url(settings.redis_url)
+    ledger = Ledger(redis_client(settings))
     stats = Stats.of(ledger)
     client = MceClient(
         settings,

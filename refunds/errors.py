@@ -133,6 +133,27 @@ class OperatorActionError(RefundsError):
         return (type(self), (self.client_reference, self.action, self.why))
 
 
+class NotDurableError(RefundsError):
+    """A write was applied on the Redis primary but fewer replicas than required confirmed it.
+
+    The write may still be there, or may be lost if the primary fails over now: the caller must
+    retry (the same intent or action again is safe; intake is idempotent by clientReference).
+    The web answers 503 with ``Retry-After``; the CLI exits with EXIT_NOT_DURABLE (75).
+    """
+
+    def __init__(self, acked: int, required: int, timeout_ms: int) -> None:
+        self.acked = acked
+        self.required = required
+        self.timeout_ms = timeout_ms
+        super().__init__(
+            f"not durably stored: {acked} of {required} replicas confirmed within "
+            f"{timeout_ms} ms; retry"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.acked, self.required, self.timeout_ms))
+
+
 class WebhookRejectedError(RefundsError):
     """An inbound webhook failed verification; ``status`` is the HTTP answer (400 or 401)."""
 

@@ -21,6 +21,7 @@ from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord
+from refunds.store.connection import ensure_durable, redis_client
 from refunds.store.ledger import Ledger, SubmitResult
 
 
@@ -46,7 +47,7 @@ class Producer:
         celery: Celery | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.ledger = ledger or Ledger.from_url(self.settings.redis_url)
+        self.ledger = ledger or Ledger(redis_client(self.settings))
         self._celery = celery
 
     @property
@@ -64,6 +65,7 @@ class Producer:
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
         result = self.ledger.submit(intent, due_in=self.settings.lease_seconds)
+        ensure_durable(self.ledger.redis, self.settings)  # NotDurableError: answer "retry"
         if result.created:
             self.celery.send_task("refunds.create", args=[intent.client_reference])
         return result
@@ -75,7 +77,9 @@ class Producer:
         "existing" when identical and a conflict when not.
         """
         out = BatchResult()
-        for outcome in self.ledger.submit_many(list(intents), due_in=0.0):
+        outcomes = self.ledger.submit_many(list(intents), due_in=0.0)
+        ensure_durable(self.ledger.redis, self.settings)
+        for outcome in outcomes:
             if isinstance(outcome, ConflictError):
                 out.conflicts.append(outcome)
             elif outcome.created:

@@ -21,8 +21,14 @@ import click
 import redis
 
 from refunds.cli import actions, inspection, intake, serve
-from refunds.cli.common import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_USAGE, fail
-from refunds.errors import ConfigError, RefundNotFoundError
+from refunds.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_DURABLE,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    fail,
+)
+from refunds.errors import ConfigError, NotDurableError, RefundNotFoundError
 
 
 class _Cli(click.Group):
@@ -35,6 +41,8 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_USAGE)
         except RefundNotFoundError as exc:
             fail(str(exc), EXIT_PROBLEM)
+        except NotDurableError as exc:
+            fail(str(exc), EXIT_NOT_DURABLE)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
         except KeyboardInterrupt:

@@ -14,11 +14,13 @@ import click
 
 from config.settings import Settings, load_settings
 from refunds.cli.progress import make_console
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_NOT_DURABLE = 75  # EX_TEMPFAIL: written, not yet on enough replicas; run it again
 
 out = make_console()
 err = make_console(stderr=True)
@@ -35,7 +37,7 @@ def settings() -> Settings:
 
 
 def ledger(settings: Settings) -> Ledger:
-    return Ledger.from_url(settings.redis_url)
+    return Ledger(redis_client(settings))
 
 
 def print_json(data: Any) -> None:

@@ -14,6 +14,7 @@ import redis
 
 from config.settings import load_settings
 from refunds.errors import ConfigError
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        ledger = Ledger.from_url(load_settings().redis_url)
+        ledger = Ledger(redis_client(load_settings()))
         ledger.ping()
         if args.tick_within is not None:
             since = ledger.since_last_tick()

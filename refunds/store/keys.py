@@ -31,6 +31,7 @@ key                        type   lifetime         holds
 ``rp:stats:webhooks``      hash   forever          webhook outcome -> count
 ``rp:stats:conflicts``     hash   forever          provider conflict kind -> count
 ``rp:stats:token_fetches`` string forever          Create Token calls made (integer)
+``rp:durability:probe``    string forever          a counter written before ``WAIT`` (replica acks)
 ========================== ====== ================ ==========================================
 
 "forever" means until an operator deletes it: records are never expired by the pipeline.
@@ -101,3 +102,6 @@ TOKEN_FETCHES = PREFIX + "stats:token_fetches"
 def errors_key(minute: int) -> str:
     """The error counts of one epoch minute (``int(time.time() // 60)``)."""
     return f"{PREFIX}stats:errors:{minute}"
+
+# --- durability (store/connection.py) -------------------------------------------------------------
+DURABILITY_PROBE = PREFIX + "durability:probe"

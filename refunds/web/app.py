@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.settings import Settings
 from refunds.context import Context, build_context
-from refunds.errors import RefundNotFoundError
+from refunds.errors import NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
 from refunds.web import errors
 from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of
@@ -55,6 +55,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(RefundNotFoundError, errors.not_found)
+    app.add_exception_handler(NotDurableError, errors.not_durable)
     app.add_exception_handler(RequestValidationError, errors.invalid)
     for unavailable in errors.UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, errors.redis_unavailable)

@@ -63,3 +63,8 @@ def invalid(_: Request, exc: Exception) -> JSONResponse:
 def redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
     """503 + Retry-After instead of a 500 text page; the reason class only (no URL, no host)."""
     return unavailable(f"storage unavailable ({type(exc).__name__}), retry later")
+
+
+def not_durable(_: Request, exc: Exception) -> JSONResponse:
+    """Applied on the primary, not yet on enough replicas: the same request again is safe."""
+    return problem(503, str(exc), headers={"Retry-After": "1"})
