@@ -27,8 +27,8 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
+from config.redis_connection import broker_transport_options, broker_url
 from config.settings import Settings
-from refunds.store.connection import broker_transport_options, broker_url
 
 PROVIDER_QUEUE = "refunds.provider"  # steps that call MCE: scale these workers with MCE's limit
 TIMERS_QUEUE = "refunds.timers"  # the scheduler tick and bookkeeping: cheap, latency-sensitive

@@ -9,7 +9,7 @@ from redis.sentinel import SentinelConnectionPool
 from config.celery import celery_config
 from config.settings import load_settings
 from refunds.errors import ConfigError
-from refunds.store.connection import (
+from config.redis_connection import (
     SentinelCredentials,
     broker_transport_options,
     broker_url,
