@@ -7,14 +7,14 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 from config.celery import celery_config
-from config.settings import load_settings
-from refunds.errors import ConfigError
 from config.redis_connection import (
     SentinelCredentials,
     broker_transport_options,
     broker_url,
     redis_client,
 )
+from config.settings import load_settings
+from refunds.errors import ConfigError
 
 BASE = {"profile": "sandbox"}
 
