@@ -39,7 +39,7 @@ from devstack.localstack import (
     wait_until,
 )
 from refunds.models import State
-from refunds.ops.counters import WEBHOOKS
+from refunds.store.keys import WEBHOOKS
 from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, wait_final
 
