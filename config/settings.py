@@ -269,6 +269,16 @@ class Settings(BaseSettings):
             self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
         ):
             raise ValueError("REFUNDS_CALLBACK_URL needs REFUNDS_CALLBACK_SECRET to sign callbacks")
+        # One provider call may need a token fetch first: two (connect + read) budgets, both
+        # with the same timeouts, must end before the soft limit, or Celery interrupts a call
+        # that was still allowed to wait (and the provider may apply what we gave up on).
+        call = self.http_connect_timeout + self.http_read_timeout
+        if 2 * call >= self.task_soft_time_limit:
+            raise ValueError(
+                "REFUNDS_HTTP_CONNECT_TIMEOUT + REFUNDS_HTTP_READ_TIMEOUT "
+                f"({call:g} s, twice for a step that fetches a token first) must fit under "
+                f"REFUNDS_TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit:g} s)"
+            )
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("REFUNDS_TASK_SOFT_TIME_LIMIT must be below REFUNDS_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:
