@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import PIPELINE_ENV
 from config.settings import load_settings
 from refunds.errors import ConfigError
 from tests.conftest import TEST_ENV
@@ -43,8 +44,6 @@ def test_the_test_environment_validates() -> None:
 
 def test_the_bench_environment_validates() -> None:
     # The chaos runs use TEST_ENV (tests/chaos/harness.py), checked above.
-    from bench.stack import PIPELINE_ENV
-
     s = load_settings(**_overrides(PIPELINE_ENV))
     assert 2 * (s.http_connect_timeout + s.http_read_timeout) < s.task_soft_time_limit
 
