@@ -4,13 +4,15 @@ A private redis-server (keyspace notifications on) and one worker; every tick th
 writes the ledger's heartbeat key, and each write is one notification, so the test counts tick
 runs exactly. Two beats for a few seconds must give one beat's rate (tick 0.25 s: about 4 a
 second, not 8); the standby logs once at WARNING, naming the holder; SIGKILLing the holder lets
-the standby take over within the lock's TTL (2 s here) and the rate stays one beat's.
+the standby take over within the lock's TTL (2 s here) and the rate stays one beat's. The same
+holds for two workers each started with ``-B`` (an embedded beat per replica), one of which stops.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from devstack.localstack import Child, start_beat, start_redis, start_worker, wait_for_worker
+from config.celery import ALL_QUEUES
+from devstack.localstack import (
+    Child,
+    free_port,
+    start_beat,
+    start_redis,
+    start_worker,
+    wait_for_worker,
+)
 from refunds.store.beat import BEAT_LOCK_KEY, lock_ttl
 from refunds.store.ledger import LAST_TICK
 from tests.conftest import TEST_ENV
@@ -113,6 +123,68 @@ def test_two_beats_tick_at_one_beats_rate_and_the_standby_takes_over(
         assert any("took over" in str(line.get("msg")) for line in _lines(second))
         tail = [t for t in after if t - killed > TTL + 1.0]
         assert 0.6 / TICK <= (len(tail) - 1) / (tail[-1] - tail[0]) <= 1.3 / TICK
+    finally:
+        for child in children:
+            child.stop()
+
+
+def _worker_with_beat(logdir: Path, env: dict[str, str], name: str) -> Child:
+    """A worker with an embedded beat (``-B``), as someone might run on every replica."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-B",
+        "--schedule",
+        str(logdir / f"{name}-schedule"),
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "1",
+        "-Q",
+        ALL_QUEUES,
+        "--hostname",
+        f"{name}-{free_port()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    return Child(name, args, logdir / f"{name}.log", dict(env)).start()
+
+
+def test_worker_dash_b_on_every_replica_ticks_once(
+    beat_redis: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    run_env = {**env, "REDIS_URL": beat_redis}
+    redis.Redis.from_url(beat_redis).delete(BEAT_LOCK_KEY)
+    children: list[Child] = []
+    try:
+        for name in ("replica-a", "replica-b"):
+            child = _worker_with_beat(tmp_path, run_env, name)
+            children.append(child)
+            wait_for_worker(child)
+        counter = TickCounter(beat_redis)
+        counter.collect(3.0)  # both embedded beats up
+        both = counter.collect(6.0)
+        rate = len(both) / 6.0
+        assert 0.6 / TICK <= rate <= 1.3 / TICK, f"{rate:.1f} ticks/s with two -B workers"
+
+        def says(child: Child, words: str) -> int:
+            return sum(1 for line in _lines(child) if words in str(line.get("msg")))
+
+        standby = [c for c in children if says(c, "stands by")]
+        holder = [c for c in children if c not in standby]
+        assert len(standby) == 1 and len(holder) == 1, [c.tail() for c in children]
+        assert says(standby[0], "stands by") == 1
+
+        holder[0].stop()  # a replica goes away (warm shutdown)
+        stopped = time.monotonic()
+        after = counter.collect(TTL + 5.0)
+        resumed = [t for t in after if t - stopped > 0.5]
+        assert resumed and resumed[0] - stopped <= TTL + 1.5, resumed[:1]
+        assert says(standby[0], "took over") == 1
     finally:
         for child in children:
             child.stop()
