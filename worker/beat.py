@@ -43,6 +43,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc] # celery is un
         )
         self._standing_by = False
         self._ever_held = False
+        self._lock_unavailable = False
         super().__init__(*args, **kwargs)
         self.app.conf.task_send_sent_event = False
 
@@ -50,8 +51,11 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc] # celery is un
         try:
             holding = self.beat_lock.hold()
         except Exception as exc:  # noqa: BLE001 - Redis away: send nothing, retry next wake-up
-            log.warning("beat lock unavailable (%s); not scheduling", type(exc).__name__)
+            if not self._lock_unavailable:  # once per outage, not once per wake-up
+                self._lock_unavailable = True
+                log.warning("beat lock unavailable (%s); not scheduling", type(exc).__name__)
             return self._interval
+        self._lock_unavailable = False
         if not holding:
             if not self._standing_by:
                 self._standing_by = True

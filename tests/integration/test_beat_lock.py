@@ -29,7 +29,7 @@ from devstack.localstack import (
     start_worker,
     wait_for_worker,
 )
-from refunds.store.beat import BEAT_LOCK_KEY, lock_ttl
+from refunds.store.beat import BEAT_LOCK_KEY, BeatLock, lock_ttl
 from refunds.store.ledger import LAST_TICK
 from tests.conftest import TEST_ENV
 
@@ -188,3 +188,27 @@ def test_worker_dash_b_on_every_replica_ticks_once(
     finally:
         for child in children:
             child.stop()
+
+
+def test_the_lock_is_token_checked_expires_and_is_released(beat_redis: str) -> None:
+    """``BeatLock`` on its own: one holder, renewal only by the holder, expiry, release."""
+    client = redis.Redis.from_url(beat_redis, decode_responses=True)
+    client.delete(BEAT_LOCK_KEY)
+    a = BeatLock(client, ttl=0.5, name="host-a:1:aa")
+    b = BeatLock(client, ttl=0.5, name="host-b:2:bb")
+    assert a.hold()
+    assert not b.hold()
+    assert b.holder() == "host-a:1:aa"
+    time.sleep(0.3)
+    assert a.hold()  # renewed: the TTL starts again
+    time.sleep(0.3)
+    assert not b.hold()  # 0.6 s after a's first hold, but only 0.3 s after its renewal
+    time.sleep(0.6)  # a stops renewing (it died): the key expires
+    assert b.hold()
+    assert b.holder() == "host-b:2:bb"
+    assert not a.hold()  # a's token is gone: it must not send
+    assert not a.held
+    b.release()
+    assert b.holder() is None
+    assert a.hold()
+    a.release()
