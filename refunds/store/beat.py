@@ -21,6 +21,7 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 # The one place this key is named (a later refunds/store/keys.py may take it over).
+# string: the holder's name, "host:pid:nonce"; expires ``lock_ttl`` seconds after its last renewal.
 BEAT_LOCK_KEY = "rp:beat:lock"
 
 
