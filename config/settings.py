@@ -332,6 +332,16 @@ class Settings(BaseSettings):
         soft_ms = self.task_soft_time_limit * 1000
         if self.min_replica_acks and self.replica_ack_timeout_ms >= soft_ms:
             raise ValueError("REFUNDS_REPLICA_ACK_TIMEOUT_MS must be below the soft time limit")
+        # One provider call may need a token fetch first: two (connect + read) budgets, both
+        # with the same timeouts, must end before the soft limit, or Celery interrupts a call
+        # that was still allowed to wait (and the provider may apply what we gave up on).
+        call = self.http_connect_timeout + self.http_read_timeout
+        if 2 * call >= self.task_soft_time_limit:
+            raise ValueError(
+                "REFUNDS_HTTP_CONNECT_TIMEOUT + REFUNDS_HTTP_READ_TIMEOUT "
+                f"({call:g} s, twice for a step that fetches a token first) must fit under "
+                f"REFUNDS_TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit:g} s)"
+            )
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("REFUNDS_TASK_SOFT_TIME_LIMIT must be below REFUNDS_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:

@@ -5,12 +5,20 @@ script: the record, its state index and its safety-net timer together) and nudge
 ``clientReference`` makes it idempotent: the same intent twice returns the existing record; the
 same reference with other content raises ConflictError and changes nothing.
 
+The nudge is a Celery message, the record is the truth: if the publish fails after the record was
+stored (broker unreachable, a Redis failover mid-call), the intent is still accepted, so the caller
+gets the record, a WARNING is logged with the reference, and the refund's timer is brought due at
+once; even if that write fails too, the safety-net timer stored with the record is only
+``safety_net_seconds`` out, so the scheduler tick hands the refund out within seconds, not a lease.
+The same intent submitted again while it is still ``received`` nudges again.
+
 Batches (``submit_many``) pipeline the Redis work and skip the per-intent nudge: their timers are
 due at once, and the scheduler tick hands them out, so a batch costs one round trip in all.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +28,21 @@ from celery import Celery
 from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
-from refunds.models import RefundIntent, RefundRecord
+from refunds.models import RefundIntent, RefundRecord, State
 from refunds.store.connection import ensure_durable, redis_client
 from refunds.store.ledger import Ledger, SubmitResult
+
+log = logging.getLogger("refunds.producer")
+
+
+def safety_net_seconds(settings: Settings) -> float:
+    """Seconds after a submit at which its timer comes due if the nudge was lost.
+
+    A few tick intervals (at least 2 s, at most the lease): long enough that a delivered nudge's
+    create has normally started (so the tick does not hand the same refund out twice), short
+    enough that a lost nudge costs seconds.
+    """
+    return min(settings.lease_seconds, max(2.0, 4 * settings.tick_interval))
 
 
 @dataclass
@@ -64,11 +84,37 @@ class Producer:
         """Like ``submit``, and also says whether this call created the record."""
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
-        result = self.ledger.submit(intent, due_in=self.settings.lease_seconds)
+        result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
         ensure_durable(self.ledger.redis, self.settings)  # NotDurableError: answer "retry"
-        if result.created:
-            self.celery.send_task("refunds.create", args=[intent.client_reference])
+        if result.created or result.record.state == State.RECEIVED:
+            # New, or a retry of an intent whose create has not happened yet (its nudge may be
+            # the one that was lost): nudge a worker.
+            self._nudge(intent.client_reference)
         return result
+
+    def _nudge(self, ref: str) -> None:
+        """Send ``refunds.create`` for ``ref``; a failed publish is logged, never raised.
+
+        The record is already durable, so raising would tell the merchant "not accepted" about an
+        intent that was. Instead the timer is brought due now, and the tick hands it out.
+        """
+        try:
+            self.celery.send_task("refunds.create", args=[ref])
+        except Exception as exc:  # noqa: BLE001 - any publish failure: the timer covers it
+            log.warning(
+                "could not publish the create task (%s); the scheduler tick will pick the "
+                "refund up from its timer",
+                type(exc).__name__,
+                extra={"client_reference": ref, "operation": "publish"},
+            )
+            try:
+                self.ledger.due_soon(ref, 0.0)
+            except Exception:  # noqa: BLE001 - the stored safety-net timer is seconds out anyway
+                log.warning(
+                    "could not bring the timer forward either; it comes due within %g s",
+                    safety_net_seconds(self.settings),
+                    extra={"client_reference": ref, "operation": "publish"},
+                )
 
     def submit_many(self, intents: Iterable[RefundIntent]) -> BatchResult:
         """Submit validated intents in one pipelined round trip; conflicts are collected.

@@ -40,7 +40,10 @@ def _provider_budget(p: Context) -> tuple[int, int]:
     return p.settings.tick_batch, _MAX_BATCHES
 
 
-@app.task(name="refunds.tick", acks_late=False, ignore_result=True)
+# send_events=False: no task events for the heartbeat (one a second, 86,400 a day), so Flower's
+# task list and memory hold refund steps and notifications (issue 11). Beat's scheduler does not
+# emit task-sent for it either (worker/beat.py).
+@app.task(name="refunds.tick", acks_late=False, ignore_result=True, send_events=False)
 def tick() -> int:
     """Dispatch every refund (and outcome notification) that is due; returns how many."""
     p = current_context()

@@ -1,8 +1,9 @@
 """The one Celery app: explicit task modules, the beat schedule, JSON logs.
 
 Start a worker with ``celery -A worker.app worker`` and the scheduler with ``celery -A worker.app
-beat``. Configuration comes from the one Settings object (environment variables); a bad setting
-stops the process at start with a one-line reason, before it touches a queue.
+beat`` (any number of them: one holds the beat lock and sends, the others stand by).
+Configuration comes from the one Settings object (environment variables); a bad setting stops the
+process at start with a one-line reason, before it touches a queue.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ except ConfigError as exc:
     raise SystemExit(2) from None
 
 app = make_celery(settings)
+# Only the holder of the Redis beat lock sends the tick: a second beat, or ``worker -B`` on every
+# replica, stands by instead of doubling it (worker/beat.py).
+app.conf.beat_scheduler = "worker.beat:LockedScheduler"
 
 
 @setup_logging.connect

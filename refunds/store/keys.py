@@ -16,6 +16,7 @@ key                        type   lifetime         holds
 ``rp:timers``              zset   until final/held references by due time (leased by the tick)
 ``rp:lock:{ref}``          string lock timeout     per-refund step lock (a random token)
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
+``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
 ``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
 ``rp:outbox:dead``         zset   forever          outbox members given up on, by time
@@ -67,6 +68,7 @@ CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider c
 # --- timers (store/timers.py) ---------------------------------------------------------------------
 TIMERS = PREFIX + "timers"
 LAST_TICK = PREFIX + "tick:last"
+BEAT_LOCK = PREFIX + "beat:lock"  # the beat that holds it is the only one that sends ticks
 
 # --- outbox (store/outbox.py) ---------------------------------------------------------------------
 OUTBOX = PREFIX + "outbox"

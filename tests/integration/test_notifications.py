@@ -88,6 +88,8 @@ def _start(
         redis_url=url,
         mce_base_url=env["MCE_BASE_URL"],
         lease_seconds=float(TEST_ENV["REFUNDS_LEASE_SECONDS"]),
+        http_connect_timeout=float(TEST_ENV["REFUNDS_HTTP_CONNECT_TIMEOUT"]),
+        http_read_timeout=float(TEST_ENV["REFUNDS_HTTP_READ_TIMEOUT"]),
         task_soft_time_limit=float(TEST_ENV["REFUNDS_TASK_SOFT_TIME_LIMIT"]),
         task_time_limit=float(TEST_ENV["REFUNDS_TASK_TIME_LIMIT"]),
         **{k.removeprefix("REFUNDS_").lower(): v for k, v in notify.items()},

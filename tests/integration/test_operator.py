@@ -68,6 +68,8 @@ def _settings(url: str, base_url: str) -> Settings:
         mce_base_url=base_url,
         approval_thresholds=THRESHOLDS,
         lease_seconds=LEASE,
+        http_connect_timeout=float(TEST_ENV["REFUNDS_HTTP_CONNECT_TIMEOUT"]),
+        http_read_timeout=float(TEST_ENV["REFUNDS_HTTP_READ_TIMEOUT"]),
         task_soft_time_limit=float(TEST_ENV["REFUNDS_TASK_SOFT_TIME_LIMIT"]),
         task_time_limit=float(TEST_ENV["REFUNDS_TASK_TIME_LIMIT"]),
     )
