@@ -18,7 +18,12 @@ key                        type   lifetime         holds
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
 ``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
+``rp:outbox:failing``      hash   until delivered  outbox member -> JSON ``{"first", "error"}``:
+                                                   Redis time of its first failed attempt, last
+                                                   error
 ``rp:outbox:dead``         zset   forever          outbox members given up on, by time
+``rp:outbox:dead:info``    hash   until replayed   dead member -> JSON ``{"attempts", "error",
+                                                   "first", "at"}`` (``refunds notifications dead``)
 ``rp:wh:{notificationId}`` hash   EVENT_TTL (30 d) one MCE webhook event: body, status,
                                                    received_at, error, ref
 ``rp:wh:parked:{ref}``     zset   EVENT_TTL (30 d) event ids waiting for their refund, by time
@@ -72,6 +77,8 @@ LAST_TICK = PREFIX + "tick:last"
 OUTBOX = PREFIX + "outbox"
 OUTBOX_ATTEMPTS = PREFIX + "outbox:attempts"
 OUTBOX_DEAD = PREFIX + "outbox:dead"
+OUTBOX_FAILING = PREFIX + "outbox:failing"  # member -> first failure time and last error (JSON)
+OUTBOX_DEAD_INFO = PREFIX + "outbox:dead:info"  # dead member -> attempts, error, first, at (JSON)
 
 # --- webhook events (store/events.py) -------------------------------------------------------------
 
