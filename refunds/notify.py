@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from celery import Celery
@@ -146,7 +147,7 @@ class Notifier:
             try:
                 self._post(payload)
             except (requests.RequestException, CallbackRefusedError, OSError) as exc:
-                return self._retry_later(member, ref, _reason(exc))
+                return self._retry_later(member, ref, self._scrub(_reason(exc)))
         else:
             self._done(member)
             return Delivery(f"unknown channel {channel!r}: dropped", True)
@@ -190,6 +191,15 @@ class Notifier:
         )
         if not 200 <= response.status_code < 300:
             raise CallbackRefusedError(f"callback answered HTTP {response.status_code}")
+
+    def _scrub(self, why: str) -> str:
+        """The error without the callback URL's query or password (they may carry a credential):
+        the reason is logged and kept with the dead letter."""
+        parts = urlsplit(self.settings.callback_url or "")
+        for secret in (parts.query, parts.password):
+            if secret:
+                why = why.replace(secret, "***")
+        return why
 
     def _done(self, member: str) -> None:
         self.outbox.done(member)

@@ -7,11 +7,14 @@ The behaviour with a real broker, worker and endpoint is in tests/integration/te
 from __future__ import annotations
 
 import pytest
+import redis
+from celery import Celery
 
 from config.celery import ALL_QUEUES
 from config.errors import ConfigError
 from config.settings import DEFAULT_NOTIFY_QUEUE, PIPELINE_QUEUES, load_settings
-from refunds.notify import retry_delay
+from refunds.notify import Notifier, retry_delay
+from refunds.store.ledger import Ledger
 
 
 def test_settings_know_exactly_the_queues_our_workers_consume() -> None:
@@ -89,3 +92,19 @@ def test_a_day_of_retries_is_a_few_hundred_attempts_not_a_storm() -> None:
         attempts += 1
         elapsed += retry_delay(settings, attempts, rand=lambda: 0.0)
     assert 100 < attempts < 400  # at most one every 5-10 minutes once the cap is reached
+
+
+def test_a_callback_error_kept_with_the_dead_letter_carries_no_credential_of_the_url() -> None:
+    settings = load_settings(
+        profile="sandbox",
+        callback_url="https://shop:pw-in-url@shop.example/hook?token=tok-in-query",
+        callback_secret="a-test-signing-value",
+    )
+    never_connected = redis.Redis(host="127.0.0.1", port=1)  # register_script does not connect
+    notifier = Notifier(settings, Ledger(never_connected), Celery(set_as_current=False))
+    why = notifier._scrub(
+        "ConnectionError: HTTPSConnectionPool(host='shop.example', port=443): "
+        "Max retries exceeded with url: /hook?token=tok-in-query (pw-in-url)"
+    )
+    assert "tok-in-query" not in why and "pw-in-url" not in why
+    assert "url: /hook?***" in why
