@@ -360,6 +360,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REFUNDS_NOTIFY_RETRY_BASE_SECONDS must not exceed REFUNDS_NOTIFY_RETRY_MAX_SECONDS"
             )
+        # A delivery that Celery's soft limit interrupts leaves its entry to the lease (minutes).
+        for name, seconds in (
+            ("REFUNDS_CALLBACK_TIMEOUT", self.callback_timeout),
+            ("REFUNDS_NOTIFY_PUBLISH_TIMEOUT", self.notify_publish_timeout),
+        ):
+            if seconds >= self.task_soft_time_limit:
+                raise ValueError(f"{name} must be below REFUNDS_TASK_SOFT_TIME_LIMIT")
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ValueError(
                 "REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "

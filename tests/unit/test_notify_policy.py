@@ -70,6 +70,15 @@ def test_nonsense_timings_are_refused(name: str, value: float) -> None:
         load_settings(profile="sandbox", **{name: value})
 
 
+@pytest.mark.parametrize("name", ["callback_timeout", "notify_publish_timeout"])
+def test_a_delivery_timeout_must_end_before_the_soft_time_limit(name: str) -> None:
+    limits = {"task_soft_time_limit": 8, "task_time_limit": 10, "lease_seconds": 12}
+    timeouts = {"http_connect_timeout": 1, "http_read_timeout": 2}
+    with pytest.raises(ConfigError, match="must be below REFUNDS_TASK_SOFT_TIME_LIMIT"):
+        load_settings(profile="sandbox", **limits, **timeouts, **{name: 8})
+    assert getattr(load_settings(profile="sandbox", **limits, **timeouts, **{name: 7}), name) == 7
+
+
 def test_base_above_cap_is_refused() -> None:
     with pytest.raises(ConfigError, match="RETRY_BASE"):
         load_settings(profile="sandbox", notify_retry_base_seconds=5, notify_retry_max_seconds=2)
