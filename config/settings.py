@@ -55,6 +55,12 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+# The pipeline's own Celery queues (config/celery.py; tests/unit check the two lists agree). A
+# notification task published to one of them would be taken by our own worker and rejected.
+PIPELINE_QUEUES = frozenset({"refunds.provider", "refunds.timers", "refunds.notify"})
+DEFAULT_NOTIFY_QUEUE = "merchant.notifications"
+
+
 def _env(*names: str) -> Any:
     return AliasChoices(*names)
 
@@ -167,11 +173,18 @@ class Settings(BaseSettings):
 
     # --- outcome notifications to merchant apps (either, both or none) ---
     notify_task: str | None = None  # a Celery task name, sent the outcome on the same broker
-    notify_queue: str | None = None
+    # The queue the task channel publishes to: the merchant app's, never one our workers consume
+    # (checked below), or our worker would take the message and reject it as an unknown task.
+    notify_queue: str = DEFAULT_NOTIFY_QUEUE
+    notify_publish_timeout: float = Field(5.0, gt=0, le=30)  # the broker must accept within this
+    # Delivery (either channel) is retried with capped exponential backoff for this long after
+    # the first failure, then the entry becomes a dead letter (refunds notifications dead/replay).
+    notify_give_up_after: float = Field(24 * 3600.0, gt=0)
+    notify_retry_base_seconds: float = Field(0.5, gt=0)
+    notify_retry_max_seconds: float = Field(600.0, gt=0, le=3600)
     callback_url: str | None = None  # a signed HTTP POST of the outcome, at least once
     callback_secret: SecretStr | None = None
     callback_timeout: float = Field(5.0, gt=0, le=60)
-    callback_max_attempts: int = Field(30, ge=1)
 
     # --- web app ---
     api_key: SecretStr | None = Field(None, validation_alias=_env("REFUNDS_API_KEY", "api_key"))
@@ -251,6 +264,25 @@ class Settings(BaseSettings):
         if not name or any(c.isspace() for c in name):
             raise ValueError("must be a non-empty master name without spaces")
         return name
+
+    @field_validator("notify_queue", mode="before")
+    @classmethod
+    def _blank_notify_queue_is_default(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_NOTIFY_QUEUE
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("notify_queue")
+    @classmethod
+    def _notify_queue_not_ours(cls, value: str) -> str:
+        if value in PIPELINE_QUEUES:
+            raise ValueError(
+                f"{value!r} is one of the pipeline's own queues "
+                f"({', '.join(sorted(PIPELINE_QUEUES))}): our workers would consume the "
+                "notification and reject it as an unknown task;"
+                f" use the merchant app's queue (default {DEFAULT_NOTIFY_QUEUE!r})"
+            )
+        return value
 
     @field_validator("poll_schedule", mode="before")
     @classmethod
@@ -334,6 +366,17 @@ class Settings(BaseSettings):
             self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
         ):
             raise ValueError("REFUNDS_CALLBACK_URL needs REFUNDS_CALLBACK_SECRET to sign callbacks")
+        if self.notify_retry_base_seconds > self.notify_retry_max_seconds:
+            raise ValueError(
+                "REFUNDS_NOTIFY_RETRY_BASE_SECONDS must not exceed REFUNDS_NOTIFY_RETRY_MAX_SECONDS"
+            )
+        # A delivery that Celery's soft limit interrupts leaves its entry to the lease (minutes).
+        for name, seconds in (
+            ("REFUNDS_CALLBACK_TIMEOUT", self.callback_timeout),
+            ("REFUNDS_NOTIFY_PUBLISH_TIMEOUT", self.notify_publish_timeout),
+        ):
+            if seconds >= self.task_soft_time_limit:
+                raise ValueError(f"{name} must be below REFUNDS_TASK_SOFT_TIME_LIMIT")
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ValueError(
                 "REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "

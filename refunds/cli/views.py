@@ -148,6 +148,14 @@ def stats_view(s: OpsStats) -> RenderableType:
             calls.add_row(operation, Text(outcome, style="" if ok else "yellow"), str(n))
     parts.append(calls if s.calls else Text("provider calls: none recorded"))
     parts.append(Text(f"token fetches: {s.token_fetches}"))
+    parts.append(
+        Text(
+            f"outcome notifications: {s.notifications_pending} pending, "
+            f"{s.notifications_dead} dead"
+            + (" (refunds notifications dead / replay)" if s.notifications_dead else ""),
+            style="red" if s.notifications_dead else "",
+        )
+    )
     if s.conflicts:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.conflict_kinds.items()))
         parts.append(

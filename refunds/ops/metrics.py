@@ -2,7 +2,7 @@
 
 Workers on many machines all add to the same Redis counters (``refunds.ops.counters``), so any web
 process can serve the whole cluster's numbers: refunds by state, provider calls and latency by
-operation and outcome, webhook outcomes, timer lag and backlog, outbox size.
+operation and outcome, webhook outcomes, timer lag and backlog, outbox size and dead letters.
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ class RedisCollector(Collector):
             "refunds_outbox",
             "Outcome notifications not yet delivered",
             value=ledger.outbox_count(),
+        )
+        yield GaugeMetricFamily(
+            "refunds_notifications_dead",
+            "Outcome notifications given up on and not replayed (refunds notifications dead)",
+            value=self.p.outbox.dead_count(),
         )
         yield CounterMetricFamily(
             "refunds_token_fetches", "Bearer tokens fetched from MCE", value=stats.token_fetches()

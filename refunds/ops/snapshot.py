@@ -18,6 +18,7 @@ from typing import Any
 from refunds.models import FINAL_STATES, State, iso, now
 from refunds.ops.counters import Stats
 from refunds.store.ledger import Ledger
+from refunds.store.outbox import Outbox
 
 NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
 ERROR_WINDOW_SECONDS = 3600.0
@@ -53,6 +54,8 @@ class OpsStats:
     token_fetches: int
     conflicts: int = 0  # refunds marked with a provider conflict (refunds list --conflicts)
     conflict_kinds: dict[str, int] = field(default_factory=dict)  # kind -> times seen
+    notifications_pending: int = 0  # outcome notifications in the outbox
+    notifications_dead: int = 0  # given up on, not replayed (refunds notifications dead)
 
     @property
     def total(self) -> int:
@@ -93,6 +96,10 @@ class OpsStats:
             "providerCalls": {op: dict(outcomes) for op, outcomes in self.calls.items()},
             "tokenFetches": self.token_fetches,
             "conflicts": {"count": self.conflicts, "kinds": dict(self.conflict_kinds)},
+            "notifications": {
+                "pending": self.notifications_pending,
+                "dead": self.notifications_dead,
+            },
         }
 
 
@@ -134,4 +141,6 @@ def gather(
         token_fetches=stats.token_fetches(),
         conflicts=ledger.conflict_count(),
         conflict_kinds=stats.conflicts(),
+        notifications_pending=ledger.outbox_count(),
+        notifications_dead=Outbox.of(ledger).dead_count(),
     )

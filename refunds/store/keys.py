@@ -21,7 +21,12 @@ key                        type   lifetime         holds
 ``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
 ``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
+``rp:outbox:failing``      hash   until delivered  outbox member -> JSON ``{"first", "error"}``:
+                                                   Redis time of its first failed attempt, last
+                                                   error
 ``rp:outbox:dead``         zset   forever          outbox members given up on, by time
+``rp:outbox:dead:info``    hash   until replayed   dead member -> JSON ``{"attempts", "error",
+                                                   "first", "at"}`` (``refunds notifications dead``)
 ``rp:wh:{notificationId}`` hash   EVENT_TTL (30 d) one MCE webhook event: body, status,
                                                    received_at, error, ref
 ``rp:wh:parked:{ref}``     zset   EVENT_TTL (30 d) event ids waiting for their refund, by time
@@ -81,6 +86,8 @@ BEAT_LOCK = PREFIX + "beat:lock"  # the beat that holds it is the only one that 
 OUTBOX = PREFIX + "outbox"
 OUTBOX_ATTEMPTS = PREFIX + "outbox:attempts"
 OUTBOX_DEAD = PREFIX + "outbox:dead"
+OUTBOX_FAILING = PREFIX + "outbox:failing"  # member -> first failure time and last error (JSON)
+OUTBOX_DEAD_INFO = PREFIX + "outbox:dead:info"  # dead member -> attempts, error, first, at (JSON)
 
 # --- webhook events (store/events.py) -------------------------------------------------------------
 
