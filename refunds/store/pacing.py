@@ -217,5 +217,11 @@ class CredentialsGate:
 
     def refused_since(self) -> float | None:
         """When the current incident was first seen (epoch seconds), or None when there is none."""
-        raw = self.redis.get(AUTH_REFUSED)
-        return None if raw is None else float(raw)
+        return credentials_refused_since(self.redis)
+
+
+def credentials_refused_since(client: redis.Redis) -> float | None:
+    """When the token endpoint began refusing our credentials (epoch seconds), or None when it
+    does not (no incident, or none probed for ``FLAG_PAUSES`` pauses): stats, metrics, health."""
+    raw = client.get(AUTH_REFUSED)
+    return None if raw is None else float(raw)
