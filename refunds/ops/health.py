@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
                 "are paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)\n"
             )
             return 1
-        age = oldest_in_flight_age(ledger)
-        if age > settings.age_alert_after:
+        oldest = oldest_in_flight_age(ledger)
+        if oldest > settings.age_alert_after:
             sys.stderr.write(
                 f"{'unhealthy' if args.alerts else 'warning'}: age alert: a refund in flight is "
-                f"{age:.0f}s old (REFUNDS_AGE_ALERT_AFTER={settings.age_alert_after:.0f}s)\n"
+                f"{oldest:.0f}s old (REFUNDS_AGE_ALERT_AFTER={settings.age_alert_after:.0f}s)\n"
             )
             if args.alerts:
                 return 1
