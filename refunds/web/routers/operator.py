@@ -1,15 +1,18 @@
-"""Operators: approve, retry or cancel a refund, recorded with who and why.
+"""Operators: approve, retry or cancel a refund, recorded with who and why; retry in bulk.
 
-The same functions as ``refunds approve|retry|cancel`` (``refunds.actions``): HTTP adds transport.
+The same functions as ``refunds approve|retry|cancel`` and ``refunds retry --state ...``
+(``refunds.actions``): HTTP adds transport.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
-from refunds.actions import ACTIONS
+from refunds.actions import ACTIONS, retry_many, select_for_retry
 from refunds.errors import OperatorActionError
 from refunds.models import PublicRefund
 from refunds.web.deps import SECURED, ContextDep, ProducerDep, SettingsDep
@@ -53,6 +56,58 @@ def _route(name: str) -> None:
         },
         summary=f"Operator action: {name} (recorded with who and why)",
     )(act)
+
+
+class BulkRetryIn(BaseModel):
+    """``POST /refunds/retry``: the filters of ``refunds retry --state ...``, who and why."""
+
+    state: Literal["needs_attention"] = "needs_attention"
+    code: str | None = Field(None, max_length=100, description="Only refunds stopped with it.")
+    since: datetime | None = Field(None, description="Only refunds stopped since (ISO 8601).")
+    dryRun: bool = False  # noqa: N815 - the API's camelCase
+    by: str = Field(min_length=1, max_length=100, description="Who acts (goes into the history).")
+    reason: str = Field(min_length=1, max_length=500, description="Why (goes into the history).")
+
+
+class BulkRetryOut(BaseModel):
+    dryRun: bool  # noqa: N815
+    retried: int
+    skipped: int
+    references: list[str]
+    skippedReasons: dict[str, str]  # noqa: N815
+
+
+# Declared before the per-refund routes: "retry" is not a client reference.
+@router.post(
+    "/refunds/retry",
+    response_model=BulkRetryOut,
+    name="retry_refunds",
+    responses={**JSON_BODY, **SECURED_ERRORS},
+    summary="Operator action: retry every refund in needs_attention matching the filters",
+)
+def retry_bulk(
+    body: BulkRetryIn, settings: SettingsDep, context: ContextDep, producer: ProducerDep
+) -> Any:
+    since = None
+    if body.since is not None:
+        moment = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+        since = moment.timestamp()
+    try:
+        records = select_for_retry(context.ledger, state=body.state, code=body.code, since=since)
+        report = retry_many(
+            context.ledger,
+            settings,
+            records,
+            actor=body.by,
+            reason=body.reason,
+            dry_run=body.dryRun,
+        )
+    except OperatorActionError as exc:
+        return problem(422, exc.why)
+    for ref, next_task in report.retried.items():
+        if next_task is not None and not report.dry_run:
+            producer.celery.send_task(f"refunds.{next_task}", args=[ref])
+    return report.to_public()
 
 
 for _name in ACTIONS:
