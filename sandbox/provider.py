@@ -240,6 +240,7 @@ def _token_fields(request: Request) -> dict[str, Any]:
 def _recorded(operation: str, request: Request) -> dict[str, Any]:
     """What a test may read back from ``GET /sandbox/requests``: never a credential."""
     entry: dict[str, Any] = {
+        "at": time.time(),  # when it arrived (epoch seconds): a test counts calls per interval
         "method": request.method,
         "path": request.path,
         "query": {name: values[0] for name, values in request.query.items()},
