@@ -1,7 +1,7 @@
 """Outages without humans (issue 11), on a live cluster: two workers (-c 2 each), one beat, a
 sandbox of the module's own, a database of the private Redis.
 
-Scaled down from the issue's figures (see the module's README note in the report):
+Scaled down from the issue's figures:
 
 - provider outage: the issue's 15 minutes against ``REFUNDS_GIVE_UP_AFTER`` 24 h and a 60 s backoff
   cap become ``OUTAGE_SECONDS`` against 1 h and a 3 s cap. Under the old rule (25 attempts, polls
