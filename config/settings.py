@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import warnings
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -59,6 +61,27 @@ PLACEHOLDER_SECRETS = frozenset(
 # notification task published to one of them would be taken by our own worker and rejected.
 PIPELINE_QUEUES = frozenset({"refunds.provider", "refunds.timers", "refunds.notify"})
 DEFAULT_NOTIFY_QUEUE = "merchant.notifications"
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"24h"``, ``"24 h"``, ``"1h30m"``, ``"2d"``.
+
+    A bare number is seconds. Raises ValueError on anything else (an empty text, a unit we do not
+    know, a negative number).
+    """
+    pos, total, parts = 0, 0.0, 0
+    text = text.strip()
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None or match.end() == pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+        pos, parts = match.end(), parts + 1
+    if not parts or pos != len(text):
+        raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 90s, 15m, 24h, 2d)")
+    return total
 
 
 def _env(*names: str) -> Any:
@@ -157,7 +180,18 @@ class Settings(BaseSettings):
     # --- retries of transient errors: capped exponential backoff with full jitter ---
     retry_base_seconds: float = Field(0.5, gt=0)
     retry_max_seconds: float = Field(60.0, gt=0, le=60)
-    max_attempts: int = Field(25, ge=1)
+    # Deprecated (issue 11): give-up is time-based now. Still parsed so an old env file starts,
+    # with a warning naming its replacement; nothing reads it.
+    max_attempts: int | None = Field(None, ge=1)
+    # How long a refund may keep failing transiently (since the first failure of its current
+    # streak of failures) before it goes to needs_attention: seconds or a duration ("24h").
+    give_up_after: float = Field(24 * 3600.0, gt=0)
+    # A refund still in flight (not final, not held for approval, not needs_attention) this long
+    # after intake raises the age alert: stats, /metrics and the health check say so.
+    age_alert_after: float = Field(3600.0, gt=0)
+    # A token endpoint refusing our credentials (401/403) pauses every provider call of the
+    # cluster this long; one token call per pause probes whether they work again.
+    auth_pause_seconds: float = Field(30.0, gt=0, le=3600)
 
     # --- timers and leases ---
     tick_interval: float = Field(1.0, gt=0, le=60)
@@ -281,6 +315,23 @@ class Settings(BaseSettings):
                 f"({', '.join(sorted(PIPELINE_QUEUES))}): our workers would consume the "
                 "notification and reject it as an unknown task;"
                 f" use the merchant app's queue (default {DEFAULT_NOTIFY_QUEUE!r})"
+            )
+        return value
+
+    @field_validator("give_up_after", "age_alert_after", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _max_attempts_deprecated(cls, value: int | None) -> int | None:
+        if value is not None:
+            warnings.warn(
+                "REFUNDS_MAX_ATTEMPTS is deprecated and ignored: give-up is time-based now; "
+                "set REFUNDS_GIVE_UP_AFTER (a duration such as 24h) instead",
+                FutureWarning,  # shown by default: meant for the operator reading the log
+                stacklevel=2,
             )
         return value
 

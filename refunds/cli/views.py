@@ -164,6 +164,23 @@ def stats_view(s: OpsStats) -> RenderableType:
                 style="red",
             )
         )
+    if s.credentials_refused_since is not None:
+        parts.append(
+            Text(
+                f"MCE refuses our credentials since {iso(s.credentials_refused_since)}: "
+                "provider calls paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)",
+                style="bold red",
+            )
+        )
+    if s.age_alert and s.in_flight_oldest is not None:
+        o = s.in_flight_oldest
+        parts.append(
+            Text(
+                f"age alert: {o.client_reference} in flight for {age(o.age(s.at))} "
+                f"(REFUNDS_AGE_ALERT_AFTER {age(s.age_alert_after)})",
+                style="bold red",
+            )
+        )
     held = s.counts.get(State.NEEDS_ATTENTION.value, 0)
     if held:
         parts.append(

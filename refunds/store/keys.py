@@ -33,6 +33,10 @@ key                        type   lifetime         holds
 ``rp:mce:token``           hash   token expiry     bearer token: token, expires, refresh
 ``rp:mce:token:lock``      string lock timeout     single-flight lock of a token refresh
 ``rp:pace:tat``            string idle + 1 s       GCRA time of the next provider call slot
+``rp:mce:auth:refused``    string pause x 10        the token endpoint refused our credentials
+                                                   (time first seen); SET NX: who logs
+``rp:mce:auth:probe``      string one pause        the one token call allowed per pause while
+                                                   credentials are refused
 ``rp:stats:calls``         hash   forever          ``{operation}|{outcome}`` -> count
 ``rp:stats:latency``       hash   forever          ``{operation}|{bucket}`` -> count, ``|sum``
 ``rp:stats:errors:{min}``  hash   2 hours          error code -> count in one epoch minute
@@ -106,6 +110,8 @@ TOKEN_LOCK = PREFIX + "mce:token:lock"
 
 # --- pacing (store/pacing.py) ---------------------------------------------------------------------
 PACE = PREFIX + "pace:tat"
+AUTH_REFUSED = PREFIX + "mce:auth:refused"
+AUTH_PROBE = PREFIX + "mce:auth:probe"
 
 # --- counters (store/counters.py) -----------------------------------------------------------------
 CALLS = PREFIX + "stats:calls"
