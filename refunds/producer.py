@@ -20,7 +20,7 @@ from celery import Celery
 from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
-from refunds.models import RefundIntent, RefundRecord, State
+from refunds.models import RefundIntent, RefundRecord
 from refunds.store.connection import ensure_durable, redis_client
 from refunds.store.ledger import Ledger, SubmitResult
 
@@ -66,9 +66,7 @@ class Producer:
             intent = RefundIntent.parse(dict(intent))
         result = self.ledger.submit(intent, due_in=self.settings.lease_seconds)
         ensure_durable(self.ledger.redis, self.settings)  # NotDurableError: answer "retry"
-        # A record still ``received`` may be an earlier call's that answered "not durably stored"
-        # before its task was sent: send it now, not a lease later (a second task is a no-op).
-        if result.created or result.record.state == State.RECEIVED:
+        if result.created:
             self.celery.send_task("refunds.create", args=[intent.client_reference])
         return result
 

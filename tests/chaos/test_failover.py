@@ -10,8 +10,9 @@ the new primary is measured and printed.
 ``test_failover_with_operators_webhooks_and_durable_intake`` is the full scenario of issue 8
 part 4: two workers, beat and the web app (uvicorn) against the sandbox with webhooks on,
 ``REFUNDS_MIN_REPLICA_ACKS=1``, the approval policy holding some refunds; an operator cancels
-and approves held refunds over HTTP just before the primary is SIGKILLed while a merchant keeps
-submitting over HTTP (retrying every answer but 200/201, as a merchant does). CI size: about 36
+and approves held refunds (``refunds.actions``, what ``refunds approve`` / ``cancel`` run) just
+before the primary is SIGKILLed, while a merchant keeps submitting over HTTP (retrying every
+answer but 200/201, as a merchant does). CI size: about 36
 refunds and one kill; ``--run-slow``: 300 refunds and two kills (fail over, then fail back). It
 prints one ``failover summary`` line with the figures of the issue's closing note.
 """
@@ -51,7 +52,7 @@ from devstack.localstack import (
 from devstack.sentinel import SentinelCluster, sentinel_cluster
 from refunds import actions
 from refunds.cli.common import EXIT_NOT_DURABLE
-from refunds.errors import ConfigError, NotDurableError
+from refunds.errors import ConfigError, NotDurableError, OperatorActionError
 from refunds.models import State
 from refunds.producer import Producer
 from refunds.store.connection import redis_client
@@ -399,22 +400,25 @@ class Merchant(threading.Thread):
             time.sleep(self.interval)
 
 
-def _operator(url: str, ref: str, action: str, deadline: float) -> None:
-    """POST an operator action until it is acknowledged (200), as an operator retries a 503."""
+def _operator(ledger: Ledger, settings: Settings, ref: str, action: str, deadline: float) -> None:
+    """An operator's action (``refunds.actions``, what ``refunds approve|cancel`` runs), retried
+    until acknowledged: with ``REFUNDS_MIN_REPLICA_ACKS=1`` it answers only once a replica has it,
+    and raises NotDurableError (or a connection error mid-failover) otherwise."""
+    act = {"approve": actions.approve, "cancel": actions.cancel}[action]
     last = ""
     while time.monotonic() < deadline:
         try:
-            answer = requests.post(
-                f"{url}/refunds/{ref}/{action}",
-                json={"by": "ops-ann", "reason": f"failover test {action}"},
-                headers=OPS,
-                timeout=5,
-            )
-            if answer.status_code == 200:
+            act(ledger, settings, ref, actor="ops-ann", reason=f"failover test {action}")
+            return
+        except (NotDurableError, redis.ConnectionError, redis.TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        except OperatorActionError as exc:
+            # A retry after a "not durably stored" answer finds its own earlier write.
+            done = State.CANCELLED if action == "cancel" else None
+            record = ledger.get(ref)
+            if (done and record.state == done) or (action == "approve" and record.approved_by):
                 return
-            last = f"{answer.status_code} {answer.text[:200]}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
+            raise AssertionError(f"{action} {ref}: {exc}") from exc
         time.sleep(0.2)
     raise AssertionError(f"{action} {ref} not acknowledged: {last}")
 
@@ -479,7 +483,15 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
             children.append(beat)
             wait_until(lambda: requests.get(web_url + "/healthz", timeout=1).ok, 60, "web", web)
             pids = {c.name: c.proc.pid for c in (web, beat, *workers) if c.proc is not None}
-            ledger = Ledger(redis_client(load_settings(profile="sandbox", **_redis(env))))
+            # The operator's settings: the same deployment, WAIT included.
+            ops = load_settings(
+                profile="sandbox",
+                **_redis(env),
+                min_replica_acks=1,
+                replica_ack_timeout_ms=1000,
+                approval_thresholds=env["REFUNDS_APPROVAL_THRESHOLDS"],
+            )
+            ledger = Ledger(redis_client(ops))
 
             def logs_tail() -> str:
                 return "\n".join([*(c.tail(25) for c in children), cluster.sentinel_log(8)])
@@ -514,9 +526,9 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
             approved = big[size.cancel : size.cancel + size.approve]
             later = big[size.cancel + size.approve :]
             for ref in cancelled:
-                _operator(web_url, ref, "cancel", time.monotonic() + 10)
+                _operator(ledger, ops, ref, "cancel", time.monotonic() + 10)
             for ref in approved:
-                _operator(web_url, ref, "approve", time.monotonic() + 10)
+                _operator(ledger, ops, ref, "approve", time.monotonic() + 10)
 
             # A merchant keeps submitting while the primary dies; kill once refunds are in flight.
             merchant = Merchant(web_url, during, size.interval)
@@ -561,7 +573,7 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
             merchant.stop.set()
             merchant.join(timeout=10)
             for ref in later:
-                _operator(web_url, ref, "approve", time.monotonic() + 30)
+                _operator(ledger, ops, ref, "approve", time.monotonic() + 30)
 
             acknowledged = [str(i["clientReference"]) for i in before] + list(merchant.acked)
             present = {r.client_reference for r in ledger.get_many(acknowledged)}
