@@ -7,7 +7,9 @@ It never asserts a time: a target that is not reached is written down as "missed
 
 Benchmarks (``--only`` names): ``throughput`` (1 and 2: pipeline vs bare Celery, cost per refund),
 ``pacing`` (3), ``inflight`` (4), ``submit`` (5), ``batch`` (6: peak memory reading a batch file,
-200 MB in the full plan, 20 MB in the quick one; needs no stack).
+200 MB in the full plan, 20 MB in the quick one; needs no stack), ``durability`` (7: the latency
+``WAIT`` for a replica adds to a submit, on a devstack.sentinel primary + replica), ``webhooks``
+(8: provider calls per refund with webhook-first polling, webhooks healthy and 10% dropped).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from typing import Any
 from bench import report
 from bench.batch_memory import batch_memory
 from bench.common import FULL, QUICK, Plan, Result
+from bench.durability import durability
 from bench.inflight import inflight
 from bench.pacing import pacing
 from bench.procstats import LoadMeter
 from bench.stack import BenchStack
 from bench.submit import submit
 from bench.throughput import throughput
+from bench.webhooks import webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,6 +56,8 @@ BENCHMARKS: dict[str, Callable[[BenchStack, Plan], list[Result]]] = {
     "inflight": lambda stack, plan: [inflight(stack, plan)],
     "submit": lambda stack, plan: [submit(stack, plan)],
     "batch": lambda _stack, plan: [batch_memory(20.0 if plan.name == "quick" else 200.0)],
+    "durability": lambda stack, plan: [durability(stack, plan)],
+    "webhooks": lambda stack, plan: [webhooks(stack, plan)],
 }
 
 

@@ -177,6 +177,14 @@ class Settings(BaseSettings):
         default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
     )
 
+    # --- webhook-first polling (README "Polling and webhooks"): when MCE is set up to send its
+    # webhook to this deployment's receiver, the first Get waits out the window in which the
+    # webhook normally arrives, so polling is the safety net for a lost delivery, not the path.
+    # Explicit, not derived from MCE_WEBHOOK_SECRET: every production deployment has a secret,
+    # but only the merchant knows whether MCE's dashboard points the webhook at this receiver.
+    webhooks_expected: bool = False
+    webhook_grace_seconds: float = Field(30.0, gt=0, le=3600)
+
     # --- retries of transient errors: capped exponential backoff with full jitter ---
     retry_base_seconds: float = Field(0.5, gt=0)
     retry_max_seconds: float = Field(60.0, gt=0, le=60)

@@ -2,8 +2,8 @@
 how long transient failures are retried.
 
 Settings carry only the raw values (``REFUNDS_APPROVAL_THRESHOLDS``, ``REFUNDS_POLL_SCHEDULE``,
-``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``, ``REFUNDS_GIVE_UP_AFTER``);
-what they mean lives here, so
+``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``, ``REFUNDS_GIVE_UP_AFTER``,
+``REFUNDS_WEBHOOKS_EXPECTED``, ``REFUNDS_WEBHOOK_GRACE_SECONDS``); what they mean lives here, so
 the decision function (``refunds.decisions``) and the operator actions apply one rule.
 """
 
@@ -41,6 +41,8 @@ class Policy:
     lease_seconds: float = 90.0
     not_found_grace_seconds: float = 120.0
     give_up_after: float = 24 * 3600.0  # seconds a streak of transient failures may last
+    # Seconds in which MCE's webhook normally arrives; None: no webhook is expected.
+    webhook_grace_seconds: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -51,6 +53,9 @@ class Policy:
             lease_seconds=settings.lease_seconds,
             not_found_grace_seconds=settings.not_found_grace_seconds,
             give_up_after=settings.give_up_after,
+            webhook_grace_seconds=(
+                settings.webhook_grace_seconds if settings.webhooks_expected else None
+            ),
         )
 
     def needs_approval(self, amount: Any, currency: str | None) -> bool:
@@ -72,8 +77,19 @@ class Policy:
         return number > self.approval_thresholds[key]
 
     def poll_delay(self, polls_done: int) -> float:
-        """Delay before the next Get, given how many Gets this refund has had (last repeats)."""
-        return float(self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)])
+        """Seconds before the next Get, given how many Gets this refund has had (last repeats).
+
+        Without webhooks the schedule is the path to a final state. With webhooks expected
+        (``webhook_grace_seconds`` set) the webhook is the path and polling the safety net: the
+        first Get waits out the grace window (never less than the schedule's first step), the
+        later ones follow the schedule from its second step. A refund whose webhooks all arrive
+        then costs Create + Confirm and no Get; one whose webhook is lost ends by polling, at the
+        latest one grace window after the last step (``REFUNDS_WEBHOOK_GRACE_SECONDS``).
+        """
+        step = float(self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)])
+        if polls_done == 0 and self.webhook_grace_seconds is not None:
+            return max(float(self.webhook_grace_seconds), step)
+        return step
 
     def gives_up(self, failing_since: float, at: float) -> bool:
         """Whether a streak of transient failures that began at ``failing_since`` (epoch seconds)
