@@ -175,6 +175,15 @@ class Settings(BaseSettings):
 
     # --- web app ---
     api_key: SecretStr | None = Field(None, validation_alias=_env("REFUNDS_API_KEY", "api_key"))
+    # Operator credentials (approve/retry/cancel over HTTP), never the intake key:
+    # ``name:key,name:key`` -- the name is what the history and ``approvedBy`` record. The single
+    # key form is one operator named ``operator``. Neither set: operator routes answer 403.
+    operator_keys: SecretStr | None = Field(
+        None, validation_alias=_env("REFUNDS_OPERATOR_KEYS", "operator_keys")
+    )
+    operator_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("REFUNDS_OPERATOR_API_KEY", "operator_api_key")
+    )
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
     # Every request body, webhooks included (413 above it); the old webhook-only name still works.
     max_body_bytes: int = Field(
@@ -204,6 +213,7 @@ class Settings(BaseSettings):
     def _blank_participant_is_none(cls, value: Any) -> Any:
         # ``MCE_PARTICIPANT_CODE=`` in an env file means "not configured", not "send it empty".
         return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _parse_sentinels(cls, value: Any) -> Any:
@@ -389,6 +399,8 @@ class Settings(BaseSettings):
             "mce_webhook_secret",
             "callback_secret",
             "api_key",
+            "operator_keys",
+            "operator_api_key",
             "redis_sentinel_password",
         ):
             data[key] = "**********" if data.get(key) is not None else None

@@ -2,7 +2,8 @@
 
 Every action is one compare-and-set transition, so it cannot race a worker: if a worker moved
 the refund first, the action fails with a clear message and changes nothing (run it again after a
-look at ``refunds status``). The caller sends the returned nudge (a Celery task name) if any.
+look at ``refunds status``). Webhooks parked for the refund are replayed after every action. The
+caller sends the returned nudge (a Celery task name) if any.
 """
 
 from __future__ import annotations
@@ -20,12 +21,30 @@ from refunds.notify import outbox_members
 from refunds.policy import Policy
 from refunds.store.connection import ensure_durable
 from refunds.store.ledger import Ledger, TimerAction
+from refunds.webhooks import replay_with
 
 
 @dataclass(frozen=True)
 class ActionResult:
     record: RefundRecord
     next_task: NextTask | None = None
+
+
+def _replayed(ledger: Ledger, settings: Settings, result: ActionResult) -> ActionResult:
+    """The action's result after the webhooks parked for the refund were tried again.
+
+    An action moves the record, and a webhook parked before it (the refund could not take it
+    then) may apply now: the same replay as after every step (``webhooks.replay_with``). The
+    record answered is the one after the replay; the nudge is the last one any of them asked for.
+    """
+    ref = result.record.client_reference
+    replayed = replay_with(ledger, settings, ref)
+    if not replayed:
+        return result
+    nudge = result.next_task
+    for one in replayed:
+        nudge = one.next_task or nudge
+    return ActionResult(ledger.get(ref), nudge)
 
 
 def _check_words(ref: str, action: str, actor: str, reason: str) -> None:
@@ -86,7 +105,7 @@ def approve(
         due=now() + settings.lease_seconds,
     )
     ensure_durable(ledger.redis, settings)  # NotDurableError: the operator is told to retry
-    return ActionResult(new, "confirm")
+    return _replayed(ledger, settings, ActionResult(new, "confirm"))
 
 
 def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str) -> ActionResult:
@@ -133,7 +152,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     )
     ensure_durable(ledger.redis, settings)
     nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
-    return ActionResult(new, nudge)
+    return _replayed(ledger, settings, ActionResult(new, nudge))
 
 
 _CANCELLABLE = frozenset(
@@ -172,7 +191,7 @@ def cancel(
         outbox=outbox_members(settings, ref),
     )
     ensure_durable(ledger.redis, settings)
-    return ActionResult(new, None)
+    return _replayed(ledger, settings, ActionResult(new, None))
 
 
 ACTIONS = {"approve": approve, "retry": retry, "cancel": cancel}

@@ -14,8 +14,13 @@ The fast path to a final refund. Order matters (dj-stripe's lesson):
    ``steps.apply_provider_update``): forward only, final states sticky, an older update never moves
    a refund back, another refund id stops the refund for a human, news contradicting a final state
    marks a conflict, a final one clears the poll timer and queues the outcome notifications;
-5. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
-   its clientReference and replayed by the create step once the refund exists: kept, never dropped.
+5. the record is found by ``cryptoRefundId`` first (the ledger's ``rp:rid:`` index, written when a
+   record first takes the id), then by ``clientReference``; an event whose id belongs to reference
+   A but whose clientReference names B stops A for a human (``PROVIDER_MISMATCH``, both values);
+6. an event for a refund we do not know yet (or cannot take yet: still ``received``) is parked under
+   its reference and replayed after every step and operator action: kept, never dropped. Parking
+   checks, in the same Redis script, that the record is still the version the event was tried
+   against; if it moved, the event is tried again instead, so none is parked after the last replay.
 
 A failed apply keeps its error on the stored event and answers 500, so MCE delivers it again.
 """
@@ -33,12 +38,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from config.settings import Settings
 from refunds.context import Context
 from refunds.errors import TransitionError, WebhookRejectedError
+from refunds.mce.client import MceClient
 from refunds.mce.schemas import RefundData
 from refunds.models import now
+from refunds.ops.counters import Stats
 from refunds.signing import sign
 from refunds.steps import NextTask, StepResult, apply_provider_update
+from refunds.store.events import EventStore
+from refunds.store.ledger import Ledger
 
 log = logging.getLogger("refunds.webhooks")
 
@@ -225,16 +235,20 @@ def _mark(p: Context, nid: str, outcome: str, ref: str | None) -> None:
 def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
     """Apply one stored event's refund object to the ledger (also used to replay parked ones).
 
-    The record is found by the object's clientReference; once it knows its refund id, an event
-    naming another id is a mismatch that ``decisions.decide`` stops for a human
-    (``PROVIDER_MISMATCH``, never adopted). An object with no clientReference cannot be matched
-    to a record here and is kept as "unmatched" for reconciliation.
+    The record is found by the object's ``cryptoRefundId`` first
+    (``Ledger.reference_of_refund_id``), then by its clientReference. Whatever found it,
+    ``decisions.decide`` compares both: an id that belongs to reference A in an event naming
+    reference B, or news naming another id than the record's, is a mismatch that stops the refund
+    for a human (``PROVIDER_MISMATCH``, never adopted). An object whose id is unknown and that
+    names no clientReference is kept as
+    "unmatched" for reconciliation.
     """
     try:
         refund = RefundData.model_validate(data)
     except ValidationError:
         raise WebhookRejectedError(400, "data is not a refund object") from None
-    ref = refund.client_reference
+    by_id = p.ledger.reference_of_refund_id(refund.crypto_refund_id)
+    ref = by_id or refund.client_reference
     if not ref:
         log.warning(
             "webhook kept unmatched: refund %s names no clientReference",
@@ -242,17 +256,30 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
             extra={"refund_id": refund.crypto_refund_id},
         )
         return WebhookResult("unmatched")
+    if by_id and refund.client_reference and refund.client_reference != by_id:
+        log.error(
+            "webhook names clientReference %r but refund id %s is %r's",
+            refund.client_reference,
+            refund.crypto_refund_id,
+            by_id,
+            extra={"client_reference": by_id, "refund_id": refund.crypto_refund_id},
+        )
     for _ in range(5):  # a concurrent poll or step may move the record between read and write
         record = p.ledger.find(ref)
         if record is None:
-            return _park(p, nid, ref, "unknown refund")
+            parked = _park(p, nid, ref, None, "unknown refund")
+            if parked is not None:
+                return parked
+            continue
         try:
             result: StepResult = apply_provider_update(
                 p, record, refund, source="webhook", actor=ACTOR
             )
         except TransitionError as exc:
             if exc.why == "not an allowed transition":
-                return _park(p, nid, ref, f"cannot apply in state {record.state} yet")
+                parked = _park(p, nid, ref, record.version, f"cannot apply in {record.state} yet")
+                if parked is not None:
+                    return parked
             continue
         # applied | stale | contradiction (a final state contradicted: kept, the record marked
         # with a ``conflict``) | mismatch | anomaly (both: stopped for a human)
@@ -275,15 +302,22 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
     raise TransitionError(ref, None, "?", "record kept moving; MCE will deliver again")
 
 
-def _park(p: Context, nid: str, ref: str, why: str) -> WebhookResult:
-    p.events.park(nid, ref, now())
+def _park(p: Context, nid: str, ref: str, version: int | None, why: str) -> WebhookResult | None:
+    """Park ``nid`` for ``ref`` if its record is still at ``version`` (None: still absent);
+    None when it moved meanwhile (the caller tries the event again)."""
+    if not p.events.park(nid, ref, now(), version):
+        return None
     log.info("webhook parked: %s", why, extra={"client_reference": ref})
     return WebhookResult("parked", ref)
 
 
 def replay_parked(p: Context, ref: str) -> list[WebhookResult]:
-    """Apply the events parked for ``ref``, oldest first (the create step calls this)."""
-    results = []
+    """Apply the events parked for ``ref``, oldest first; called after every step
+    (``tasks.refunds.run_step``) and operator action (``refunds.actions``). An event that still
+    cannot apply is parked again. Cheap when nothing is parked (one EXISTS)."""
+    results: list[WebhookResult] = []
+    if not p.events.has_parked(ref):
+        return results
     for nid in p.events.parked(ref):
         raw = p.events.unpark(ref, nid)
         if raw is None:
@@ -293,3 +327,16 @@ def replay_parked(p: Context, ref: str) -> list[WebhookResult]:
         _mark(p, nid, result.outcome, ref)
         results.append(result)
     return results
+
+
+def replay_with(ledger: Ledger, settings: Settings, ref: str) -> list[WebhookResult]:
+    """``replay_parked`` for callers that hold a ledger and settings but no Context (operator
+    actions from the CLI or HTTP). Applying news never calls the provider, so the Context built
+    here has a client that is never used."""
+    if not EventStore.of(ledger).has_parked(ref):
+        return []
+    stats = Stats.of(ledger)
+    context = Context(
+        settings=settings, ledger=ledger, client=MceClient(settings, stats=stats), stats=stats
+    )
+    return replay_parked(context, ref)

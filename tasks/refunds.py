@@ -21,11 +21,12 @@ def run_step(name: NextTask, client_reference: str) -> str:
     result = STEPS[name](p, client_reference)
     if result.next_task is not None:
         TASKS[result.next_task].apply_async((client_reference,))
-    if name == "create" and p.events.has_parked(client_reference):
-        # Webhooks that arrived before we knew this refund: now it exists at the provider.
-        for replayed in replay_parked(p, client_reference):
-            if replayed.next_task is not None:
-                TASKS[replayed.next_task].apply_async((client_reference,))
+    # After every step (not only Create): webhooks parked while the refund could not take them
+    # are tried again now that it moved. Parking checks the record version, so an event parked
+    # during this step is either seen here or was refused and retried by its own delivery.
+    for replayed in replay_parked(p, client_reference):
+        if replayed.next_task is not None:
+            TASKS[replayed.next_task].apply_async((client_reference,))
     return result.note
 
 

@@ -28,10 +28,11 @@ def web(host: str, port: int, workers: int) -> None:
     import uvicorn  # noqa: PLC0415
 
     from refunds.ops.logs import configure  # noqa: PLC0415
-    from refunds.web.deps import api_key_of  # noqa: PLC0415
+    from refunds.web.deps import api_key_of, operator_keys_of  # noqa: PLC0415
 
     settings = common.settings()
-    api_key_of(settings)  # refuse to start without a real API key, before binding a port
+    # Refuse to start without a real API key (or with bad operator keys), before binding a port.
+    operator_keys_of(settings, api_key_of(settings))
     configure(settings.log_level, settings.log_json)
     uvicorn.run(
         "refunds.web.app:app_from_env",

@@ -1,12 +1,13 @@
 """The webhook event store: raw MCE events by ``notificationId`` and the parked set per refund.
 
 The Redis part of ``refunds.webhooks`` (keys ``rp:wh:{notificationId}``, ``rp:wh:parked:{ref}``
-in ``refunds.store.keys``; both kept ``EVENT_TTL``). Storing a delivery is ONE script: the body
-(first delivery wins), its hash, status ``received``, the time and the expiry are written
-together, and the same script tells a new delivery from a retry, a duplicate or a conflicting body.
-It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left an event with a body but
-no status that every redelivery answered "duplicate" and that never applied; an event found in
-that state (written by the old code) is taken as new.
+in ``refunds.store.keys``; both kept ``EVENT_TTL``). Parking checks the refund's record version in
+the same script (``_PARK``), so no event is parked after the last replay. Storing a delivery is
+ONE script: the body (first delivery wins), its hash, status ``received``, the time and the
+expiry are written together, and the same script tells a new delivery from a retry, a duplicate
+or a conflicting body. It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left
+an event with a body but no status that every redelivery answered "duplicate" and that never
+applied; an event found in that state (written by the old code) is taken as new.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import redis
 
-from refunds.store.keys import event_key, parked_key
+from refunds.store.keys import event_key, parked_key, record_key
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -54,8 +55,19 @@ return 'duplicate'
 
 StoreOutcome = Literal["new", "retry", "duplicate", "conflict"]
 
-# KEYS: parked set. ARGV: notificationId, now, ttl.
+# KEYS: parked set, the refund's record. ARGV: notificationId, now, ttl, the record version the
+# caller read ('' = it read no record). Parks only if the record is still as the caller read it:
+# every step and operator action changes the version and then replays the parked set, so an event
+# is either parked before that change (and replayed after it) or refused here (0: the caller reads
+# the record again and applies). No event can be parked after the last replay and stay there.
 _PARK = """
+local exists = redis.call('EXISTS', KEYS[2]) == 1
+if ARGV[4] == '' then
+  if exists then return 0 end
+else
+  local ver = redis.call('HGET', KEYS[2], 'ver') or (exists and '0') or ''
+  if ver ~= ARGV[4] then return 0 end
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
@@ -105,9 +117,15 @@ class EventStore:
         """Seconds the stored event has left (-1 no expiry, -2 not stored)."""
         return int(self.redis.ttl(event_key(nid)))
 
-    def park(self, nid: str, ref: str, at: float) -> None:
-        """Keep ``nid`` until ``ref`` exists (replayed by the create step)."""
-        self._park(keys=[parked_key(ref)], args=[nid, repr(at), self.ttl])
+    def park(self, nid: str, ref: str, at: float, version: int | None) -> bool:
+        """Keep ``nid`` until ``ref`` can take it (replayed after every step and operator action).
+
+        ``version`` is the record version the caller read (None: it found no record). Answers
+        False, parking nothing, when the record changed since (or appeared): the caller must read
+        it again and apply, because the replay that follows that change may already have run.
+        """
+        args: list[str | float] = [nid, repr(at), self.ttl, "" if version is None else str(version)]
+        return bool(self._park(keys=[parked_key(ref), record_key(ref)], args=args))
 
     def parked(self, ref: str) -> list[str]:
         """The notificationIds parked for ``ref``, oldest first."""
@@ -117,9 +135,10 @@ class EventStore:
         return bool(self.redis.exists(parked_key(ref)))
 
     def unpark(self, ref: str, nid: str) -> str | None:
-        """Take ``nid`` out of ``ref``'s parked set; answers its stored body (None: expired)."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Take ``nid`` out of ``ref``'s parked set; answers its stored body (None: expired, or
+        another replay took it first: of concurrent replays exactly one applies each event)."""
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hget(event_key(nid), "body")
         pipe.zrem(parked_key(ref), nid)
-        body, _ = pipe.execute()
-        return None if body is None else str(body)
+        body, removed = pipe.execute()
+        return None if body is None or not removed else str(body)

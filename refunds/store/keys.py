@@ -13,6 +13,8 @@ key                        type   lifetime         holds
 ``rp:all``                 zset   forever          references by creation time
 ``rp:conflicts``           set    forever          references whose record carries a provider
                                                    ``conflict`` mark (``list --conflicts``)
+``rp:rid:{refundId}``      string forever          the reference whose record first recorded
+                                                   this cryptoRefundId (webhooks match on it)
 ``rp:timers``              zset   until final/held references by due time (leased by the tick)
 ``rp:lock:{ref}``          string lock timeout     per-refund step lock (a random token)
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
@@ -62,6 +64,11 @@ def lock_key(ref: str) -> str:
     return f"{PREFIX}lock:{ref}"
 
 
+def refund_id_key(crypto_refund_id: str) -> str:
+    """cryptoRefundId -> clientReference, written by the ledger's transition script."""
+    return f"{PREFIX}rid:{crypto_refund_id}"
+
+
 RECORD_PATTERN = PREFIX + "r:*"  # SCAN pattern over every record
 CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider conflict mark
 
@@ -104,6 +111,7 @@ TOKEN_FETCHES = PREFIX + "stats:token_fetches"
 def errors_key(minute: int) -> str:
     """The error counts of one epoch minute (``int(time.time() // 60)``)."""
     return f"{PREFIX}stats:errors:{minute}"
+
 
 # --- durability (store/connection.py) -------------------------------------------------------------
 DURABILITY_PROBE = PREFIX + "durability:probe"

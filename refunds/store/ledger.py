@@ -48,6 +48,7 @@ from refunds.store.keys import (
     history_key,
     lock_key,
     record_key,
+    refund_id_key,
     state_key,
 )
 from refunds.store.timers import Timers
@@ -117,7 +118,8 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return false
 """
 
-# KEYS: record, timers, old state set, new state set, outbox, history
+# KEYS: record, timers, old state set, new state set, outbox, history[, refund id index]
+# (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
 # ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 #       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
@@ -148,6 +150,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
+if KEYS[7] then redis.call('SET', KEYS[7], ARGV[1], 'NX') end
 if k > 0 then
   local members = {}
   for j = 1, k do members[#members + 1] = ARGV[4]; members[#members + 1] = ARGV[i]; i = i + 1 end
@@ -443,6 +446,12 @@ class Ledger(Timers):
         ordered = [r for _, r in sorted(zip(scores, members, strict=True), key=lambda p: p[0] or 0)]
         return ordered if limit is None else ordered[:limit]
 
+    def reference_of_refund_id(self, crypto_refund_id: str) -> str | None:
+        """The clientReference whose record first recorded ``crypto_refund_id`` (None: no record
+        has it). Written by the transition that set the id, in the same script."""
+        found = self.redis.get(refund_id_key(crypto_refund_id))
+        return None if found is None else str(found)
+
     def flag_conflict(self, ref: str) -> None:
         """List ``ref`` among the conflicted refunds (before its record is marked, so a crash in
         between lists a record without a mark rather than hiding a mark)."""
@@ -517,6 +526,9 @@ class Ledger(Timers):
             OUTBOX,
             history_key(ref),
         ]
+        refund_id = (fields or {}).get("crypto_refund_id")
+        if refund_id:
+            keys.append(refund_id_key(str(refund_id)))  # webhooks match on the id first
         argv = [
             ref,
             record.state,

@@ -28,7 +28,7 @@ from refunds.context import Context, build_context
 from refunds.errors import NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
 from refunds.web import errors
-from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of
+from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of, operator_keys_of
 from refunds.web.routers import intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
 
@@ -38,6 +38,7 @@ __all__ = ["SANDBOX_API_KEY", "api_key_of", "app_from_env", "create_app"]
 def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     """The app for ``settings``; raises ConfigError (before serving) without a real API key."""
     api_key = api_key_of(settings)
+    operator_keys = operator_keys_of(settings, api_key)
     ctx = context or build_context(settings)
     app = FastAPI(
         title="refund-pipeline",
@@ -49,6 +50,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
         context=ctx,
         producer=Producer(settings, ledger=ctx.ledger),
         api_key=api_key,
+        operator_keys=operator_keys,
     )
     for router in (intake.router, operator.router, mce_webhook.router, ops.router):
         app.include_router(router)

@@ -32,7 +32,12 @@ class Problem(BaseModel):
 
 
 class ActionIn(BaseModel):
-    by: str = Field(min_length=1, max_length=100, description="Who acts (goes into the history).")
+    by: str | None = Field(
+        None,
+        max_length=100,
+        description="Ignored: who acts is the operator named by the X-API-Key credential "
+        "(REFUNDS_OPERATOR_KEYS); accepted so older clients still validate.",
+    )
     reason: str = Field(min_length=1, max_length=500, description="Why (goes into the history).")
 
 
@@ -51,6 +56,15 @@ BODY: dict[int | str, dict[str, Any]] = {
 JSON_BODY: dict[int | str, dict[str, Any]] = {
     **BODY,
     415: {"model": Problem, "description": "Content-Type is not application/json"},
+}
+OPERATOR: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or unknown X-API-Key"},
+    403: {
+        "model": Problem,
+        "description": "The intake key, or no operator credential configured",
+    },
+    422: {"model": Problem, "description": "Invalid input, one entry per bad field"},
+    503: {"model": Problem, "description": "Redis unavailable; retry after `Retry-After` seconds"},
 }
 SECURED: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or wrong X-API-Key"},

@@ -30,7 +30,7 @@ from devstack.localstack import (
     wait_for_worker,
 )
 from refunds.store.beat import BEAT_LOCK_KEY, BeatLock, lock_ttl
-from refunds.store.ledger import LAST_TICK
+from refunds.store.keys import LAST_TICK
 from tests.conftest import TEST_ENV
 
 TICK = float(TEST_ENV["REFUNDS_TICK_INTERVAL"])

@@ -181,26 +181,25 @@ def test_event_store_claims_once_and_tells_duplicate_conflict_and_retry_apart(
     redis_db: redis.Redis,
 ) -> None:
     """The atomic store step of the webhook receiver, against a real Redis."""
-    from types import SimpleNamespace  # noqa: PLC0415
+    from refunds.models import now  # noqa: PLC0415
+    from refunds.store.events import CLAIM_SECONDS, EventStore  # noqa: PLC0415
+    from refunds.store.keys import event_key  # noqa: PLC0415
 
-    from refunds.store.ledger import Ledger  # noqa: PLC0415
-    from refunds.webhooks import CLAIM_SECONDS, event_key, store_event  # noqa: PLC0415
-
-    p: Any = SimpleNamespace(ledger=Ledger(redis_db))
+    events = EventStore(redis_db)
     body = b'{"notificationId":"n1","eventType":"crypto.refund.updated","data":{}}'
-    assert store_event(p, "n1", body) == "new"
-    assert store_event(p, "n1", body) == "duplicate"  # in flight: someone else applies it
-    assert store_event(p, "n1", body + b" ") == "conflict"
+    assert events.store("n1", body, now()) == "new"
+    assert events.store("n1", body, now()) == "duplicate"  # in flight: someone else applies it
+    assert events.store("n1", body + b" ", now()) == "conflict"
     assert redis_db.hget(event_key("n1"), "conflicts") == "1"
     assert redis_db.hget(event_key("n1"), "body") == body.decode()  # the first body is kept
     redis_db.hset(event_key("n1"), "status", "applied")
-    assert store_event(p, "n1", body) == "duplicate"
+    assert events.store("n1", body, now()) == "duplicate"
     redis_db.hset(event_key("n1"), "status", "error")
-    assert store_event(p, "n1", body) == "retry"  # the earlier apply failed: this one finishes
-    assert store_event(p, "n1", body) == "duplicate"
+    assert events.store("n1", body, now()) == "retry"  # the earlier apply failed: this one ends it
+    assert events.store("n1", body, now()) == "duplicate"
     # A claim older than CLAIM_SECONDS (a receiver that died mid-apply) is taken over.
     redis_db.hset(
         event_key("n1"), "received_at", repr(float(redis_db.time()[0]) - CLAIM_SECONDS - 5)
     )
-    assert store_event(p, "n1", body) == "retry"
+    assert events.store("n1", body, now()) == "retry"
     assert 0 < redis_db.ttl(event_key("n1")) <= 30 * 24 * 3600

@@ -358,8 +358,8 @@ def test_parked_events_expire_and_unpark_returns_the_body(ledger: Ledger, prefix
     ref = prefix + "p"
     assert not events.has_parked(ref) and events.parked(ref) == []
     events.store(prefix + "n1", b'{"n":1}', 1.0)
-    events.park(prefix + "n1", ref, 10.0)
-    events.park(prefix + "n2", ref, 5.0)  # its body expired or was never stored
+    events.park(prefix + "n1", ref, 10.0, None)  # None: no record for ref yet
+    events.park(prefix + "n2", ref, 5.0, None)  # its body expired or was never stored
     assert events.has_parked(ref)
     assert events.parked(ref) == [prefix + "n2", prefix + "n1"]  # oldest first
     assert 0 < int(ledger.redis.ttl(parked_key(ref))) <= EVENT_TTL

@@ -26,6 +26,7 @@ from refunds.mce.client import idempotency_key
 from refunds.models import RefundIntent, State
 from refunds.store.ledger import Ledger, record_key
 from tests.conftest import SandboxAdmin
+from tests.steps.news_helpers import requests_sent
 
 
 def context(settings: Settings, **changes: Any) -> Context:
@@ -59,6 +60,7 @@ def test_1_confirm_is_sent_once_and_the_refund_is_then_polled(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings)
+    sandbox.configure(confirm_async_seconds=1.5)  # Confirm answers status 1 for 1.5 s
     ref = submit(ledger, prefix + "once")
     sandbox.flag([f"tx-{ref}"])
     assert steps.create(p, ref).next_task == "confirm"
@@ -81,6 +83,7 @@ def test_2_confirm_sends_the_merchants_address_or_none(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str, address: str | None
 ) -> None:
     p = context(settings)
+    sandbox.configure(address_echo=True)  # Create echoes the payer's source address
     ref = submit(ledger, prefix + ("addr" if address else "noaddr"), refundAddress=address)
     sandbox.flag([f"tx-{ref}"])
     steps.create(p, ref)
@@ -88,26 +91,30 @@ def test_2_confirm_sends_the_merchants_address_or_none(
     record = ledger.get(ref)
     assert record.refund_address == address  # the merchant's instruction, unchanged
     assert record.crypto_refund_id is not None
-    at_provider = sandbox_refund(p, record.crypto_refund_id)["refundAddress"]
-    assert at_provider == address  # what Confirm sent: the merchant's, or none
+    (sent,) = [
+        r["body"]
+        for r in requests_sent(sandbox, "confirm")
+        if r["body"]["cryptoRefundId"] == record.crypto_refund_id
+    ]
+    assert sent.get("refundAddress") == address  # what Confirm sent: the merchant's, or none
 
 
 def test_4_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_conflict(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings)
+    # The provider completes the refund 0.5 s after Create whatever the merchant does.
+    sandbox.configure(complete_unconfirmed_seconds=0.5)
     ref = submit(ledger, prefix + "cxl")
     sandbox.flag([f"tx-{ref}"])
     steps.create(p, ref)
     actions.cancel(ledger, settings, ref, actor="ann", reason="merchant withdrew it")
     cancelled = ledger.get(ref)
+    assert cancelled.crypto_refund_id is not None
     before = p.stats.conflicts().get("completed_after_cancelled", 0)
-    event = {
-        "cryptoRefundId": cancelled.crypto_refund_id,
-        "clientReference": ref,
-        "status": 3,
-        "txnHash": "0xpaid",
-    }
+    time.sleep(0.8)
+    event = sandbox_refund(p, cancelled.crypto_refund_id)  # what its webhook carries
+    assert event["status"] == 3
     result = webhooks.apply_event(p, prefix + "n-cxl", event)
     assert (result.outcome, result.state) == ("contradiction", "cancelled")
     after = ledger.get(ref)
@@ -117,7 +124,7 @@ def test_4_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_
         "completed_after_cancelled",
         3,
     )
-    assert after.conflict["txnHash"] == "0xpaid"
+    assert after.conflict["txnHash"] == event["txnHash"]
     assert ref in ledger.conflicted()
     assert p.stats.conflicts()["completed_after_cancelled"] == before + 1
 

@@ -44,6 +44,8 @@ from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, wait_final
 
 KEY = {"X-API-Key": "test-api-key-4f1b"}
+# Operator routes take an operator key; the history records the name it is configured under.
+OPERATOR_KEY = {"X-API-Key": "test-operator-key-7d2a"}
 SECRET = "whsec-test-7d2a9c"
 
 
@@ -111,6 +113,7 @@ def web_stack(
         "MCE_BASE_URL": sandbox_url,
         "MCE_WEBHOOK_SECRET": SECRET,
         "REFUNDS_API_KEY": KEY["X-API-Key"],
+        "REFUNDS_OPERATOR_KEYS": "ann:" + OPERATOR_KEY["X-API-Key"],
         # Slow polls: with webhooks on, the webhook should finish refunds, not the poller.
         "REFUNDS_POLL_SCHEDULE": "3,5",
     }
@@ -540,16 +543,22 @@ def test_operator_actions_over_http(web: Web, prefix: str) -> None:
     url = f"{web.url}/refunds/{ref}"
     assert (
         web.http.post(
-            url + "/approve", json={"by": "ann", "reason": "x"}, headers=KEY, timeout=5
+            url + "/approve", json={"by": "ann", "reason": "x"}, headers=OPERATOR_KEY, timeout=5
         ).status_code
         == 409
     )
     assert (
-        web.http.post(url + "/retry", json={"by": "ann"}, headers=KEY, timeout=5).status_code == 422
+        web.http.post(
+            url + "/retry", json={"by": "ann"}, headers=OPERATOR_KEY, timeout=5
+        ).status_code
+        == 422
     )
     web.sandbox.flag([f"tx-{ref}"])
     retried = web.http.post(
-        url + "/retry", json={"by": "ann", "reason": "payment flagged now"}, headers=KEY, timeout=5
+        url + "/retry",
+        json={"by": "ann", "reason": "payment flagged now"},
+        headers=OPERATOR_KEY,
+        timeout=5,
     )
     assert retried.status_code == 200, retried.text
     (record,) = wait_final(web.ledger, [ref], 30)
@@ -557,7 +566,7 @@ def test_operator_actions_over_http(web: Web, prefix: str) -> None:
     entry = next(h for h in record.history if h.actor == "ann")
     assert entry.reason == "retried: payment flagged now"
     cancel = web.http.post(
-        url + "/cancel", json={"by": "ann", "reason": "late"}, headers=KEY, timeout=5
+        url + "/cancel", json={"by": "ann", "reason": "late"}, headers=OPERATOR_KEY, timeout=5
     )
     assert cancel.status_code == 409 and "already final" in cancel.json()["detail"]
 

@@ -20,6 +20,8 @@ from refunds.store.ledger import Ledger
 from sandbox.webhooks import SIGNATURE_HEADER, signature_header
 
 KEY = "test-api-key-9c1e"
+# Operator routes need an operator key (the sandbox profile's published one), not the intake key.
+OPERATOR_JSON = {"X-API-Key": "sandbox-operator-key", "Content-Type": "application/json"}
 SECRET = "whsec-test-intake-5b8f"
 LIMIT = 64 * 1024
 
@@ -123,7 +125,7 @@ def test_a_body_just_under_the_limit_is_read_and_judged_on_its_content(
 
 def test_operator_and_webhook_routes_have_the_same_limit(api: Api, prefix: str) -> None:
     big = json.dumps({"by": "ann", "reason": "x" * (LIMIT + 1)}).encode()
-    assert api.post(f"/refunds/{prefix}x/retry", big, JSON).status_code == 413
+    assert api.post(f"/refunds/{prefix}x/retry", big, OPERATOR_JSON).status_code == 413
     hook = api.http.post(
         api.url + "/webhooks/mce", data=b"{" + b" " * (LIMIT + 1) + b"}", headers=JSON, timeout=10
     )
@@ -168,9 +170,13 @@ def test_json_bodies_need_a_json_content_type(
 
 def test_operator_actions_need_a_json_content_type_too(api: Api, prefix: str) -> None:
     body = json.dumps({"by": "ann", "reason": "why"}).encode()
-    answer = api.post(f"/refunds/{prefix}x/cancel", body, {"Content-Type": "text/plain"})
+    answer = api.post(
+        f"/refunds/{prefix}x/cancel",
+        body,
+        {"X-API-Key": "sandbox-operator-key", "Content-Type": "text/plain"},
+    )
     assert answer.status_code == 415
-    assert api.post(f"/refunds/{prefix}x/cancel", body, JSON).status_code == 404
+    assert api.post(f"/refunds/{prefix}x/cancel", body, OPERATOR_JSON).status_code == 404
 
 
 # --- money leaves in plain decimal notation ------------------------------------------------------
@@ -213,9 +219,9 @@ def test_every_route_answers_503_with_retry_after_while_redis_is_down(
             "POST /refunds": down.post("/refunds", body_of(prefix + "new"), JSON),
             "GET /refunds/ref": down.http.get(f"{down.url}/refunds/{ref}", headers=key, timeout=10),
             "GET /refunds": down.http.get(f"{down.url}/refunds", headers=key, timeout=10),
-            "POST approve": down.post(f"/refunds/{ref}/approve", action, JSON),
-            "POST retry": down.post(f"/refunds/{ref}/retry", action, JSON),
-            "POST cancel": down.post(f"/refunds/{ref}/cancel", action, JSON),
+            "POST approve": down.post(f"/refunds/{ref}/approve", action, OPERATOR_JSON),
+            "POST retry": down.post(f"/refunds/{ref}/retry", action, OPERATOR_JSON),
+            "POST cancel": down.post(f"/refunds/{ref}/cancel", action, OPERATOR_JSON),
             "GET /healthz": down.http.get(down.url + "/healthz", timeout=10),
             "GET /metrics": down.http.get(down.url + "/metrics", timeout=10),
         }

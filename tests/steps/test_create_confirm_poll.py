@@ -8,6 +8,7 @@ from devstack.sandbox_admin import SandboxAdmin
 from refunds import steps
 from refunds.context import Context
 from refunds.models import State
+from refunds.policy import Policy
 from tests.steps.conftest import PROCESSING_SECONDS, received
 
 
@@ -15,7 +16,7 @@ def assert_poll_due(ctx: Context, ref: str, polls: int, tolerance: float = 1.0) 
     """The refund's timer is set for the poll schedule's delay after ``polls`` polls, from now."""
     due = ctx.ledger.due_at(ref)
     assert due is not None
-    expected = time.time() + ctx.settings.poll_delay(polls)
+    expected = time.time() + Policy.from_settings(ctx.settings).poll_delay(polls)
     assert expected - tolerance <= due <= expected
 
 
