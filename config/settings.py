@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import warnings
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -53,6 +55,33 @@ PLACEHOLDER_SECRETS = frozenset(
         SANDBOX_WEBHOOK_SECRET,
     }
 )
+
+
+# The pipeline's own Celery queues (config/celery.py; tests/unit check the two lists agree). A
+# notification task published to one of them would be taken by our own worker and rejected.
+PIPELINE_QUEUES = frozenset({"refunds.provider", "refunds.timers", "refunds.notify"})
+DEFAULT_NOTIFY_QUEUE = "merchant.notifications"
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"24h"``, ``"24 h"``, ``"1h30m"``, ``"2d"``.
+
+    A bare number is seconds. Raises ValueError on anything else (an empty text, a unit we do not
+    know, a negative number).
+    """
+    pos, total, parts = 0, 0.0, 0
+    text = text.strip()
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None or match.end() == pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+        pos, parts = match.end(), parts + 1
+    if not parts or pos != len(text):
+        raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 90s, 15m, 24h, 2d)")
+    return total
 
 
 def _env(*names: str) -> Any:
@@ -151,7 +180,18 @@ class Settings(BaseSettings):
     # --- retries of transient errors: capped exponential backoff with full jitter ---
     retry_base_seconds: float = Field(0.5, gt=0)
     retry_max_seconds: float = Field(60.0, gt=0, le=60)
-    max_attempts: int = Field(25, ge=1)
+    # Deprecated (issue 11): give-up is time-based now. Still parsed so an old env file starts,
+    # with a warning naming its replacement; nothing reads it.
+    max_attempts: int | None = Field(None, ge=1)
+    # How long a refund may keep failing transiently (since the first failure of its current
+    # streak of failures) before it goes to needs_attention: seconds or a duration ("24h").
+    give_up_after: float = Field(24 * 3600.0, gt=0)
+    # A refund still in flight (not final, not held for approval, not needs_attention) this long
+    # after intake raises the age alert: stats, /metrics and the health check say so.
+    age_alert_after: float = Field(3600.0, gt=0)
+    # A token endpoint refusing our credentials (401/403) pauses every provider call of the
+    # cluster this long; one token call per pause probes whether they work again.
+    auth_pause_seconds: float = Field(30.0, gt=0, le=3600)
 
     # --- timers and leases ---
     tick_interval: float = Field(1.0, gt=0, le=60)
@@ -167,11 +207,18 @@ class Settings(BaseSettings):
 
     # --- outcome notifications to merchant apps (either, both or none) ---
     notify_task: str | None = None  # a Celery task name, sent the outcome on the same broker
-    notify_queue: str | None = None
+    # The queue the task channel publishes to: the merchant app's, never one our workers consume
+    # (checked below), or our worker would take the message and reject it as an unknown task.
+    notify_queue: str = DEFAULT_NOTIFY_QUEUE
+    notify_publish_timeout: float = Field(5.0, gt=0, le=30)  # the broker must accept within this
+    # Delivery (either channel) is retried with capped exponential backoff for this long after
+    # the first failure, then the entry becomes a dead letter (refunds notifications dead/replay).
+    notify_give_up_after: float = Field(24 * 3600.0, gt=0)
+    notify_retry_base_seconds: float = Field(0.5, gt=0)
+    notify_retry_max_seconds: float = Field(600.0, gt=0, le=3600)
     callback_url: str | None = None  # a signed HTTP POST of the outcome, at least once
     callback_secret: SecretStr | None = None
     callback_timeout: float = Field(5.0, gt=0, le=60)
-    callback_max_attempts: int = Field(30, ge=1)
 
     # --- web app ---
     api_key: SecretStr | None = Field(None, validation_alias=_env("REFUNDS_API_KEY", "api_key"))
@@ -251,6 +298,42 @@ class Settings(BaseSettings):
         if not name or any(c.isspace() for c in name):
             raise ValueError("must be a non-empty master name without spaces")
         return name
+
+    @field_validator("notify_queue", mode="before")
+    @classmethod
+    def _blank_notify_queue_is_default(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_NOTIFY_QUEUE
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("notify_queue")
+    @classmethod
+    def _notify_queue_not_ours(cls, value: str) -> str:
+        if value in PIPELINE_QUEUES:
+            raise ValueError(
+                f"{value!r} is one of the pipeline's own queues "
+                f"({', '.join(sorted(PIPELINE_QUEUES))}): our workers would consume the "
+                "notification and reject it as an unknown task;"
+                f" use the merchant app's queue (default {DEFAULT_NOTIFY_QUEUE!r})"
+            )
+        return value
+
+    @field_validator("give_up_after", "age_alert_after", mode="before")
+    @classmethod
+    def _parse_durations(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _max_attempts_deprecated(cls, value: int | None) -> int | None:
+        if value is not None:
+            warnings.warn(
+                "REFUNDS_MAX_ATTEMPTS is deprecated and ignored: give-up is time-based now; "
+                "set REFUNDS_GIVE_UP_AFTER (a duration such as 24h) instead",
+                FutureWarning,  # shown by default: meant for the operator reading the log
+                stacklevel=2,
+            )
+        return value
 
     @field_validator("poll_schedule", mode="before")
     @classmethod
@@ -334,6 +417,17 @@ class Settings(BaseSettings):
             self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
         ):
             raise ValueError("REFUNDS_CALLBACK_URL needs REFUNDS_CALLBACK_SECRET to sign callbacks")
+        if self.notify_retry_base_seconds > self.notify_retry_max_seconds:
+            raise ValueError(
+                "REFUNDS_NOTIFY_RETRY_BASE_SECONDS must not exceed REFUNDS_NOTIFY_RETRY_MAX_SECONDS"
+            )
+        # A delivery that Celery's soft limit interrupts leaves its entry to the lease (minutes).
+        for name, seconds in (
+            ("REFUNDS_CALLBACK_TIMEOUT", self.callback_timeout),
+            ("REFUNDS_NOTIFY_PUBLISH_TIMEOUT", self.notify_publish_timeout),
+        ):
+            if seconds >= self.task_soft_time_limit:
+                raise ValueError(f"{name} must be below REFUNDS_TASK_SOFT_TIME_LIMIT")
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ValueError(
                 "REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "

@@ -8,13 +8,13 @@ caller sends the returned nudge (a Celery task name) if any.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
 from refunds.decisions import STEP_FOR_STATE, NextTask, known_status
-from refunds.errors import OperatorActionError, TransitionError
+from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
@@ -146,7 +146,8 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         action="retried",
         actor=actor,
         reason=reason,
-        fields={"attempts": 0, "key_generation": record.key_generation + 1},
+        # A fresh give-up window: clearing last_error ends the failure streak it carried.
+        fields={"attempts": 0, "key_generation": record.key_generation + 1, "last_error": None},
         timer="set",
         due=now() + delay,
     )
@@ -195,3 +196,106 @@ def cancel(
 
 
 ACTIONS = {"approve": approve, "retry": retry, "cancel": cancel}
+
+
+# --- bulk retry (after an outage: ``refunds retry --state needs_attention``) ---------------------
+
+RETRYABLE_STATES = frozenset({State.NEEDS_ATTENTION})
+
+
+def error_code(record: RefundRecord) -> str | None:
+    """The code a refund stopped with: the provider's ``code``, else the error's type name."""
+    error = record.last_error or {}
+    code = error.get("code") or error.get("type")
+    return None if code is None else str(code)
+
+
+def select_for_retry(
+    ledger: Ledger,
+    *,
+    state: State | str = State.NEEDS_ATTENTION,
+    code: str | None = None,
+    since: float | None = None,
+    chunk: int = 500,
+) -> list[RefundRecord]:
+    """The refunds in ``state`` that a bulk retry would take, oldest stop first.
+
+    ``code``: only those whose ``last_error`` code (or error type) is this one (case-insensitive).
+    ``since``: only those that reached the state at or after this time (epoch seconds; a record in
+    ``needs_attention`` does not move, so its ``updated_at`` is when it stopped). Raises
+    OperatorActionError for a state that retry does not apply to.
+    """
+    target = State(state)
+    if target not in RETRYABLE_STATES:
+        raise OperatorActionError(
+            "*", "retry", f"only needs_attention refunds are retried, not {target}"
+        )
+    wanted = None if code is None else code.strip().upper()
+    found = [
+        record
+        for record in ledger.get_many(ledger.references(target), chunk=chunk)
+        if record.state == target
+        and (wanted is None or (error_code(record) or "").upper() == wanted)
+        and (since is None or record.updated_at >= since)
+    ]
+    return sorted(found, key=lambda r: (r.updated_at, r.client_reference))
+
+
+@dataclass
+class BulkRetryReport:
+    """What a bulk retry did: ``retried`` (reference -> the step to nudge, None for a held one),
+    ``skipped`` (reference -> why the single retry refused it), or with ``dry_run`` what it would
+    retry (``retried``, nothing written)."""
+
+    dry_run: bool
+    retried: dict[str, NextTask | None] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "dryRun": self.dry_run,
+            "retried": len(self.retried),
+            "skipped": len(self.skipped),
+            "references": sorted(self.retried),
+            "skippedReasons": dict(sorted(self.skipped.items())),
+        }
+
+
+def retry_many(
+    ledger: Ledger,
+    settings: Settings,
+    records: Iterable[RefundRecord],
+    *,
+    actor: str,
+    reason: str,
+    dry_run: bool = False,
+    on_each: Callable[[str, ActionResult | None, str | None], None] | None = None,
+) -> BulkRetryReport:
+    """Retry each of ``records`` through :func:`retry`, so every rule of a single retry holds
+    (state check, approval hold, new key generation, compare-and-set, durability).
+
+    ``on_each(ref, result, skipped_reason)`` is called after each one (progress bars, nudges); a
+    refund that changed meanwhile, or whose write was not confirmed durable, is skipped with the
+    reason and the rest go on. Raises OperatorActionError only for a missing actor or reason.
+    """
+    _check_words("*", "retry", actor, reason)
+    report = BulkRetryReport(dry_run=dry_run)
+    for record in records:
+        ref = record.client_reference
+        if dry_run:
+            report.retried[ref] = None
+            if on_each is not None:
+                on_each(ref, None, None)
+            continue
+        try:
+            result = retry(ledger, settings, ref, actor=actor, reason=reason)
+        except RefundsError as exc:
+            why = exc.why if isinstance(exc, OperatorActionError) else str(exc)
+            report.skipped[ref] = why
+            if on_each is not None:
+                on_each(ref, None, why)
+            continue
+        report.retried[ref] = result.next_task
+        if on_each is not None:
+            on_each(ref, result, None)
+    return report

@@ -416,3 +416,58 @@ def _record_only(record: RefundRecord, fields: dict[str, Any], status: int | Non
     """A refund stopped for a human keeps its stop (and its error) while its view is updated."""
     kept = {k: v for k, v in fields.items() if k not in ("attempts", "last_error")}
     return Decision("applied", record.state, f"kept for a human: status {status}", fields=kept)
+
+
+# --- failed provider calls -----------------------------------------------------------------------
+
+#: The key in ``last_error`` carrying when the current streak of transient failures began (epoch
+#: seconds). Kept across the streak's failures; a success clears ``last_error`` and so the streak.
+FAILING_SINCE = "failingSince"
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    """What one failed provider call does to a refund (``steps._failed_attempt`` writes it).
+
+    ``retry``: back on the timer in ``delay`` seconds, in the same state; otherwise the refund
+    stops in ``needs_attention`` with ``reason``. ``failing_since``: the streak's start, to store
+    in ``last_error[FAILING_SINCE]``.
+    """
+
+    retry: bool
+    delay: float
+    failing_since: float
+    reason: str
+
+
+def decide_failure(
+    policy: Policy,
+    *,
+    last_error: Mapping[str, Any] | None,
+    retryable: bool,
+    code: str,
+    backoff: float,
+    retry_after: float | None,
+    now: float,
+) -> FailureDecision:
+    """Retry a failed call with backoff, or stop for a human.
+
+    The give-up clock is time since the first failure of the current streak (``last_error``'s
+    ``failingSince``; this failure starts a streak when there is none). Why not time in the
+    working state: a refund the provider keeps in ``processing`` for a day, read successfully all
+    along, must not be given up on at its first failed Get. Why not a count: polls, throttles and
+    a fleet's retries during a 15-minute outage used up 25 attempts in minutes.
+
+    ``backoff`` is the jittered delay for this attempt (the caller owns the random source);
+    ``retry_after`` (the provider's ``Retry-After``) is honoured when longer. A non-retryable
+    (permanent) error stops at once whatever the clock says.
+    """
+    previous = (last_error or {}).get(FAILING_SINCE)
+    since = min(float(previous), now) if isinstance(previous, int | float) else now
+    if not retryable:
+        return FailureDecision(False, 0.0, since, f"provider refused: {code}")
+    if policy.gives_up(since, now):
+        return FailureDecision(
+            False, 0.0, since, f"gave up after {now - since:.0f}s of failures: {code}"
+        )
+    return FailureDecision(True, max(backoff, retry_after or 0.0), since, "")

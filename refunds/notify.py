@@ -5,7 +5,13 @@ configured channel (``task:{ref}``, ``http:{ref}``) in the outbox (``refunds.sto
 sorted set by due time.
 The scheduler tick claims due entries under a lease, like refunds, and ``notifications.deliver``
 delivers one. Delivery is at least once: an entry leaves the outbox only after the broker took the
-message or the merchant's endpoint answered 2xx; a crash anywhere leaves it to come due again.
+message (a publish that raised nothing) or the merchant's endpoint answered 2xx; a crash anywhere
+leaves it to come due again. A failing entry is retried with capped exponential backoff for
+``REFUNDS_NOTIFY_GIVE_UP_AFTER`` (24 h by default), then kept as a dead letter that
+``refunds notifications dead`` lists, the ``refunds_notifications_dead`` metric counts and
+``refunds notifications replay`` puts back. The task channel publishes to
+``REFUNDS_NOTIFY_QUEUE`` (default ``merchant.notifications``), which settings refuse to be one of
+our own queues: our workers would take the message and reject it as an unknown task.
 Every notification carries a stable ``notificationId`` (UUID v5 of the reference) to de-duplicate
 on, and HTTP callbacks are signed like MCE's webhooks (``refunds.signing.sign``): HMAC-SHA256 over
 ``"{timestamp}.{body}"``.
@@ -15,10 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from celery import Celery
@@ -78,8 +87,30 @@ class Delivery:
     done: bool
 
 
+def retry_delay(
+    settings: Settings,
+    attempts: int,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds until attempt ``attempts + 1``: capped exponential backoff with equal jitter.
+
+    ``base * 2 ** (attempts - 1)`` capped at ``notify_retry_max_seconds``, then between half and
+    all of it, so entries refused together (a merchant endpoint that was down) do not all come
+    back in the same second.
+    """
+    base: float = settings.notify_retry_base_seconds * 2.0 ** min(max(attempts - 1, 0), 30)
+    delay = min(settings.notify_retry_max_seconds, base)
+    return delay / 2 + rand() * delay / 2
+
+
 class Notifier:
-    """Delivers one outbox entry; reschedules it with backoff when the channel fails."""
+    """Delivers one outbox entry; reschedules it with backoff when the channel fails.
+
+    An entry leaves the outbox only when the channel took it: the broker accepted the published
+    message (no exception from a publish without Celery's own retries), or the endpoint answered
+    2xx. A failure keeps it, due again after :func:`retry_delay`, until it has failed for
+    ``notify_give_up_after`` seconds; then it becomes a dead letter, counted and replayable.
+    """
 
     def __init__(
         self,
@@ -103,26 +134,43 @@ class Notifier:
             self._done(member)
             return Delivery("unknown reference: dropped", True)
         payload = outcome(record)
-        try:
-            if channel == "task":
+        if channel == "task":
+            if not self.settings.notify_task:
+                return self._retry_later(member, ref, "REFUNDS_NOTIFY_TASK is not set here")
+            try:
                 self._send_task(payload)
-            elif channel == "http":
+            except Exception as exc:  # noqa: BLE001 - any publish error: the broker did not take it
+                return self._retry_later(member, ref, f"broker refused: {_reason(exc)}")
+        elif channel == "http":
+            if not self.settings.callback_url:
+                return self._retry_later(member, ref, "REFUNDS_CALLBACK_URL is not set here")
+            try:
                 self._post(payload)
-            else:
-                self._done(member)
-                return Delivery(f"unknown channel {channel!r}: dropped", True)
-        except (requests.RequestException, CallbackRefusedError, OSError) as exc:
-            return self._retry_later(member, ref, str(exc))
+            except (requests.RequestException, CallbackRefusedError, OSError) as exc:
+                return self._retry_later(member, ref, self._scrub(_reason(exc)))
+        else:
+            self._done(member)
+            return Delivery(f"unknown channel {channel!r}: dropped", True)
         self._done(member)
         log.info("outcome delivered via %s", channel, extra={"client_reference": ref})
         return Delivery(f"delivered via {channel}", True)
 
     def _send_task(self, payload: dict[str, Any]) -> None:
-        assert self.settings.notify_task  # noqa: S101 - only queued when configured
+        """Publish to the merchant's queue; returns only once the broker accepted the message.
+
+        ``retry=False``: Celery's own publish retries would hide a refusal for seconds inside one
+        attempt; the outbox is the retry. On Redis a publish is an LPUSH that returned; any error
+        (connection, timeout, a refused write) raises, and the entry stays.
+        """
+        assert self.settings.notify_task  # noqa: S101 - checked by the caller
+        timeout = self.settings.notify_publish_timeout
         self.celery.send_task(
             self.settings.notify_task,
             kwargs={"outcome": payload},
             queue=self.settings.notify_queue,
+            retry=False,
+            timeout=timeout,
+            confirm_timeout=timeout,
         )
 
     def _post(self, payload: dict[str, Any]) -> None:
@@ -144,26 +192,45 @@ class Notifier:
         if not 200 <= response.status_code < 300:
             raise CallbackRefusedError(f"callback answered HTTP {response.status_code}")
 
+    def _scrub(self, why: str) -> str:
+        """The error without the callback URL's query or password (they may carry a credential):
+        the reason is logged and kept with the dead letter."""
+        parts = urlsplit(self.settings.callback_url or "")
+        for secret in (parts.query, parts.password):
+            if secret:
+                why = why.replace(secret, "***")
+        return why
+
     def _done(self, member: str) -> None:
         self.outbox.done(member)
 
     def _retry_later(self, member: str, ref: str, why: str) -> Delivery:
-        attempts = self.outbox.failed(member)
-        if attempts >= self.settings.callback_max_attempts:
-            self.outbox.bury(member, time.time())
+        failure = self.outbox.record_failure(member, why)
+        give_up = self.settings.notify_give_up_after
+        if failure.failing_for >= give_up:
+            self.outbox.bury(member)
             log.error(
-                "outcome notification given up after %d attempts: %s",
-                attempts,
+                "outcome notification given up after %d attempts over %.0fs: %s "
+                "(refunds notifications dead / replay)",
+                failure.attempts,
+                failure.failing_for,
                 why,
-                extra={"client_reference": ref},
+                extra={"client_reference": ref, "member": member},
             )
             return Delivery("given up", True)
-        delay = min(60.0, 0.5 * 2 ** (attempts - 1))
-        self.outbox.retry_at(member, time.time() + delay)
+        # Never sleep past the give-up time: the last attempt happens when the window closes.
+        delay = min(retry_delay(self.settings, failure.attempts), give_up - failure.failing_for)
+        self.outbox.retry_in(member, max(delay, 0.0))
         log.warning(
             "outcome notification failed (%s); retry in %.1fs",
             why,
             delay,
-            extra={"client_reference": ref, "attempt": attempts},
+            extra={"client_reference": ref, "attempt": failure.attempts, "member": member},
         )
         return Delivery(f"retry in {delay:.1f}s", False)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming the failure, for the log and the dead letter (never a response body)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

@@ -1,7 +1,9 @@
-"""Domain rules the operators tune: the approval hold, how often refunds are read, read-lag grace.
+"""Domain rules the operators tune: the approval hold, how often refunds are read, read-lag grace,
+how long transient failures are retried.
 
 Settings carry only the raw values (``REFUNDS_APPROVAL_THRESHOLDS``, ``REFUNDS_POLL_SCHEDULE``,
-``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``); what they mean lives here, so
+``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``, ``REFUNDS_GIVE_UP_AFTER``);
+what they mean lives here, so
 the decision function (``refunds.decisions``) and the operator actions apply one rule.
 """
 
@@ -38,6 +40,7 @@ class Policy:
     held_poll_seconds: float = 3600.0
     lease_seconds: float = 90.0
     not_found_grace_seconds: float = 120.0
+    give_up_after: float = 24 * 3600.0  # seconds a streak of transient failures may last
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -47,6 +50,7 @@ class Policy:
             held_poll_seconds=settings.held_poll_seconds,
             lease_seconds=settings.lease_seconds,
             not_found_grace_seconds=settings.not_found_grace_seconds,
+            give_up_after=settings.give_up_after,
         )
 
     def needs_approval(self, amount: Any, currency: str | None) -> bool:
@@ -70,3 +74,9 @@ class Policy:
     def poll_delay(self, polls_done: int) -> float:
         """Delay before the next Get, given how many Gets this refund has had (last repeats)."""
         return float(self.poll_schedule[min(polls_done, len(self.poll_schedule) - 1)])
+
+    def gives_up(self, failing_since: float, at: float) -> bool:
+        """Whether a streak of transient failures that began at ``failing_since`` (epoch seconds)
+        has lasted ``give_up_after`` by ``at``: time, not a count of attempts, so an outage of
+        minutes costs no refund its budget however many polls and retries it made meanwhile."""
+        return at - failing_since >= self.give_up_after

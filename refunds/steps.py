@@ -7,9 +7,11 @@ lost message or a crashed worker delays a refund but never loses it.
 
 Errors: transient ones (network, timeouts, 429, 5xx, gateway pages) and authentication errors
 (after the client's one replay) are recorded and retried on the timer with capped exponential
-backoff and full jitter, honouring ``Retry-After``; after ``max_attempts`` in a row the refund goes
-to ``needs_attention``. Permanent ones (400/403/404/422 business codes) go to ``needs_attention``
-at once, with the provider's ``code`` and ``logId`` in ``last_error``.
+backoff and full jitter, honouring ``Retry-After``, until a streak of failures has lasted
+``REFUNDS_GIVE_UP_AFTER`` (``decisions.decide_failure``); then the refund goes to
+``needs_attention``. Throttles (our own pacing, a 429's push-back, the credentials pause) are not
+attempts and never start a streak. Permanent ones (400/403/404/422 business codes) go to
+``needs_attention`` at once, with the provider's ``code`` and ``logId`` in ``last_error``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 
 from refunds.context import Context
 from refunds.decisions import (
+    FAILING_SINCE,
     STEP_FOR_STATE,
     Decision,
     NextTask,
     Source,
     decide,
+    decide_failure,
     known_status,
     state_for_status,
 )
@@ -379,8 +383,18 @@ def _failed_attempt(
         or not isinstance(exc, McePermanentError)
         or _read_lag(p, record, exc)
     )
-    if retryable and attempts < p.settings.max_attempts:
-        delay = max(p.backoff(attempts), exc.retry_after or 0.0)
+    verdict = decide_failure(
+        Policy.from_settings(p.settings),
+        last_error=record.last_error,
+        retryable=retryable,
+        code=exc.code or type(exc).__name__,
+        backoff=p.backoff(attempts),
+        retry_after=exc.retry_after,
+        now=now(),
+    )
+    error = {**error, FAILING_SINCE: verdict.failing_since}
+    if verdict.retry:
+        delay = verdict.delay
         log.warning("%s; retrying in %.2fs", exc, delay, extra={**extra, "delay": round(delay, 3)})
         new = p.ledger.transition(
             record,
@@ -391,11 +405,7 @@ def _failed_attempt(
             due=now() + delay,
         )
         return StepResult(f"retry in {delay:.2f}s", new)
-    why = (
-        f"gave up after {attempts} attempts: {exc.code or type(exc).__name__}"
-        if retryable
-        else f"provider refused: {exc.code or type(exc).__name__}"
-    )
+    why = verdict.reason
     log.error("needs attention: %s (%s)", why, exc, extra=extra)
     new = p.ledger.transition(
         record,

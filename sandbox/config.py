@@ -92,6 +92,9 @@ class SandboxConfig:
     other_refund_id: tuple[str, ...] = ()
     complete_unconfirmed_seconds: float | None = None
     not_found_lag_seconds: float = 0.0
+    # A credentials incident (issue 11): while set (401 or 403), the token endpoint refuses every
+    # request as if the client id or secret were wrong. A test sets it, waits N seconds, clears it.
+    token_refuse_status: int | None = None
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so no code path can hold an invalid config.
@@ -153,6 +156,7 @@ class SandboxConfig:
             "other_refund_id": list(self.other_refund_id),
             "complete_unconfirmed_seconds": self.complete_unconfirmed_seconds,
             "not_found_lag_seconds": self.not_found_lag_seconds,
+            "token_refuse_status": self.token_refuse_status,
         }
 
     def overrides_for(self, client_reference: str) -> dict[str, str]:
@@ -249,6 +253,14 @@ def _choice(*options: str) -> Validator:
 def _not_found_status(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value not in (404, 422):
         raise ConfigError(f"{name}: must be 404 or 422")
+    return value
+
+
+def _refuse_status(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (401, 403):
+        raise ConfigError(f"{name}: must be 401, 403 or null")
     return value
 
 
@@ -367,4 +379,5 @@ _VALIDATORS: dict[str, Validator] = {
     "other_refund_id": _prefixes,
     "complete_unconfirmed_seconds": _optional_positive,
     "not_found_lag_seconds": _non_negative,
+    "token_refuse_status": _refuse_status,
 }

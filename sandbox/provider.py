@@ -125,6 +125,10 @@ class ProviderApi:
         secret_ok = hmac.compare_digest(client_secret, self._client_secret)
         if not (id_ok and secret_ok):
             raise ProviderError(401, problems.AUTH_INVALID_CLIENT, "client credentials are invalid")
+        refuse = self.state.config.token_refuse_status
+        if refuse is not None:  # the switch: a credentials incident, as the provider shows it
+            detail = "client credentials are invalid"
+            raise ProviderError(refuse, problems.AUTH_INVALID_CLIENT, detail)
         token, ttl = self.state.issue_token()
         shape = self.state.config.token_shape
         lifetime = seconds_value(ttl)
@@ -236,6 +240,7 @@ def _token_fields(request: Request) -> dict[str, Any]:
 def _recorded(operation: str, request: Request) -> dict[str, Any]:
     """What a test may read back from ``GET /sandbox/requests``: never a credential."""
     entry: dict[str, Any] = {
+        "at": time.time(),  # when it arrived (epoch seconds): a test counts calls per interval
         "method": request.method,
         "path": request.path,
         "query": {name: values[0] for name, values in request.query.items()},

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, inspection, intake, serve
+from refunds.cli import actions, inspection, intake, notifications, serve
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -69,6 +69,7 @@ for _command in (
     serve.sandbox,
     serve.demo,
     *actions.COMMANDS,
+    notifications.notifications,
     serve.web,
 ):
     cli.add_command(_command)

@@ -94,7 +94,8 @@ def stats(as_json: bool) -> None:
     Reads the ledger's indexes and the shared counters, never every record: cheap enough to run
     against a ledger of millions of refunds.
     """
-    snapshot = gather(common.ledger(common.settings()))
+    settings = common.settings()
+    snapshot = gather(common.ledger(settings), age_alert_after=settings.age_alert_after)
     if as_json:
         print_json(snapshot.to_public())
         return

@@ -148,12 +148,37 @@ def stats_view(s: OpsStats) -> RenderableType:
             calls.add_row(operation, Text(outcome, style="" if ok else "yellow"), str(n))
     parts.append(calls if s.calls else Text("provider calls: none recorded"))
     parts.append(Text(f"token fetches: {s.token_fetches}"))
+    parts.append(
+        Text(
+            f"outcome notifications: {s.notifications_pending} pending, "
+            f"{s.notifications_dead} dead"
+            + (" (refunds notifications dead / replay)" if s.notifications_dead else ""),
+            style="red" if s.notifications_dead else "",
+        )
+    )
     if s.conflicts:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.conflict_kinds.items()))
         parts.append(
             Text(
                 f"{s.conflicts} with a provider conflict ({kinds}): refunds list --conflicts",
                 style="red",
+            )
+        )
+    if s.credentials_refused_since is not None:
+        parts.append(
+            Text(
+                f"MCE refuses our credentials since {iso(s.credentials_refused_since)}: "
+                "provider calls paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)",
+                style="bold red",
+            )
+        )
+    if s.age_alert and s.in_flight_oldest is not None:
+        o = s.in_flight_oldest
+        parts.append(
+            Text(
+                f"age alert: {o.client_reference} in flight for {age(o.age(s.at))} "
+                f"(REFUNDS_AGE_ALERT_AFTER {age(s.age_alert_after)})",
+                style="bold red",
             )
         )
     held = s.counts.get(State.NEEDS_ATTENTION.value, 0)

@@ -9,10 +9,18 @@ others keep using the old token while it has not actually expired, or wait brief
 A 401 invalidates exactly the token that was refused (compare-and-delete), so a late 401 for an
 old token cannot throw away a fresh one. The token lives only in Redis and in process memory: never
 in a task argument, a log line or an exception.
+
+Refused credentials: a 401/403 from the token endpoint means our client id or secret is wrong
+(contract section 3), the same for every process, so it is not retried per refund. The cluster's
+provider calls pause for ``REFUNDS_AUTH_PAUSE_SECONDS`` (``store.pacing.CredentialsGate``), the
+first process to notice logs one ERROR, and while the incident lasts one token call per pause
+probes whether the credentials work again; every other caller is told to come back later
+(``MceThrottledError``: the step goes back on its timer without counting an attempt).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +29,16 @@ from dataclasses import dataclass
 import redis
 
 from config.settings import Settings
-from refunds.errors import MceTransientError
+from refunds.errors import MceAuthError, MceForbiddenError, MceThrottledError, MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.models import now
 from refunds.store.keys import TOKEN as TOKEN_KEY
+from refunds.store.pacing import CredentialsGate
 from refunds.store.tokens import TokenStore
 
 __all__ = ["TOKEN_KEY", "Token", "TokenCache"]
+
+log = logging.getLogger("refunds.auth")
 
 # A token this close to its hard expiry is not sent at all, even while another process refreshes.
 _HARD_SKEW = 0.5
@@ -67,6 +78,7 @@ class TokenCache:
         self._local: Token | None = None
         self._mutex = threading.Lock()
         self.fetches = 0  # token calls made by this process (for tests and stats)
+        self.gate = CredentialsGate(self.store.redis, settings.auth_pause_seconds)
 
     def margin(self, lifetime: float) -> float:
         return min(
@@ -117,7 +129,7 @@ class TokenCache:
                 )
 
     def _fetch_and_store(self) -> Token:
-        data = self.fetch()
+        data = self._fetch_guarded()
         self.fetches += 1
         at = now()
         expires = at + data.expires_in
@@ -125,6 +137,41 @@ class TokenCache:
         self.store.write(token.value, token.expires_at, token.refresh_at)
         self._local = token
         return token
+
+    def _fetch_guarded(self) -> TokenData:
+        """The token call, unless the credentials are known refused and this is not the probe."""
+        wait = self.gate.may_call()
+        if wait is not None:
+            raise MceThrottledError(
+                f"MCE credentials refused: provider calls paused, next probe in {wait:.2f}s",
+                retry_after=wait,
+                operation="token",
+            )
+        try:
+            data = self.fetch()
+        except (MceAuthError, MceForbiddenError) as exc:
+            pause = self.settings.auth_pause_seconds
+            if self.gate.refused():
+                log.error(  # noqa: TRY400 - the traceback is ours; the message says it all
+                    "MCE token endpoint refused our credentials (HTTP %s %s): every provider "
+                    "call of the cluster pauses, one token call every %.0fs probes until they "
+                    "work; check MCE_CLIENT_ID and MCE_CLIENT_SECRET",
+                    exc.status,
+                    exc.code or "",
+                    pause,
+                    extra={"operation": "token", "status": exc.status, "code": exc.code},
+                )
+            raise MceThrottledError(
+                f"MCE credentials refused (HTTP {exc.status}): provider calls paused {pause:.0f}s",
+                retry_after=pause,
+                operation="token",
+            ) from None
+        if self.gate.accepted():
+            log.warning(
+                "MCE token endpoint accepts our credentials again: provider calls resume",
+                extra={"operation": "token"},
+            )
+        return data
 
     def invalidate(self, value: str) -> None:
         """Forget ``value`` after a 401, here and cluster-wide, unless already replaced."""

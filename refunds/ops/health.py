@@ -1,8 +1,13 @@
-"""``python -m refunds.ops.health [--tick-within S]``: a health probe for container orchestrators.
+"""``python -m refunds.ops.health [--tick-within S] [--alerts]``: a health probe for orchestrators.
 
 Exit 0 when Redis answers (and, with ``--tick-within``, when a scheduler tick ran within that many
 seconds, which proves beat is alive and a worker serves the timers queue); exit 1 with one line on
 stderr otherwise. Compose uses it for the beat service, which has no port to probe.
+
+Red as well while MCE's token endpoint refuses our credentials (a cluster-wide incident: provider
+calls are paused; see ``refunds.mce.auth``). The age alert (a refund in flight older than
+``REFUNDS_AGE_ALERT_AFTER``) is printed as a warning, and turns the probe red with ``--alerts``
+(for a monitoring probe; a liveness probe should not restart a healthy process for it).
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import redis
 
 from config.settings import load_settings
 from refunds.errors import ConfigError
+from refunds.models import iso
+from refunds.ops.snapshot import oldest_in_flight_age
 from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
+from refunds.store.pacing import credentials_refused_since
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +34,31 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also require a scheduler tick within this many seconds",
     )
+    parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="also fail on the age alert (a refund in flight older than REFUNDS_AGE_ALERT_AFTER)",
+    )
     args = parser.parse_args(argv)
     try:
-        ledger = Ledger(redis_client(load_settings()))
+        settings = load_settings()
+        ledger = Ledger(redis_client(settings))
         ledger.ping()
+        refused = credentials_refused_since(ledger.redis)
+        if refused is not None:
+            sys.stderr.write(
+                f"unhealthy: MCE refuses our credentials since {iso(refused)}; provider calls "
+                "are paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)\n"
+            )
+            return 1
+        oldest = oldest_in_flight_age(ledger)
+        if oldest > settings.age_alert_after:
+            sys.stderr.write(
+                f"{'unhealthy' if args.alerts else 'warning'}: age alert: a refund in flight is "
+                f"{oldest:.0f}s old (REFUNDS_AGE_ALERT_AFTER={settings.age_alert_after:.0f}s)\n"
+            )
+            if args.alerts:
+                return 1
         if args.tick_within is not None:
             since = ledger.since_last_tick()
             if since is None or since > args.tick_within:

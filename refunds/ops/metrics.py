@@ -2,7 +2,8 @@
 
 Workers on many machines all add to the same Redis counters (``refunds.ops.counters``), so any web
 process can serve the whole cluster's numbers: refunds by state, provider calls and latency by
-operation and outcome, webhook outcomes, timer lag and backlog, outbox size.
+operation and outcome, webhook outcomes, timer lag and backlog, outbox size and dead letters, the
+age alert (oldest refund in flight) and whether MCE refuses our credentials.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 
 from refunds.context import Context
 from refunds.ops.counters import LATENCY_BUCKETS
+from refunds.ops.snapshot import oldest_in_flight_age
+from refunds.store.pacing import credentials_refused_since
 
 
 class RedisCollector(Collector):
@@ -78,8 +81,30 @@ class RedisCollector(Collector):
             "Outcome notifications not yet delivered",
             value=ledger.outbox_count(),
         )
+        yield GaugeMetricFamily(
+            "refunds_notifications_dead",
+            "Outcome notifications given up on and not replayed (refunds notifications dead)",
+            value=self.p.outbox.dead_count(),
+        )
         yield CounterMetricFamily(
             "refunds_token_fetches", "Bearer tokens fetched from MCE", value=stats.token_fetches()
+        )
+        after = self.p.settings.age_alert_after
+        age = oldest_in_flight_age(ledger)
+        yield GaugeMetricFamily(
+            "refunds_oldest_in_flight_age_seconds",
+            "Age of the oldest refund the pipeline is still moving (0 when none)",
+            value=age,
+        )
+        yield GaugeMetricFamily(
+            "refunds_age_alert",
+            f"1 when a refund in flight is older than REFUNDS_AGE_ALERT_AFTER ({after:.0f} s)",
+            value=1.0 if age > after else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "refunds_mce_credentials_refused",
+            "1 while the MCE token endpoint refuses our credentials (provider calls paused)",
+            value=0.0 if credentials_refused_since(ledger.redis) is None else 1.0,
         )
 
 

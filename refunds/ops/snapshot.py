@@ -2,7 +2,9 @@
 
 An operator asks three questions at 3 a.m.: where do the refunds stand (counts by state), is
 anything stuck (the oldest refund that is not final, and how far the timers are behind), and is the
-provider unhappy (error codes in the last hour, calls by outcome, token fetches). Everything here
+provider unhappy (error codes in the last hour, calls by outcome, token fetches, refused
+credentials), and is a refund in flight older than the age alert (``REFUNDS_AGE_ALERT_AFTER``, well
+before give-up). Everything here
 reads counters and indexes the pipeline already keeps; nothing scans the records.
 
 The oldest non-final refund is found from the per-state sets of the non-final states and the
@@ -18,8 +20,16 @@ from typing import Any
 from refunds.models import FINAL_STATES, State, iso, now
 from refunds.ops.counters import Stats
 from refunds.store.ledger import Ledger
+from refunds.store.outbox import Outbox
+from refunds.store.pacing import credentials_refused_since
 
 NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
+# Refunds the pipeline is moving on its own: the age alert watches these. Not the ones waiting for
+# a human (awaiting_approval, needs_attention): their count is the signal, not their age.
+IN_FLIGHT_STATES = tuple(
+    s for s in NON_FINAL_STATES if s not in (State.AWAITING_APPROVAL, State.NEEDS_ATTENTION)
+)
+AGE_ALERT_AFTER = 3600.0  # REFUNDS_AGE_ALERT_AFTER's default
 ERROR_WINDOW_SECONDS = 3600.0
 _SCAN_CHUNK = 1000
 
@@ -53,6 +63,18 @@ class OpsStats:
     token_fetches: int
     conflicts: int = 0  # refunds marked with a provider conflict (refunds list --conflicts)
     conflict_kinds: dict[str, int] = field(default_factory=dict)  # kind -> times seen
+    notifications_pending: int = 0  # outcome notifications in the outbox
+    notifications_dead: int = 0  # given up on, not replayed (refunds notifications dead)
+    in_flight_oldest: Oldest | None = None  # the oldest refund the pipeline is still moving
+    age_alert_after: float = AGE_ALERT_AFTER  # seconds (REFUNDS_AGE_ALERT_AFTER)
+    credentials_refused_since: float | None = None  # the token endpoint refuses us since then
+
+    @property
+    def age_alert(self) -> bool:
+        """A refund in flight is older than ``age_alert_after``: something holds it (an outage,
+        a stuck worker) well before give-up (``REFUNDS_GIVE_UP_AFTER``) sends it to a human."""
+        o = self.in_flight_oldest
+        return o is not None and o.age(self.at) > self.age_alert_after
 
     @property
     def total(self) -> int:
@@ -93,6 +115,18 @@ class OpsStats:
             "providerCalls": {op: dict(outcomes) for op, outcomes in self.calls.items()},
             "tokenFetches": self.token_fetches,
             "conflicts": {"count": self.conflicts, "kinds": dict(self.conflict_kinds)},
+            "notifications": {
+                "pending": self.notifications_pending,
+                "dead": self.notifications_dead,
+            },
+            "ageAlert": {
+                "alert": self.age_alert,
+                "afterSeconds": self.age_alert_after,
+                "oldestInFlight": oldest(self.in_flight_oldest),
+            },
+            "credentialsRefusedSince": None
+            if self.credentials_refused_since is None
+            else iso(self.credentials_refused_since),
         }
 
 
@@ -109,13 +143,28 @@ def oldest_by_state(
     return found
 
 
+def oldest_in_flight_age(ledger: Ledger) -> float:
+    """Seconds since intake of the oldest refund in ``IN_FLIGHT_STATES`` (0.0 when none)."""
+    found = _oldest(list(oldest_by_state(ledger, IN_FLIGHT_STATES).values()))
+    return 0.0 if found is None else found.age(now())
+
+
+def _oldest(candidates: list[Oldest]) -> Oldest | None:
+    return min(candidates, key=lambda o: (o.created_at, o.client_reference), default=None)
+
+
 def gather(
-    ledger: Ledger, stats: Stats | None = None, *, error_window: float = ERROR_WINDOW_SECONDS
+    ledger: Ledger,
+    stats: Stats | None = None,
+    *,
+    error_window: float = ERROR_WINDOW_SECONDS,
+    age_alert_after: float = AGE_ALERT_AFTER,
 ) -> OpsStats:
     """One snapshot: a handful of round trips plus one chunked pass over the refunds in flight."""
     stats = stats or Stats.of(ledger)
     by_state = oldest_by_state(ledger)
-    oldest = min(by_state.values(), key=lambda o: (o.created_at, o.client_reference), default=None)
+    oldest = _oldest(list(by_state.values()))
+    in_flight = _oldest([o for s, o in by_state.items() if State(s) in IN_FLIGHT_STATES])
     calls: dict[str, dict[str, int]] = {}
     for (operation, outcome), n in sorted(stats.calls().items()):
         calls.setdefault(operation, {})[outcome] = n
@@ -134,4 +183,9 @@ def gather(
         token_fetches=stats.token_fetches(),
         conflicts=ledger.conflict_count(),
         conflict_kinds=stats.conflicts(),
+        notifications_pending=ledger.outbox_count(),
+        notifications_dead=Outbox.of(ledger).dead_count(),
+        in_flight_oldest=in_flight,
+        age_alert_after=age_alert_after,
+        credentials_refused_since=credentials_refused_since(ledger.redis),
     )

@@ -21,13 +21,22 @@ key                        type   lifetime         holds
 ``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
 ``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
+``rp:outbox:failing``      hash   until delivered  outbox member -> JSON ``{"first", "error"}``:
+                                                   Redis time of its first failed attempt, last
+                                                   error
 ``rp:outbox:dead``         zset   forever          outbox members given up on, by time
+``rp:outbox:dead:info``    hash   until replayed   dead member -> JSON ``{"attempts", "error",
+                                                   "first", "at"}`` (``refunds notifications dead``)
 ``rp:wh:{notificationId}`` hash   EVENT_TTL (30 d) one MCE webhook event: body, status,
                                                    received_at, error, ref
 ``rp:wh:parked:{ref}``     zset   EVENT_TTL (30 d) event ids waiting for their refund, by time
 ``rp:mce:token``           hash   token expiry     bearer token: token, expires, refresh
 ``rp:mce:token:lock``      string lock timeout     single-flight lock of a token refresh
 ``rp:pace:tat``            string idle + 1 s       GCRA time of the next provider call slot
+``rp:mce:auth:refused``    string pause x 10        the token endpoint refused our credentials
+                                                   (time first seen); SET NX: who logs
+``rp:mce:auth:probe``      string one pause        the one token call allowed per pause while
+                                                   credentials are refused
 ``rp:stats:calls``         hash   forever          ``{operation}|{outcome}`` -> count
 ``rp:stats:latency``       hash   forever          ``{operation}|{bucket}`` -> count, ``|sum``
 ``rp:stats:errors:{min}``  hash   2 hours          error code -> count in one epoch minute
@@ -81,6 +90,8 @@ BEAT_LOCK = PREFIX + "beat:lock"  # the beat that holds it is the only one that 
 OUTBOX = PREFIX + "outbox"
 OUTBOX_ATTEMPTS = PREFIX + "outbox:attempts"
 OUTBOX_DEAD = PREFIX + "outbox:dead"
+OUTBOX_FAILING = PREFIX + "outbox:failing"  # member -> first failure time and last error (JSON)
+OUTBOX_DEAD_INFO = PREFIX + "outbox:dead:info"  # dead member -> attempts, error, first, at (JSON)
 
 # --- webhook events (store/events.py) -------------------------------------------------------------
 
@@ -99,6 +110,8 @@ TOKEN_LOCK = PREFIX + "mce:token:lock"
 
 # --- pacing (store/pacing.py) ---------------------------------------------------------------------
 PACE = PREFIX + "pace:tat"
+AUTH_REFUSED = PREFIX + "mce:auth:refused"
+AUTH_PROBE = PREFIX + "mce:auth:probe"
 
 # --- counters (store/counters.py) -----------------------------------------------------------------
 CALLS = PREFIX + "stats:calls"

@@ -15,17 +15,23 @@ A reservation that starts within ``max_wait`` seconds is taken and the caller sl
 few milliseconds of smoothing); a later one is not taken, and the caller is told how long to wait,
 so a step goes back on the timer instead of sleeping in a worker slot. A 429 pushes the schedule
 back for the whole cluster: every worker's next reservation starts after ``Retry-After``.
+
+A token endpoint refusing our credentials (401/403, contract section 3) is the same kind of
+cluster-wide condition, for longer: :class:`CredentialsGate` pushes the schedule back by
+``REFUNDS_AUTH_PAUSE_SECONDS``, raises a flag (whoever sets it first logs the ERROR, once per
+incident) and, while the flag stands, lets one token call per pause through (the probe).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
 
-from refunds.store.keys import PACE
+from refunds.store.keys import AUTH_PROBE, AUTH_REFUSED, PACE
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -134,3 +140,88 @@ class Pacer:
         self._paused_until = time.monotonic() + delay
         self._checked_at = time.monotonic()
         return delay
+
+
+# KEYS: refused flag, probe slot, tat. ARGV: pause seconds, flag ttl ms, now (for the flag's value).
+# Raises the flag (1 when this call raised it: the caller logs), restarts the probe slot so the
+# next token call is one pause from now, and pushes the call schedule back by the pause.
+_REFUSED = """
+local first = redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2])
+if not first then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local pause = tonumber(ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', math.ceil(pause * 1000))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+if now + pause > tat then
+  redis.call('SET', KEYS[3], tostring(now + pause), 'PX', math.ceil(pause * 1000) + 1000)
+end
+if first then return 1 end
+return 0
+"""
+
+# KEYS: refused flag, probe slot. ARGV: pause seconds, now. Returns -1 when the token call may go
+# (no incident, or this caller took the probe slot), else milliseconds until the next probe.
+_PROBE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', math.ceil(tonumber(ARGV[1]) * 1000)) then
+  return -1
+end
+return math.max(1, redis.call('PTTL', KEYS[2]))
+"""
+
+# KEYS: refused flag, probe slot. Ends an incident; returns 1 when there was one.
+_ACCEPTED = """
+local had = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+return had
+"""
+
+# How much longer than one pause the flag outlives the last refusal: a probe refreshes it every
+# pause, so it stands for the whole incident and lapses on its own when nobody probes any more.
+FLAG_PAUSES = 10
+
+
+class CredentialsGate:
+    """The cluster-wide pause after the token endpoint refused our credentials (401/403).
+
+    Shapes: ``pause`` in seconds; times in epoch seconds. The flag ``rp:mce:auth:refused`` holds
+    when the incident was first seen; it lives ``FLAG_PAUSES`` pauses past the last refusal.
+    """
+
+    def __init__(self, client: redis.Redis, pause: float) -> None:
+        self.redis = client
+        self.pause = pause
+        self._refused = client.register_script(_REFUSED)
+        self._probe = client.register_script(_PROBE)
+        self._accepted = client.register_script(_ACCEPTED)
+
+    def refused(self) -> bool:
+        """Record a refusal; True for the one caller that noticed first (it logs the ERROR)."""
+        ttl_ms = math.ceil(self.pause * FLAG_PAUSES * 1000)
+        first = self._refused(
+            keys=[AUTH_REFUSED, AUTH_PROBE, PACE_KEY],
+            args=[repr(self.pause), str(ttl_ms), repr(time.time())],
+        )
+        return bool(int(first))
+
+    def may_call(self) -> float | None:
+        """Before a token call: None when it may go, else seconds until the next probe may."""
+        args = [repr(self.pause), repr(time.time())]
+        wait_ms = int(self._probe(keys=[AUTH_REFUSED, AUTH_PROBE], args=args))
+        return None if wait_ms < 0 else wait_ms / 1000.0
+
+    def accepted(self) -> bool:
+        """After a token call succeeded: end the incident; True when there was one."""
+        return bool(int(self._accepted(keys=[AUTH_REFUSED, AUTH_PROBE])))
+
+    def refused_since(self) -> float | None:
+        """When the current incident was first seen (epoch seconds), or None when there is none."""
+        return credentials_refused_since(self.redis)
+
+
+def credentials_refused_since(client: redis.Redis) -> float | None:
+    """When the token endpoint began refusing our credentials (epoch seconds), or None when it
+    does not (no incident, or none probed for ``FLAG_PAUSES`` pauses): stats, metrics, health."""
+    raw = client.get(AUTH_REFUSED)
+    return None if raw is None else float(raw)

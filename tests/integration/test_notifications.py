@@ -13,10 +13,13 @@ against the session's sandbox. Delivery is at least once, so the merchant side d
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import os
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -28,13 +31,16 @@ from typing import Any
 
 import pytest
 
-from config.settings import Settings, load_settings
+from config.settings import DEFAULT_NOTIFY_QUEUE, PIPELINE_QUEUES, Settings, load_settings
 from devstack.processes import Child, free_port, start_beat, start_worker, wait_for_worker
 from refunds import actions
+from refunds.context import build_context
 from refunds.models import State
 from refunds.notify import ATTEMPTS, DEAD, notification_id
+from refunds.ops.metrics import render_metrics
 from refunds.producer import Producer
 from refunds.store.ledger import OUTBOX, Ledger
+from refunds.store.outbox import Outbox
 from tests.conftest import TEST_ENV, SandboxAdmin, wait_final
 from tests.integration import merchant_app
 
@@ -119,8 +125,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, hint: str =
 # --- (a) the Celery-task channel ----------------------------------------------------------------
 
 
-def start_merchant_worker(logdir: Path, broker_url: str) -> Child:
-    """The merchant app as its own worker process, run from the repository root."""
+def start_merchant_worker(logdir: Path, broker_url: str, queue: str = merchant_app.QUEUE) -> Child:
+    """The merchant app as its own worker process on ``queue``, run from the repository root."""
     args = [
         sys.executable,
         "-m",
@@ -131,7 +137,7 @@ def start_merchant_worker(logdir: Path, broker_url: str) -> Child:
         "tests.integration.merchant_app",
         "worker",
         "-Q",
-        merchant_app.QUEUE,
+        queue,
         "--pool",
         "solo",
         "--loglevel",
@@ -143,7 +149,7 @@ def start_merchant_worker(logdir: Path, broker_url: str) -> Child:
     ]
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {"MERCHANT_BROKER_URL": broker_url, "PYTHONPATH": pythonpath}
-    child = Child("merchant", args, logdir / "merchant.log", env).start()
+    child = Child("merchant", args, logdir / f"merchant-{queue}.log", env).start()
     wait_for_worker(child)
     return child
 
@@ -222,6 +228,7 @@ class Receiver:
 
     def __init__(self, refuse_first: int) -> None:
         self.refuse_first = refuse_first
+        self.down = False  # while True, every request is answered 500 (the endpoint is down)
         self.deliveries: list[Delivery] = []
         self.lock = threading.Lock()
         receiver = self
@@ -230,7 +237,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
-                    status = 500 if len(receiver.deliveries) < receiver.refuse_first else 200
+                    refused = receiver.down or len(receiver.deliveries) < receiver.refuse_first
+                    status = 500 if refused else 200
                     receiver.deliveries.append(
                         Delivery(time.time(), dict(self.headers.items()), body, status)
                     )
@@ -330,3 +338,229 @@ def test_http_callbacks_are_signed_retried_and_cover_every_final_refund(
     assert accepted[stuck]["cryptoRefundId"] is None and accepted[stuck]["txnHash"] is None
     redis_ = cluster.ledger.redis
     assert redis_.zcard(DEAD) == 0 and redis_.hlen(ATTEMPTS) == 0
+
+
+# --- (c) the task channel's own queue, and a broker that refuses the publish ----------------------
+
+
+def _queued(cluster: Cluster, queue: str) -> list[dict[str, Any]]:
+    """The messages waiting in a kombu Redis queue (a list the broker LPUSHes), decoded."""
+    messages = []
+    for raw in cluster.ledger.redis.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        messages.append({"task": message["headers"]["task"], "kwargs": body[1]})
+    return messages
+
+
+@pytest.fixture
+def task_channel_default_queue(
+    redis_db: str, env: dict[str, str], tmp_path: Path
+) -> Iterator[Cluster]:
+    """The pipeline told only ``REFUNDS_NOTIFY_TASK``: no queue configured, no merchant worker."""
+    children: list[Child] = []
+    try:
+        notify = {"REFUNDS_NOTIFY_TASK": merchant_app.TASK_NAME}
+        yield _start(redis_db, env, tmp_path, notify=notify, children=children)
+    finally:
+        _stop(children)
+
+
+def test_task_channel_without_a_queue_lands_in_the_dedicated_queue_our_worker_never_consumes(
+    task_channel_default_queue: Cluster, sandbox: SandboxAdmin, prefix: str, tmp_path: Path
+) -> None:
+    cluster = task_channel_default_queue
+    assert cluster.settings.notify_queue == DEFAULT_NOTIFY_QUEUE == "merchant.notifications"
+    refs = [f"{prefix}{i}" for i in range(3)]
+    cluster.submit(sandbox, refs)
+    wait_final(cluster.ledger, refs, 45)
+    broker = cluster.ledger.redis
+    wait_until(
+        lambda: broker.llen(DEFAULT_NOTIFY_QUEUE) >= len(refs) and cluster.outbox_drained(),
+        30,
+        "every outcome published to merchant.notifications",
+        cluster.logs(),
+    )
+    time.sleep(3.0)  # our worker (and its ticks) had every chance to take them
+    queued = _queued(cluster, DEFAULT_NOTIFY_QUEUE)
+    assert len(queued) == len(refs)  # none consumed, none published twice
+    assert {m["task"] for m in queued} == {merchant_app.TASK_NAME}
+    assert {m["kwargs"]["outcome"]["notificationId"] for m in queued} == {
+        notification_id(r) for r in refs
+    }
+    for queue in PIPELINE_QUEUES:  # nothing of the merchant's went to a queue we consume
+        assert all(m["task"] != merchant_app.TASK_NAME for m in _queued(cluster, queue))
+    worker_log = cluster.children[0].log_path.read_text(errors="replace")
+    assert "unregistered task" not in worker_log.lower()
+    assert merchant_app.TASK_NAME not in worker_log
+    assert broker.zcard(DEAD) == 0 and broker.hlen(ATTEMPTS) == 0
+
+    # A merchant app consuming the dedicated queue gets each outcome once.
+    merchant = start_merchant_worker(tmp_path, cluster.url, DEFAULT_NOTIFY_QUEUE)
+    cluster.children.append(merchant)
+    wait_until(
+        lambda: broker.llen(merchant_app.OUTCOMES_KEY) >= len(refs),
+        30,
+        "the merchant app consumed the dedicated queue",
+        merchant.tail(40),
+    )
+    outcomes = broker.lrange(merchant_app.OUTCOMES_KEY, 0, -1)
+    got = [json.loads(raw)["clientReference"] for raw in outcomes]
+    assert sorted(got) == sorted(refs)
+    assert broker.llen(DEFAULT_NOTIFY_QUEUE) == 0
+
+
+def test_a_refused_publish_keeps_the_notification_in_the_outbox_until_the_broker_takes_it(
+    task_channel_default_queue: Cluster, sandbox: SandboxAdmin, prefix: str
+) -> None:
+    cluster = task_channel_default_queue
+    broker = cluster.ledger.redis
+    outbox = Outbox.of(cluster.ledger)
+    # The queue's key holds a string: the broker refuses every LPUSH to it (WRONGTYPE).
+    broker.set(DEFAULT_NOTIFY_QUEUE, "not a queue")
+    ref = f"{prefix}refused"
+    member = f"task:{ref}"
+    cluster.submit(sandbox, [ref])
+    assert wait_final(cluster.ledger, [ref], 45)[0].state == State.COMPLETED
+    wait_until(
+        lambda: outbox.attempts(member) >= 3,
+        40,
+        "three refused publishes",
+        cluster.logs(),
+    )
+    assert outbox.due_at(member) is not None  # still in the outbox, due again
+    assert "WRONGTYPE" in (outbox.last_error(member) or "")
+    assert outbox.dead_count() == 0
+    assert broker.get(DEFAULT_NOTIFY_QUEUE) == "not a queue"  # nothing was published
+
+    broker.delete(DEFAULT_NOTIFY_QUEUE)  # the broker takes messages again
+    wait_until(
+        lambda: cluster.outbox_drained() and broker.llen(DEFAULT_NOTIFY_QUEUE) >= 1,
+        30,
+        "the notification published once the broker accepted it",
+        cluster.logs(),
+    )
+    time.sleep(1.0)
+    queued = _queued(cluster, DEFAULT_NOTIFY_QUEUE)
+    assert [m["kwargs"]["outcome"]["clientReference"] for m in queued] == [ref]
+    assert outbox.attempts(member) == 0 and outbox.last_error(member) is None
+
+
+# --- (d) an endpoint down beyond the give-up: a dead letter, listed, counted, replayed ------------
+
+GIVE_UP_AFTER = 3.0  # seconds, instead of the default 24 hours
+
+
+def refunds_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``refunds`` console script as an operator runs it, against database ``url``."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env |= {"REDIS_URL": url, "REFUNDS_PROFILE": "sandbox", "REFUNDS_LOG_JSON": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "refunds.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def dead_metric(settings: Settings) -> float:
+    text = render_metrics(build_context(settings))[0].decode()
+    match = re.search(r"^refunds_notifications_dead (\S+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
+
+
+@pytest.fixture
+def http_channel_short_give_up(
+    redis_db: str, env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Cluster, Receiver]]:
+    receiver = Receiver(0)
+    receiver.down = True
+    receiver.thread.start()
+    children: list[Child] = []
+    try:
+        notify = {
+            "REFUNDS_CALLBACK_URL": receiver.url,
+            "REFUNDS_CALLBACK_SECRET": SECRET,
+            "REFUNDS_NOTIFY_GIVE_UP_AFTER": str(GIVE_UP_AFTER),
+            "REFUNDS_NOTIFY_RETRY_BASE_SECONDS": "0.2",
+            "REFUNDS_NOTIFY_RETRY_MAX_SECONDS": "1",
+        }
+        yield (
+            _start(redis_db, env, tmp_path, notify=notify, children=children),
+            receiver,
+        )
+    finally:
+        _stop(children)
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_an_endpoint_down_past_the_give_up_makes_dead_letters_listed_counted_and_replayable(
+    http_channel_short_give_up: tuple[Cluster, Receiver], sandbox: SandboxAdmin, prefix: str
+) -> None:
+    cluster, receiver = http_channel_short_give_up
+    outbox = Outbox.of(cluster.ledger)
+    refs = [f"{prefix}{i}" for i in range(2)]
+    cluster.submit(sandbox, refs)
+    wait_final(cluster.ledger, refs, 45)
+    started = time.time()
+    wait_until(lambda: outbox.dead_count() == len(refs), 40, "both given up", cluster.logs())
+    assert cluster.outbox_drained()
+    refused = receiver.snapshot()
+    assert refused and {d.answered for d in refused} == {500}
+    # Retried over the whole window, not given up on the first refusal.
+    for ref in refs:
+        times = [d.at for d in refused if json.loads(d.body)["clientReference"] == ref]
+        assert len(times) >= 3 and times[-1] - times[0] >= GIVE_UP_AFTER - 0.5
+    assert time.time() - started < GIVE_UP_AFTER + 30
+
+    listed = refunds_cli(cluster.url, "notifications", "dead", "--json")
+    assert listed.returncode == 0, listed.stderr
+    letters = {d["clientReference"]: d for d in json.loads(listed.stdout)}
+    assert set(letters) == set(refs)
+    for ref, letter in letters.items():
+        assert letter["member"] == f"http:{ref}" and letter["channel"] == "http"
+        assert letter["attempts"] >= 3
+        assert "HTTP 500" in letter["lastError"]
+        assert letter["deadAt"] >= letter["firstFailedAt"]
+    table = refunds_cli(cluster.url, "notifications", "dead")
+    assert table.returncode == 0 and all(ref in table.stdout for ref in refs), table.stdout
+    assert "HTTP 500" in table.stdout
+
+    assert dead_metric(cluster.settings) == len(refs)
+    stats = refunds_cli(cluster.url, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["notifications"] == {"pending": 0, "dead": len(refs)}
+    stats_text = refunds_cli(cluster.url, "stats")
+    assert f"outcome notifications: 0 pending, {len(refs)} dead" in stats_text.stdout
+
+    # Naming something that is not a dead letter is an error; nothing moves.
+    wrong = refunds_cli(cluster.url, "notifications", "replay", f"http:{prefix}nope")
+    assert wrong.returncode == 1 and "not dead notifications" in wrong.stderr
+    assert outbox.dead_count() == len(refs)
+    assert refunds_cli(cluster.url, "notifications", "replay").returncode == 2
+
+    receiver.down = False  # the endpoint is back
+    before = len(receiver.snapshot())
+    replayed = refunds_cli(cluster.url, "notifications", "replay", "--all")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{len(refs)} replayed, 0 dead left" in replayed.stdout
+    wait_until(
+        lambda: set(receiver.accepted()) == set(refs) and cluster.outbox_drained(),
+        30,
+        "the replayed notifications delivered",
+        cluster.logs(),
+    )
+    time.sleep(1.0)
+    after = receiver.snapshot()[before:]
+    assert sorted(json.loads(d.body)["clientReference"] for d in after) == sorted(refs)
+    assert {d.answered for d in after} == {200}
+    assert outbox.dead_count() == 0 and dead_metric(cluster.settings) == 0
+    assert refunds_cli(cluster.url, "notifications", "dead").stdout.strip() == (
+        "no dead notifications"
+    )

@@ -1,18 +1,21 @@
-"""Operators: approve, retry or cancel a refund, recorded with who and why.
+"""Operators: approve, retry or cancel a refund, recorded with who and why; retry in bulk.
 
-The same functions as ``refunds approve|retry|cancel`` (``refunds.actions``): HTTP adds transport
-and the operator credential. Every route here needs an operator key in ``X-API-Key``
-(``refunds.web.deps.operator_name``): the intake key gets 403, and who acted (the history's actor,
-``approvedBy``) is the name that key is configured under, never a name the caller types.
+The same functions as ``refunds approve|retry|cancel`` and ``refunds retry --state ...``
+(``refunds.actions``): HTTP adds transport and the operator credential. Every route here needs an
+operator key in ``X-API-Key`` (``refunds.web.deps.operator_name``): the intake key gets 403, and
+who acted (the history's actor, ``approvedBy``) is the name that key is configured under, never a
+name the caller types.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
-from refunds.actions import ACTIONS
+from refunds.actions import ACTIONS, retry_many, select_for_retry
 from refunds.errors import OperatorActionError
 from refunds.models import PublicRefund
 from refunds.web.deps import ContextDep, OperatorDep, ProducerDep, SettingsDep
@@ -56,6 +59,64 @@ def _route(name: str) -> None:
         },
         summary=f"Operator action: {name} (operator key; recorded with who and why)",
     )(act)
+
+
+class BulkRetryIn(BaseModel):
+    """``POST /refunds/retry``: the filters of ``refunds retry --state ...``, who and why."""
+
+    state: Literal["needs_attention"] = "needs_attention"
+    code: str | None = Field(None, max_length=100, description="Only refunds stopped with it.")
+    since: datetime | None = Field(None, description="Only refunds stopped since (ISO 8601).")
+    dryRun: bool = False  # noqa: N815 - the API's camelCase
+    by: str | None = Field(
+        None, max_length=100, description="Ignored: who acted is the operator key's name."
+    )
+    reason: str = Field(min_length=1, max_length=500, description="Why (goes into the history).")
+
+
+class BulkRetryOut(BaseModel):
+    dryRun: bool  # noqa: N815
+    retried: int
+    skipped: int
+    references: list[str]
+    skippedReasons: dict[str, str]  # noqa: N815
+
+
+# Declared before the per-refund routes: "retry" is not a client reference.
+@router.post(
+    "/refunds/retry",
+    response_model=BulkRetryOut,
+    name="retry_refunds",
+    responses={**JSON_BODY, **OPERATOR},
+    summary="Operator action: retry every refund in needs_attention matching the filters",
+)
+def retry_bulk(
+    body: BulkRetryIn,
+    operator: OperatorDep,
+    settings: SettingsDep,
+    context: ContextDep,
+    producer: ProducerDep,
+) -> Any:
+    since = None
+    if body.since is not None:
+        moment = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+        since = moment.timestamp()
+    try:
+        records = select_for_retry(context.ledger, state=body.state, code=body.code, since=since)
+        report = retry_many(
+            context.ledger,
+            settings,
+            records,
+            actor=operator,
+            reason=body.reason,
+            dry_run=body.dryRun,
+        )
+    except OperatorActionError as exc:
+        return problem(422, exc.why)
+    for ref, next_task in report.retried.items():
+        if next_task is not None and not report.dry_run:
+            producer.celery.send_task(f"refunds.{next_task}", args=[ref])
+    return report.to_public()
 
 
 for _name in ACTIONS:
