@@ -38,10 +38,13 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from refunds.errors import BatchError, FieldError, InvalidIntentError
 from refunds.models import RefundIntent
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 BatchFormat = Literal["csv", "jsonl"]
 
@@ -409,31 +412,15 @@ def _csv_rows(
     number matches what an editor shows. Empty cells are absent fields. A row touching a line
     that could not be decoded is skipped (that line is already reported).
     """
-    last_unreadable = [0]  # the last line that could not be decoded (a cell, for the closure)
-
-    def texts() -> Iterator[str]:
-        for number, text in lines:
-            if text is None:
-                last_unreadable[0] = number
-            # An empty line in place of an unreadable one keeps the reader's count in step.
-            yield "\n" if text is None else text
-
-    reader = csv.reader(texts())
+    unreadable = _UnreadableLines(lines)
     header: list[str] | None = None
     header_line = 0
     ignored: set[str] = set()
-    previous_end = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            start, previous_end = previous_end + 1, reader.line_num
-            yield start, [FieldError("line", f"not valid CSV: {exc}", start)]
+    for start, row in _csv_records(csv.reader(unreadable.texts())):
+        if isinstance(row, csv.Error):
+            yield start, [FieldError("line", f"not valid CSV: {row}", start)]
             continue
-        start, previous_end = previous_end + 1, reader.line_num
-        if last_unreadable[0] >= start:
+        if unreadable.last >= start:
             if header is None:
                 return  # without the header no row can be read; its line is reported
             continue
@@ -443,23 +430,66 @@ def _csv_rows(
             header, header_line = [cell.strip() for cell in row], start
             ignored = _check_header(header, header_line, report, missing)
             continue
-        if len(row) != len(header):
-            yield (
+        yield start, _csv_fields(row, header, header_line, ignored, start)
+
+
+class _UnreadableLines:
+    """Feeds decoded lines to ``csv.reader`` and remembers the last one that could not be
+    decoded, so the caller can skip a row that touches it (the line is already reported)."""
+
+    def __init__(self, lines: Iterator[tuple[int, str | None]]) -> None:
+        self._lines = lines
+        self.last = 0  # the number of the last line that could not be decoded; 0: none yet
+
+    def texts(self) -> Iterator[str]:
+        for number, text in self._lines:
+            if text is None:
+                self.last = number
+            # An empty line in place of an unreadable one keeps the reader's count in step.
+            yield "\n" if text is None else text
+
+
+def _csv_records(reader: CsvReader) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """``(first physical line, cells or the reader's error)`` for each record of ``reader``.
+
+    ``csv.reader`` only tells the line a record ends on; the next record starts one after the
+    previous end, which is what an editor shows. A malformed record is handed on as its
+    ``csv.Error`` so the caller reports it and reading goes on.
+    """
+    previous_end = 0
+    while True:
+        row: list[str] | csv.Error
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            row = exc
+        start, previous_end = previous_end + 1, reader.line_num
+        yield start, row
+
+
+def _csv_fields(
+    row: list[str], header: list[str], header_line: int, ignored: set[str], start: int
+) -> dict[str, Any] | list[FieldError]:
+    """One CSV record as fields named by the header: empty cells and ignored columns left out.
+
+    A record with another number of cells than the header cannot be matched to columns, so it
+    is one error rather than guessed fields.
+    """
+    if len(row) != len(header):
+        return [
+            FieldError(
+                "line",
+                f"has {len(row)} cells, the header (line {header_line}) has {len(header)}",
                 start,
-                [
-                    FieldError(
-                        "line",
-                        f"has {len(row)} cells, the header (line {header_line}) has {len(header)}",
-                        start,
-                    )
-                ],
             )
-            continue
-        yield start, {
-            name: cell
-            for name, cell in zip(header, row, strict=True)
-            if name not in ignored and cell.strip()
-        }
+        ]
+    return {
+        name: cell
+        for name, cell in zip(header, row, strict=True)
+        if name not in ignored and cell.strip()
+    }
 
 
 def _check_header(

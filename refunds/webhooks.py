@@ -43,7 +43,7 @@ from refunds.context import Context
 from refunds.errors import TransitionError, WebhookRejectedError
 from refunds.mce.client import MceClient
 from refunds.mce.schemas import RefundData
-from refunds.models import now
+from refunds.models import RefundRecord, now
 from refunds.ops.counters import Stats
 from refunds.signing import sign
 from refunds.steps import NextTask, StepResult, apply_provider_update
@@ -247,8 +247,7 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
         refund = RefundData.model_validate(data)
     except ValidationError:
         raise WebhookRejectedError(400, "data is not a refund object") from None
-    by_id = p.ledger.reference_of_refund_id(refund.crypto_refund_id)
-    ref = by_id or refund.client_reference
+    ref = _reference_of(p, refund)
     if not ref:
         log.warning(
             "webhook kept unmatched: refund %s names no clientReference",
@@ -256,14 +255,6 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
             extra={"refund_id": refund.crypto_refund_id},
         )
         return WebhookResult("unmatched")
-    if by_id and refund.client_reference and refund.client_reference != by_id:
-        log.error(
-            "webhook names clientReference %r but refund id %s is %r's",
-            refund.client_reference,
-            refund.crypto_refund_id,
-            by_id,
-            extra={"client_reference": by_id, "refund_id": refund.crypto_refund_id},
-        )
     for _ in range(5):  # a concurrent poll or step may move the record between read and write
         record = p.ledger.find(ref)
         if record is None:
@@ -281,25 +272,52 @@ def apply_event(p: Context, nid: str, data: dict[str, Any]) -> WebhookResult:
                 if parked is not None:
                     return parked
             continue
-        # applied | stale | contradiction (a final state contradicted: kept, the record marked
-        # with a ``conflict``) | mismatch | anomaly (both: stopped for a human)
-        outcome = {"conflict": "contradiction"}.get(result.outcome, result.outcome)
-        if outcome == "applied" and result.record is record:
-            outcome = "stale"
-        new_state = result.record.state if result.record else record.state
-        log.info(
-            "webhook %s: %s",
-            outcome,
-            result.note,
-            extra={
-                "client_reference": ref,
-                "refund_id": refund.crypto_refund_id,
-                "state": str(new_state),
-                "provider_status": refund.status,
-            },
-        )
-        return WebhookResult(outcome, ref, str(new_state), result.next_task)
+        return _applied(ref, refund, record, result)
     raise TransitionError(ref, None, "?", "record kept moving; MCE will deliver again")
+
+
+def _reference_of(p: Context, refund: RefundData) -> str | None:
+    """The clientReference the event is for: the owner of its ``cryptoRefundId`` when the ledger
+    knows that id, else the reference the object names; None when neither says.
+
+    The id wins because it is MCE's own key; an object naming another reference than the id's
+    owner is logged at ERROR here, and ``decisions.decide`` then stops the refund for a human.
+    """
+    by_id = p.ledger.reference_of_refund_id(refund.crypto_refund_id)
+    if by_id and refund.client_reference and refund.client_reference != by_id:
+        log.error(
+            "webhook names clientReference %r but refund id %s is %r's",
+            refund.client_reference,
+            refund.crypto_refund_id,
+            by_id,
+            extra={"client_reference": by_id, "refund_id": refund.crypto_refund_id},
+        )
+    return by_id or refund.client_reference
+
+
+def _applied(
+    ref: str, refund: RefundData, record: RefundRecord, result: StepResult
+) -> WebhookResult:
+    """The webhook's outcome for a step result, logged: applied | stale | contradiction (a final
+    state contradicted: kept, the record marked with a ``conflict``) | mismatch | anomaly (both:
+    stopped for a human). An "applied" that handed back the very record it was given wrote
+    nothing, so it is reported as "stale"."""
+    outcome = {"conflict": "contradiction"}.get(result.outcome, result.outcome)
+    if outcome == "applied" and result.record is record:
+        outcome = "stale"
+    new_state = result.record.state if result.record else record.state
+    log.info(
+        "webhook %s: %s",
+        outcome,
+        result.note,
+        extra={
+            "client_reference": ref,
+            "refund_id": refund.crypto_refund_id,
+            "state": str(new_state),
+            "provider_status": refund.status,
+        },
+    )
+    return WebhookResult(outcome, ref, str(new_state), result.next_task)
 
 
 def _park(p: Context, nid: str, ref: str, version: int | None, why: str) -> WebhookResult | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from pydantic import SecretStr
 
 from config.settings import Settings
 from refunds.context import Context
@@ -80,37 +81,56 @@ def operator_keys_of(settings: Settings, intake_key: str) -> dict[str, str]:
     Raises ConfigError (no key in the message) for a malformed pair, an empty name or key, two
     names for one key, a key equal to the intake key, or a placeholder key outside the sandbox.
     """
-    pairs: list[tuple[str, str]] = []
-    if settings.operator_keys is not None:
-        for item in settings.operator_keys.get_secret_value().split(","):
-            if not item.strip():
-                continue
-            name, sep, key = item.strip().partition(":")
-            if not sep or not name.strip() or not key.strip():
-                raise ConfigError(
-                    "invalid configuration: REFUNDS_OPERATOR_KEYS must be name:key pairs, "
-                    "comma-separated"
-                )
-            pairs.append((name.strip(), key.strip()))
+    pairs = _parse_operator_keys(settings.operator_keys)
     if settings.operator_api_key is not None:
         pairs.append((SINGLE_OPERATOR_NAME, settings.operator_api_key.get_secret_value().strip()))
     if not pairs and settings.profile == "sandbox":
         pairs.append(SANDBOX_OPERATOR)
     keys: dict[str, str] = {}
     for name, key in pairs:
-        if not key:
-            raise ConfigError("invalid configuration: an operator key is empty")
-        if hmac.compare_digest(key.encode(), intake_key.encode()):
-            raise ConfigError(
-                f"invalid configuration: operator {name!r} has the intake key (REFUNDS_API_KEY); "
-                "operator keys must differ from it"
-            )
-        if settings.profile != "sandbox" and key.lower() in PLACEHOLDER_KEYS:
-            raise ConfigError(f"invalid configuration: operator {name!r} has a placeholder key")
+        _check_operator_key(name, key, intake_key, sandbox=settings.profile == "sandbox")
         if keys.get(key, name) != name:
             raise ConfigError("invalid configuration: two operator names share one key")
         keys[key] = name
     return keys
+
+
+def _parse_operator_keys(value: SecretStr | None) -> list[tuple[str, str]]:
+    """``(name, key)`` pairs of ``REFUNDS_OPERATOR_KEYS``, stripped, blank items skipped (a
+    trailing comma is harmless). Only the first ``:`` separates, so a key may contain ``:``.
+
+    Raises ConfigError for an item without ``:`` or with an empty name or key; the message
+    never quotes the item, since it holds a key.
+    """
+    pairs: list[tuple[str, str]] = []
+    if value is None:
+        return pairs
+    for item in value.get_secret_value().split(","):
+        if not item.strip():
+            continue
+        name, sep, key = item.strip().partition(":")
+        if not sep or not name.strip() or not key.strip():
+            raise ConfigError(
+                "invalid configuration: REFUNDS_OPERATOR_KEYS must be name:key pairs, "
+                "comma-separated"
+            )
+        pairs.append((name.strip(), key.strip()))
+    return pairs
+
+
+def _check_operator_key(name: str, key: str, intake_key: str, *, sandbox: bool) -> None:
+    """Refuse one operator key that is empty, equals the intake key (whoever submits must not
+    approve), or is a placeholder outside the sandbox. Raises ConfigError naming the operator,
+    never the key."""
+    if not key:
+        raise ConfigError("invalid configuration: an operator key is empty")
+    if hmac.compare_digest(key.encode(), intake_key.encode()):
+        raise ConfigError(
+            f"invalid configuration: operator {name!r} has the intake key (REFUNDS_API_KEY); "
+            "operator keys must differ from it"
+        )
+    if not sandbox and key.lower() in PLACEHOLDER_KEYS:
+        raise ConfigError(f"invalid configuration: operator {name!r} has a placeholder key")
 
 
 def services(request: Request) -> Services:

@@ -387,6 +387,44 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+@dataclass
+class _LoopState:
+    """The event loop's schedule and what it has seen so far; times are seconds of the run."""
+
+    waves: list[list[str]]  # references not yet due, one list per wave
+    wave_at: list[float]  # when each remaining wave is due
+    redis_kill_at: list[float]  # when each remaining Redis kill is due
+    next_kill: float
+    next_revoke: float
+    restart_at: dict[int, float] = field(default_factory=dict)  # worker slot -> restart time
+    redis_up_at: float | None = None  # when a killed Redis comes back; None: Redis is up
+    outage: RedisOutage | None = None  # the latest Redis outage
+    pending: list[str] = field(default_factory=list)  # due, not yet submitted
+    completed_seen: int = 0  # completed refunds at the last look
+    next_check: float = 0.0
+    retry_submit_at: float = 0.0
+
+    @property
+    def redis_up(self) -> bool:
+        return self.redis_up_at is None
+
+    @classmethod
+    def schedule(cls, plan: ChaosPlan, rng: random.Random, refs: list[str]) -> _LoopState:
+        """Waves spread evenly over ``plan.submit_seconds``, Redis kills spread over it with a
+        second of jitter, the first worker kill and revocation drawn; the draws from ``rng``
+        in this order."""
+        per_wave = -(-plan.refunds // plan.waves)
+        waves = [refs[i : i + per_wave] for i in range(0, plan.refunds, per_wave)]
+        wave_at = [plan.submit_seconds * k / max(len(waves) - 1, 1) for k in range(len(waves))]
+        redis_kill_at = sorted(
+            plan.submit_seconds * (k + 1) / (plan.redis_kills + 1) + rng.uniform(-1.0, 1.0)
+            for k in range(plan.redis_kills)
+        )
+        next_kill = rng.uniform(*plan.kill_every)
+        next_revoke = rng.uniform(*plan.revoke_every)
+        return cls(waves, wave_at, redis_kill_at, next_kill, next_revoke)
+
+
 class ChaosRun:
     """Drives one run: submissions, kills, revocations, Redis outages, supervision, waiting."""
 
@@ -461,102 +499,115 @@ class ChaosRun:
         return report
 
     def _loop(self, plan: ChaosPlan, rng: random.Random, report: ChaosReport) -> None:
-        per_wave = -(-plan.refunds // plan.waves)
-        waves = [report.refs[i : i + per_wave] for i in range(0, plan.refunds, per_wave)]
-        wave_at = [plan.submit_seconds * k / max(len(waves) - 1, 1) for k in range(len(waves))]
-        redis_kill_at = sorted(
-            plan.submit_seconds * (k + 1) / (plan.redis_kills + 1) + rng.uniform(-1.0, 1.0)
-            for k in range(plan.redis_kills)
-        )
-        next_kill = rng.uniform(*plan.kill_every)
-        next_revoke = rng.uniform(*plan.revoke_every)
-        restart_at: dict[int, float] = {}
-        redis_up_at: float | None = None
-        outage: RedisOutage | None = None
-        pending: list[str] = []
-        completed_seen = 0
-        next_check = 0.0
-        retry_submit_at = 0.0
-
+        """One pass every 50 ms until every refund is settled or ``plan.timeout``: each pass
+        does, in this order, whatever of the schedule in ``_LoopState`` is due. The order (and
+        so the order of the draws from ``rng``) is part of what a seed replays."""
+        s = _LoopState.schedule(plan, rng, report.refs)
         while self.now() < plan.timeout:
             t = self.now()
-            redis_up = redis_up_at is None
-
-            # Redis comes back: same port and directory, the AOF replayed.
-            if not redis_up and redis_up_at is not None and t >= redis_up_at:
-                assert outage is not None
-                self.stack.restart_redis()
-                outage.restarted_at = self.now()
-                outage.missing_after = self._missing(report.submitted)
-                self.log(
-                    f"Redis restarted from AOF; {len(outage.missing_after)} of "
-                    f"{len(report.submitted)} submitted records missing"
-                )
-                redis_up_at = None
-                redis_up = True
-
-            # Submissions (only against a live Redis; a failed one is retried, as a producer would).
-            while waves and t >= wave_at[0]:
-                wave_at.pop(0)
-                pending += waves.pop(0)
-            if pending and redis_up and t >= retry_submit_at:
-                pending = self._submit(pending)
-                if pending:
-                    retry_submit_at = t + 0.5
-
-            # Worker kills while the chaos lasts.
-            if t >= next_kill:
-                next_kill = t + rng.uniform(*plan.kill_every)
-                if t < plan.chaos_seconds:
-                    self._kill_a_worker(rng, restart_at)
-            for slot, at in sorted(restart_at.items()):
-                if t >= at:
-                    del restart_at[slot]
-                    child = self.stack.start_slot(slot)
-                    self.log(f"started {child.name} in slot {slot}")
-
-            if t >= next_revoke:
-                next_revoke = t + rng.uniform(*plan.revoke_every)
-                if t < plan.chaos_seconds:
-                    with contextlib.suppress(Exception):
-                        self.admin.revoke_tokens()
-                        report.revocations += 1
-
-            # Redis dies.
-            if redis_up and redis_kill_at and t >= redis_kill_at[0]:
-                redis_kill_at.pop(0)
-                progress = self._progress()
-                in_flight = len(report.submitted) - progress[0] if progress else -1
-                completed_seen = progress[1] if progress else completed_seen
-                self.stack.kill_redis()
-                outage = RedisOutage(self.now(), in_flight, len(report.submitted))
-                report.outages.append(outage)
-                redis_up_at = self.now() + rng.uniform(*plan.redis_down)
-                self.log(f"SIGKILL Redis with {in_flight} refunds in flight")
-                continue
-
-            for restart in self.stack.supervise(set(restart_at)):
+            self._redis_back_if_due(s, t)
+            self._submit_if_due(s, t)
+            self._kill_workers_if_due(s, t, rng)
+            self._revoke_if_due(s, t, rng)
+            if self._kill_redis_if_due(s, t, rng):
+                continue  # Redis just died: nothing below can read it
+            for restart in self.stack.supervise(set(s.restart_at)):
                 report.restarts.append(restart)
                 self.log(f"supervisor restarted {restart.name}: exit {restart.returncode}")
-
-            if redis_up and t >= next_check:
-                next_check = t + 0.5
-                progress = self._progress()
-                if progress is not None:
-                    settled, completed = progress
-                    resumed = outage is not None and outage.resumed_after is not None
-                    if outage is not None and not resumed and completed > completed_seen:
-                        outage.resumed_after = self.now() - outage.restarted_at
-                    completed_seen = completed
-                    done = not waves and not pending and not redis_kill_at
-                    if done and settled == len(report.refs):
-                        report.settled_at = self.now()
-                        self.log("every refund settled")
-                        return
+            if self._all_settled(s, t):
+                report.settled_at = self.now()
+                self.log("every refund settled")
+                return
             time.sleep(0.05)
         self.log(f"timeout after {plan.timeout:.0f}s")
-        if redis_up_at is not None:  # timed out during an outage: the checks need Redis back
+        if not s.redis_up:  # timed out during an outage: the checks need Redis back
             self.stack.restart_redis()
+
+    def _redis_back_if_due(self, s: _LoopState, t: float) -> None:
+        """Redis comes back: same port and directory, the AOF replayed; the records missing
+        afterwards are what the outage cost (the checks say whether any may be)."""
+        if s.redis_up_at is None or t < s.redis_up_at:
+            return
+        assert s.outage is not None
+        self.stack.restart_redis()
+        s.outage.restarted_at = self.now()
+        s.outage.missing_after = self._missing(self.report.submitted)
+        self.log(
+            f"Redis restarted from AOF; {len(s.outage.missing_after)} of "
+            f"{len(self.report.submitted)} submitted records missing"
+        )
+        s.redis_up_at = None
+
+    def _submit_if_due(self, s: _LoopState, t: float) -> None:
+        """Waves whose time has come join the pending list; it is submitted only against a live
+        Redis, and a failed submission is retried 0.5 s later, as a producer would."""
+        while s.waves and t >= s.wave_at[0]:
+            s.wave_at.pop(0)
+            s.pending += s.waves.pop(0)
+        if s.pending and s.redis_up and t >= s.retry_submit_at:
+            s.pending = self._submit(s.pending)
+            if s.pending:
+                s.retry_submit_at = t + 0.5
+
+    def _kill_workers_if_due(self, s: _LoopState, t: float, rng: random.Random) -> None:
+        """Kill a worker or pool process while the chaos lasts (the next kill is drawn even
+        after it, keeping the draws in step), and start the replacements that are due."""
+        if t >= s.next_kill:
+            s.next_kill = t + rng.uniform(*self.plan.kill_every)
+            if t < self.plan.chaos_seconds:
+                self._kill_a_worker(rng, s.restart_at)
+        for slot, at in sorted(s.restart_at.items()):
+            if t >= at:
+                del s.restart_at[slot]
+                child = self.stack.start_slot(slot)
+                self.log(f"started {child.name} in slot {slot}")
+
+    def _revoke_if_due(self, s: _LoopState, t: float, rng: random.Random) -> None:
+        """Revoke the sandbox's tokens while the chaos lasts; a revocation that fails (the
+        sandbox busy) is simply not counted."""
+        if t < s.next_revoke:
+            return
+        s.next_revoke = t + rng.uniform(*self.plan.revoke_every)
+        if t < self.plan.chaos_seconds:
+            with contextlib.suppress(Exception):
+                self.admin.revoke_tokens()
+                self.report.revocations += 1
+
+    def _kill_redis_if_due(self, s: _LoopState, t: float, rng: random.Random) -> bool:
+        """SIGKILL Redis at its scheduled time and draw when it comes back; True when it was
+        killed. The completed count just before is the baseline for "resumed after"."""
+        if not (s.redis_up and s.redis_kill_at and t >= s.redis_kill_at[0]):
+            return False
+        report = self.report
+        s.redis_kill_at.pop(0)
+        progress = self._progress()
+        in_flight = len(report.submitted) - progress[0] if progress else -1
+        s.completed_seen = progress[1] if progress else s.completed_seen
+        self.stack.kill_redis()
+        s.outage = RedisOutage(self.now(), in_flight, len(report.submitted))
+        report.outages.append(s.outage)
+        s.redis_up_at = self.now() + rng.uniform(*self.plan.redis_down)
+        self.log(f"SIGKILL Redis with {in_flight} refunds in flight")
+        return True
+
+    def _all_settled(self, s: _LoopState, t: float) -> bool:
+        """Every 0.5 s against a live Redis: note when refunds first complete again after an
+        outage, and say whether the run is over (everything submitted, every Redis kill done,
+        every refund settled)."""
+        if not s.redis_up or t < s.next_check:
+            return False
+        s.next_check = t + 0.5
+        progress = self._progress()
+        if progress is None:
+            return False
+        settled, completed = progress
+        outage = s.outage
+        resumed = outage is not None and outage.resumed_after is not None
+        if outage is not None and not resumed and completed > s.completed_seen:
+            outage.resumed_after = self.now() - outage.restarted_at
+        s.completed_seen = completed
+        done = not s.waves and not s.pending and not s.redis_kill_at
+        return done and settled == len(self.report.refs)
 
     def _submit(self, pending: list[str]) -> list[str]:
         """Submit what is pending, alternating one batch and one by one; returns what is left
