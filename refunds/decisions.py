@@ -290,37 +290,20 @@ def _follow(
 ) -> Decision:
     """News about this refund, for a record that is not final: forward only."""
     status = news.status
-    current = record.state
     polls = record.polls + 1 if source == "poll" else record.polls
-    ours, theirs = _status_rank(record.provider_status), _status_rank(status)
-    if source != "confirm" and ours is not None and theirs is not None and theirs < ours:
-        # Older than what we know (a reordered webhook, a lagging replica): change nothing, but a
-        # poll still books the next one.
-        if source == "poll":
-            return Decision(
-                "stale",
-                current,
-                f"stale: status {status} after {record.provider_status}",
-                fields={"polls": polls},
-                timer="set",
-                due_in=_poll_due(policy, current, polls),
-            )
-        return Decision(
-            "stale",
-            current,
-            f"stale: status {status} after {record.provider_status}",
-            write=False,
-        )
+    stale = _stale(record, status, policy, source=source, polls=polls)
+    if stale is not None:
+        return stale
     fields: dict[str, Any] = {**news.ledger_fields(), "attempts": 0, "last_error": None}
     if record.crypto_refund_id is None:
         fields["provider_seen_at"] = now
     if source == "poll":
         fields["polls"] = polls
     said = _STATE_FOR_STATUS.get(status) if status is not None else None
+    if record.state == State.NEEDS_ATTENTION and _stopped_for_human(record):
+        return _record_only(record, fields, status)
     if said in FINAL_STATES:
         assert said is not None  # noqa: S101 - narrowed for mypy
-        if current == State.NEEDS_ATTENTION and _stopped_for_human(record):
-            return _record_only(record, fields, status)
         return Decision(
             "applied",
             said,
@@ -330,36 +313,87 @@ def _follow(
             timer="clear",
             notify=True,
         )
-    if current == State.NEEDS_ATTENTION and _stopped_for_human(record):
-        return _record_only(record, fields, status)
+    target = _target(record.state, status, source)
+    held = _held_for_approval(record, news, policy, target, source=source, fields=fields)
+    if held is not None:
+        return held
+    return _moved(record, target, status, policy, source=source, fields=fields, polls=polls)
+
+
+def _stale(
+    record: RefundRecord, status: int | None, policy: Policy, *, source: Source, polls: int
+) -> Decision | None:
+    """Older than what we know (a reordered webhook, a lagging replica): change nothing, but a
+    poll still books the next one. None: not stale. A Confirm answer is never stale (it says the
+    refund is confirmed, whatever status it carries)."""
+    ours, theirs = _status_rank(record.provider_status), _status_rank(status)
+    if source == "confirm" or ours is None or theirs is None or theirs >= ours:
+        return None
+    note = f"stale: status {status} after {record.provider_status}"
+    if source == "poll":
+        return Decision(
+            "stale",
+            record.state,
+            note,
+            fields={"polls": polls},
+            timer="set",
+            due_in=_poll_due(policy, record.state, polls),
+        )
+    return Decision("stale", record.state, note, write=False)
+
+
+def _target(current: State, status: int | None, source: Source) -> State:
+    """Where non-final news moves a refund that is not final."""
     if source == "confirm":
         # Confirmed: follow it, whatever status the answer carries (MCE may confirm
         # asynchronously and answer 1 for a while). Never Confirm again.
-        target = State.PROCESSING
-    elif status is None and source not in ("create", "lookup"):
+        return State.PROCESSING
+    if status is None and source not in ("create", "lookup"):
         target = current if current != State.NEEDS_ATTENTION else State.CREATED
         if current in _RANK and _RANK[current] < _RANK[State.CREATED]:
             target = State.CREATED
-    else:
-        target = state_for_status(current, status)
-    if (
-        target == State.CREATED
-        and current != State.CREATED
-        and not record.approved_by
-        and policy.needs_approval(
-            news.amount if news.amount is not None else record.amount,
-            news.currency or record.currency,
-        )
-    ):
-        return Decision(
-            "applied",
-            State.AWAITING_APPROVAL,
-            "awaiting approval",
-            reason=f"{_LABEL[source]}: amount above the approval threshold (or not known)",
-            fields=fields,
-            timer="set",
-            due_in=policy.held_poll_seconds,
-        )
+        return target
+    return state_for_status(current, status)
+
+
+def _held_for_approval(
+    record: RefundRecord,
+    news: RefundData,
+    policy: Policy,
+    target: State,
+    *,
+    source: Source,
+    fields: dict[str, Any],
+) -> Decision | None:
+    """Hold a newly created refund before Confirm when the policy asks (fails closed)."""
+    if target != State.CREATED or record.state == State.CREATED or record.approved_by:
+        return None
+    amount = news.amount if news.amount is not None else record.amount
+    if not policy.needs_approval(amount, news.currency or record.currency):
+        return None
+    return Decision(
+        "applied",
+        State.AWAITING_APPROVAL,
+        "awaiting approval",
+        reason=f"{_LABEL[source]}: amount above the approval threshold (or not known)",
+        fields=fields,
+        timer="set",
+        due_in=policy.held_poll_seconds,
+    )
+
+
+def _moved(
+    record: RefundRecord,
+    target: State,
+    status: int | None,
+    policy: Policy,
+    *,
+    source: Source,
+    fields: dict[str, Any],
+    polls: int,
+) -> Decision:
+    """Non-final news that moves (or keeps) a refund on the main line: the timer and next step."""
+    current = record.state
     reason = f"{_LABEL[source]}: status {status}" if target != current else ""
     note = f"now {target}"
     if target in (State.PROCESSING, State.AWAITING_APPROVAL):
@@ -372,34 +406,34 @@ def _follow(
             timer="set",
             due_in=_poll_due(policy, target, polls),
         )
-    if target == State.CREATED:
-        if status is not None and not known_status(status):
-            # Unknown status: read it again later (the confirm step reads while the status is
-            # unknown); never answer it with Confirm.
-            return Decision(
-                "applied",
-                target,
-                f"unknown provider status {status}: following it",
-                reason=reason,
-                fields=fields,
-                timer="set",
-                due_in=policy.poll_delay(polls),
-                level=logging.WARNING,
-            )
-        if source == "webhook" and target == current:
-            return Decision("applied", target, note, fields=fields)
+    if target != State.CREATED:
+        # Still working (confirming) or stopped for a human: record the view, keep the timer.
+        return Decision("applied", target, note, reason=reason, fields=fields)
+    if status is not None and not known_status(status):
+        # Unknown status: read it again later (the confirm step reads while the status is
+        # unknown); never answer it with Confirm.
         return Decision(
             "applied",
             target,
-            note,
+            f"unknown provider status {status}: following it",
             reason=reason,
             fields=fields,
             timer="set",
-            due_in=policy.lease_seconds,
-            nudge="confirm",
+            due_in=policy.poll_delay(polls),
+            level=logging.WARNING,
         )
-    # Still working (confirming) or stopped for a human: record the view, keep the timer.
-    return Decision("applied", target, note, reason=reason, fields=fields)
+    if source == "webhook" and target == current:
+        return Decision("applied", target, note, fields=fields)
+    return Decision(
+        "applied",
+        target,
+        note,
+        reason=reason,
+        fields=fields,
+        timer="set",
+        due_in=policy.lease_seconds,
+        nudge="confirm",
+    )
 
 
 def _poll_due(policy: Policy, state: State, polls: int) -> float:
