@@ -25,9 +25,9 @@ from typing import Any
 
 from celery.beat import PersistentScheduler
 
+from config.redis_connection import redis_client
 from config.settings import get_settings
 from refunds.store.beat import BeatLock, lock_ttl
-from refunds.store.ledger import Ledger
 
 log = logging.getLogger("refunds.beat")
 
@@ -39,7 +39,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc] # celery is un
         settings = get_settings()
         self._interval = settings.tick_interval
         self.beat_lock = BeatLock(
-            Ledger.from_url(settings.redis_url).redis, lock_ttl(settings.tick_interval)
+            redis_client(settings), lock_ttl(settings.tick_interval)
         )
         self._standing_by = False
         self._ever_held = False
