@@ -118,7 +118,8 @@ return false
 """
 
 # KEYS: record, timers, old state set, new state set, outbox, history
-# ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
+# ARGV: ref, expected state, target state, now, timer action, due (epoch seconds, or '+seconds'
+#       from Redis TIME), history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 #       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
 # One HMGET reads state, version, a legacy history and the fields to delete (only present ones are
@@ -171,7 +172,14 @@ if ARGV[2] ~= ARGV[3] then
   redis.call('SADD', KEYS[4], ARGV[1])
 end
 if ARGV[5] == 'set' then
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+  local due = ARGV[6]
+  if string.sub(due, 1, 1) == '+' then
+    -- A relative due time: from Redis TIME, the one clock every host shares.
+    local t = redis.call('TIME')
+    local at = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    due = string.format('%.6f', at + tonumber(string.sub(due, 2)))
+  end
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
@@ -180,24 +188,56 @@ return {1, redis.call('HGETALL', KEYS[1]), hist}
 """
 
 
+# KEYS: step lock, timers, record. ARGV: lock token, lease ms, ref, version ('' = leave the timer),
+#       fence ('' = none)
+# The step's heartbeat (and its start): renew the lock if it is still ours and, while the record is
+# still at the version the step last wrote or read, keep the refund's timer at the lock's expiry
+# (Redis TIME), so a worker that dies mid-step leaves a refund due within one short lease. Once
+# the step has written its outcome (a new version) the timer is the outcome's and is left alone.
+# Answers 1, or 0 when the lock is no longer ours.
+_BEAT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'start', ARGV[5]) end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], 'ver') == ARGV[4] then
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]) / 1000
+  redis.call('ZADD', KEYS[2], 'XX', string.format('%.6f', due), ARGV[3])
+end
+return 1
+"""
+
+
 class StepLock(Lock):
     """redis-py's Lock (non-blocking, with a timeout) that reads the record in the same round
-    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock."""
+    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock.
+
+    Also read in that round trip: ``fence`` (the record's latest dispatch id, ``disp``),
+    ``started`` (the dispatch id a step last started for, ``start``) and, when the lock is taken
+    by someone else, ``pttl`` (ms until it expires, so the caller can come back then).
+    """
 
     def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
         super().__init__(client, lock_key(ref), timeout=seconds, blocking=False, thread_local=False)
         self.ref = ref
         self.record: RefundRecord | None = None
+        self.fence = 0
+        self.started = 0
+        self.pttl = 0
 
     def do_acquire(self, token: str) -> bool:
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
         pipe.hgetall(record_key(self.ref))
         pipe.get(history_key(self.ref))
-        ok, raw, hist = pipe.execute()
+        pipe.pttl(self.name)
+        ok, raw, hist, pttl = pipe.execute()
         if not ok:
+            self.pttl = max(0, int(pttl))
             return False
         self.record = _decode(self.ref, raw, hist) if raw else None
+        self.fence = int(raw.get("disp") or 0) if raw else 0
+        self.started = int(raw.get("start") or 0) if raw else 0
         return True
 
 
@@ -301,6 +341,7 @@ class Ledger(Timers):
         super().__init__(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
+        self._beat = client.register_script(_BEAT)
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -479,6 +520,7 @@ class Ledger(Timers):
         fields: Mapping[str, Any] | None = None,
         timer: TimerAction = "keep",
         due: float | None = None,
+        due_in: float | None = None,
         actor: str = "pipeline",
         outbox: Sequence[str] = (),
     ) -> RefundRecord:
@@ -490,13 +532,15 @@ class Ledger(Timers):
         table or another writer moved the record first; returns the new record otherwise.
         ``outbox`` members are queued for delivery in the same atomic step (notifications of a
         final outcome must not be lost to a crash between the transition and the queueing).
+        ``due_in`` (seconds) is the next due time relative to Redis TIME, taken inside the script
+        (one clock for every host); ``due`` (epoch seconds) is an absolute one.
         """
         ref = record.client_reference
         if target != record.state and not is_allowed(record.state, target):
             raise TransitionError(ref, record.state, target, "not an allowed transition")
         if target in FINAL_STATES:
             timer = "clear"
-        if timer == "set" and due is None:
+        if timer == "set" and due is None and due_in is None:
             raise ValueError("timer='set' needs a due time")
         at = now()
         sets: list[str] = []
@@ -523,7 +567,7 @@ class Ledger(Timers):
             target,
             _encode(at),
             timer,
-            _encode(due or 0),
+            f"+{float(due_in)!r}" if due_in is not None else _encode(due or 0),
             hist,
             str(len(sets) // 2),
             str(len(dels)),
@@ -548,6 +592,40 @@ class Ledger(Timers):
         another worker holds the lock."""
         lock = StepLock(self.redis, ref, seconds)
         return lock if lock.acquire() else None
+
+    def try_lock(self, ref: str, seconds: float) -> tuple[StepLock | None, float]:
+        """Like :meth:`lock`, also answering, when the lock is taken, the seconds until it
+        expires (0.0 when ours)."""
+        lock = StepLock(self.redis, ref, seconds)
+        if lock.acquire():
+            return lock, 0.0
+        return None, lock.pttl / 1000
+
+    def beat(
+        self,
+        lock: StepLock,
+        seconds: float,
+        *,
+        version: int | None,
+        fence: int | None = None,
+    ) -> bool:
+        """Renew ``lock`` for ``seconds`` and, while the record is at ``version``, move the
+        refund's timer to the lock's new expiry (Redis TIME); ``fence`` also records the dispatch
+        id as started. False when the lock is no longer ours (it expired: stop renewing)."""
+        token = lock.local.token
+        if token is None:
+            return False
+        answer = self._beat(
+            keys=[lock.name, TIMERS, record_key(lock.ref)],
+            args=[
+                token.decode() if isinstance(token, bytes) else str(token),
+                int(seconds * 1000),
+                lock.ref,
+                "" if version is None else str(version),
+                "" if fence is None else str(fence),
+            ],
+        )
+        return bool(answer)
 
     def unlock(self, ref: str, lock: StepLock) -> None:
         """Release a lock from :meth:`lock` if still ours (an expired one is left alone)."""
