@@ -42,16 +42,24 @@ for _, ref in ipairs(due) do
   if ttl > 0 then
     redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', now + ttl / 1000), ref)
   else
-    args[#args + 1] = leased; args[#args + 1] = ref
     out[#out + 1] = ref
     local state = ''
     if ARGV[3] ~= '' then state = redis.call('HGET', ARGV[3] .. ref, 'state') or '' end
     out[#out + 1] = state
+    local lease = leased
     if ARGV[4] ~= '' and state ~= '' then
+      -- Dispatches that never started (a backlog, or lost messages) double the next lease, so
+      -- a queue that is slower than the lease gets one more message per doubling, not per tick.
+      local rec = redis.call('HMGET', ARGV[3] .. ref, 'disp', 'start')
+      local waiting = (tonumber(rec[1]) or 0) - (tonumber(rec[2]) or 0)
+      if waiting > 0 then
+        lease = string.format('%.6f', now + tonumber(ARGV[1]) * math.min(2 ^ waiting, 16))
+      end
       out[#out + 1] = redis.call('HINCRBY', ARGV[3] .. ref, 'disp', 1)
     else
       out[#out + 1] = 0
     end
+    args[#args + 1] = lease; args[#args + 1] = ref
   end
 end
 if #args > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(args)) end
@@ -137,7 +145,9 @@ class Timers:
         """The tick's claim: due refunds as ``(ref, state or None, fence)``.
 
         ``lease_seconds`` is the "dispatched, not started" lease: the refund comes due again only
-        if no step started within it (a lost message). A refund whose step lock is held is not
+        if no step started within it (a lost message); each further dispatch that did not start
+        doubles it (up to 16 times), so a long backlog adds a message per doubling, never per tick,
+        and only the newest one runs. A refund whose step lock is held is not
         handed out (its timer moves to the lock's expiry). ``fence`` is the dispatch id the
         message must carry: a step run by an older one does nothing.
         """
