@@ -7,7 +7,8 @@ It never asserts a time: a target that is not reached is written down as "missed
 
 Benchmarks (``--only`` names): ``throughput`` (1 and 2: pipeline vs bare Celery, cost per refund),
 ``pacing`` (3), ``inflight`` (4), ``submit`` (5), ``batch`` (6: peak memory reading a batch file,
-200 MB in the full plan, 20 MB in the quick one; needs no stack).
+200 MB in the full plan, 20 MB in the quick one; needs no stack), ``recovery`` (7: kill of a
+worker holding in-flight steps -> the next step of each, p50/p99/max).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench.common import FULL, QUICK, Plan, Result
 from bench.inflight import inflight
 from bench.pacing import pacing
 from bench.procstats import LoadMeter
+from bench.recovery import recovery
 from bench.stack import BenchStack
 from bench.submit import submit
 from bench.throughput import throughput
@@ -52,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[BenchStack, Plan], list[Result]]] = {
     "inflight": lambda stack, plan: [inflight(stack, plan)],
     "submit": lambda stack, plan: [submit(stack, plan)],
     "batch": lambda _stack, plan: [batch_memory(20.0 if plan.name == "quick" else 200.0)],
+    "recovery": lambda stack, plan: [recovery(stack, plan)],
 }
 
 
