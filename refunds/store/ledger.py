@@ -102,7 +102,7 @@ TimerAction = Literal["keep", "set", "clear"]
 
 
 # KEYS: record, timers, all, state set of the new state, history
-# ARGV: ref, now, due, fp, history line, then field/value pairs
+# ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, then field/value pairs
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGET', KEYS[1], 'fp')
@@ -113,7 +113,9 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SET', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], string.format('%.6f', due), ARGV[1])
 return false
 """
 
@@ -150,8 +152,10 @@ for j = 1, m do
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
 if k > 0 then
+  local t = redis.call('TIME')
+  local due = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
   local members = {}
-  for j = 1, k do members[#members + 1] = ARGV[4]; members[#members + 1] = ARGV[i]; i = i + 1 end
+  for j = 1, k do members[#members + 1] = due; members[#members + 1] = ARGV[i]; i = i + 1 end
   redis.call('ZADD', KEYS[5], unpack(members))
 end
 local hist
@@ -350,7 +354,7 @@ class Ledger(Timers):
     # --- intake ---------------------------------------------------------------------------------
 
     def _submit_args(
-        self, intent: RefundIntent, at: float, due: float
+        self, intent: RefundIntent, at: float, due_in: float
     ) -> tuple[list[str], list[str]]:
         ref = intent.client_reference
         fields: dict[str, Any] = {
@@ -369,7 +373,7 @@ class Ledger(Timers):
         flat = [_encode(x) for kv in fields.items() for x in kv]
         hist = _history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
-        argv = [ref, _encode(at), _encode(due), intent.fingerprint(), hist, *flat]
+        argv = [ref, _encode(at), _encode(float(due_in)), intent.fingerprint(), hist, *flat]
         return keys, argv
 
     def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
@@ -380,7 +384,7 @@ class Ledger(Timers):
         exists with different content.
         """
         at = now()
-        keys, argv = self._submit_args(intent, at, at + due_in)
+        keys, argv = self._submit_args(intent, at, due_in)
         existing_fp = self._submit(keys=keys, args=argv)
         return self._submit_outcome(intent, existing_fp)
 
@@ -395,7 +399,7 @@ class Ledger(Timers):
         at = now()
         pipe = self.redis.pipeline(transaction=False)
         for intent in intents:
-            keys, argv = self._submit_args(intent, at, at + due_in)
+            keys, argv = self._submit_args(intent, at, due_in)
             self._submit(keys=keys, args=argv, client=pipe)
         answers = pipe.execute()
         seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]

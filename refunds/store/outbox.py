@@ -25,6 +25,13 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: outbox. ARGV: seconds from Redis TIME, member. Come due again after a failed delivery.
+_RETRY_IN = """
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+return redis.call('ZADD', KEYS[1], string.format('%.6f', due), ARGV[2])
+"""
+
 # KEYS: outbox, dead. ARGV: member, now. Given up: out of the outbox and into the dead letters.
 _BURY = """
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -40,6 +47,7 @@ class Outbox:
         self.redis = client
         self._done = client.register_script(_DONE)
         self._bury = client.register_script(_BURY)
+        self._retry_in = client.register_script(_RETRY_IN)
 
     @classmethod
     def of(cls, ledger: Ledger) -> Outbox:
@@ -57,6 +65,10 @@ class Outbox:
     def retry_at(self, member: str, due: float) -> None:
         """Come due again at ``due`` (epoch seconds)."""
         self.redis.zadd(OUTBOX, {member: due})
+
+    def retry_in(self, member: str, seconds: float) -> None:
+        """Come due again ``seconds`` from now on Redis's clock (the one clock of due times)."""
+        self._retry_in(keys=[OUTBOX], args=[repr(float(seconds)), member])
 
     def bury(self, member: str, at: float) -> None:
         """Give up on the entry: it leaves the outbox for the dead letters, atomically."""

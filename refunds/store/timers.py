@@ -2,10 +2,12 @@
 
 Every non-final, non-held refund has a due time in ``rp:timers`` (see ``store.keys``). The
 scheduler tick claims due references by moving their due time to ``now + lease`` in the same
-script that reads them, so two ticks never hand out the same refund. A worker that finishes a step
-sets the next due time (or removes the timer once the refund is final or held). A worker that dies
-mid-step does neither, so the lease runs out and the refund comes due again: nothing is lost to a
-crash.
+script that reads them, so two ticks never hand out the same refund; the claim also writes the
+dispatch id (fence) the step's message carries. A running step keeps the timer one short step
+lease ahead (``Ledger.beat``) and, once done, sets the next due time (or removes the timer once
+the refund is final or held). A worker that dies mid-step does neither, so the refund comes due
+again within one step lease: nothing is lost to a crash. Every due time is computed from Redis
+``TIME`` inside the script that writes it (callers pass relative delays): one clock for all hosts.
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ return redis.call('ZADD', KEYS[1], 'XX', 'LT', string.format('%.6f', due), ARGV[
 """
 
 
+# KEYS: timer set. ARGV: seconds from Redis TIME, member.
+_SET_DUE_IN = """
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+return redis.call('ZADD', KEYS[1], string.format('%.6f', due), ARGV[2])
+"""
+
+
 def redis_now(client: redis.Redis) -> float:
     """Redis TIME as epoch seconds: the one clock of due times, leases and ages."""
     sec, usec = client.time()
@@ -92,6 +102,7 @@ class Timers:
         self.redis = client
         self._claim_script = client.register_script(_CLAIM_DUE)
         self._due_soon = client.register_script(_DUE_SOON)
+        self._set_due_in = client.register_script(_SET_DUE_IN)
 
     def _claim(
         self,
@@ -168,6 +179,10 @@ class Timers:
 
     def set_due(self, ref: str, due: float) -> None:
         self.redis.zadd(TIMERS, {ref: due})
+
+    def set_due_in(self, ref: str, seconds: float) -> None:
+        """Set the refund's timer to ``seconds`` from Redis TIME (creating it if missing)."""
+        self._set_due_in(keys=[TIMERS], args=[_encode(float(seconds)), ref])
 
     def due_soon(self, ref: str, seconds: float) -> None:
         """Bring an existing timer forward to ``seconds`` from Redis TIME (never later, never
