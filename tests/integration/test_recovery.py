@@ -1,14 +1,17 @@
 """Recovery in seconds (issue 11): a dead or timed-out step is picked up again within 10 s.
 
 Real worker processes, a private Redis and sandbox (this module's own stack, with production-like
-leases: a 60 s dispatch lease and a 30 s hard time limit, so only the short step lease can explain
+leases: a 60 s dispatch lease and a 40 s hard time limit, so only the short step lease can explain
 a fast recovery). The sandbox's ``latency_ms`` switch keeps a step in flight while it is killed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,15 +19,17 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
+from billiard.pool import SIG_SOFT_TIMEOUT
 
-from config.celery import PROVIDER_QUEUE, TIMERS_QUEUE
+from config.celery import ALL_QUEUES, PROVIDER_QUEUE, TIMERS_QUEUE
 from config.settings import load_settings
-from devstack.processes import Child
+from devstack.processes import Child, celery_command, wait_for_worker
+from devstack.sandbox_admin import NO_EFFECTS
 from devstack.stack import LocalStack
 from devstack.wait import wait_until
 from refunds.models import RefundIntent
 from refunds.producer import Producer
-from refunds.store.keys import record_key
+from refunds.store.keys import TIMERS, TOKEN, record_key
 from refunds.store.ledger import Ledger
 from refunds.store.timers import redis_now
 from tests.conftest import TEST_ENV
@@ -35,9 +40,10 @@ RECOVERY_BUDGET = 10.0
 ENV = {
     **TEST_ENV,
     "REFUNDS_LEASE_SECONDS": "60",
-    "REFUNDS_TASK_SOFT_TIME_LIMIT": "20",
-    "REFUNDS_TASK_TIME_LIMIT": "30",
-    "REFUNDS_HTTP_READ_TIMEOUT": "15",
+    "REFUNDS_TASK_SOFT_TIME_LIMIT": "30",
+    "REFUNDS_TASK_TIME_LIMIT": "40",
+    "REFUNDS_HTTP_CONNECT_TIMEOUT": "1",
+    "REFUNDS_HTTP_READ_TIMEOUT": "12",
     "REFUNDS_STEP_LEASE_SECONDS": "6",
     "REFUNDS_LOG_JSON": "false",
 }
@@ -193,33 +199,26 @@ def test_sigkilled_worker_recovers_on_the_other_worker_within_seconds(fresh: Rec
     assert rec.sandbox.effects(ref).get("create") == 1
 
 
-def test_soft_time_limit_makes_the_refund_due_at_once(rec: Recovery) -> None:
-    rec.sandbox.reset()
-    rec.local.stop_celery()
-    rec.local.workers.clear()
-    # A soft limit shorter than the provider's answer; the hard limit far beyond the budget.
-    env = {**rec.local.env, "REFUNDS_TASK_SOFT_TIME_LIMIT": "3", "REFUNDS_TASK_TIME_LIMIT": "30"}
-    rec.local.start_beat(env=env)
-    try:
-        rec.local.start_worker(concurrency=2, env=env)
-        ref = f"sl{uuid.uuid4().hex[:8]}"
-        rec.sandbox.configure(latency_ms=5000)
-        rec.submit(ref)
-        rec.wait_state(ref, {"creating"}, 30)
-        wait_until(lambda: rec.attempts(ref) >= 1, 10, interval=0.05, what="first attempt")
-        started = time.monotonic()
-        # The soft limit fires ~3 s into the step; the refund must be handed out again at once
-        # (the tick runs every 0.25 s), not after the 60 s dispatch lease or a 6 s step lease.
-        wait_until(lambda: rec.attempts(ref) >= 2, 30, interval=0.05, what="second attempt")
-        took = time.monotonic() - started
-        assert took < 3 + 2.5, f"second attempt {took:.1f}s after the first began"
-        rec.sandbox.configure(latency_ms=0)
-        rec.wait_state(ref, {"completed"}, 60)
-        assert rec.sandbox.effects(ref).get("create") == 1
-    finally:
-        rec.local.stop_celery()
-        rec.local.workers.clear()
-        rec.local.start_beat()
+def test_soft_time_limit_makes_the_refund_due_at_once(fresh: Recovery) -> None:
+    """Celery's soft time limit, delivered as billiard delivers it: SIGUSR1 to the pool process
+    running the step (``billiard.pool.SIG_SOFT_TIMEOUT``). Sent by hand because the settings no
+    longer let one provider call outlast the soft limit (connect + read, twice, must fit under it),
+    so a slow provider cannot trigger it in a valid configuration."""
+    rec = fresh
+    worker = rec.local.start_worker(concurrency=2)
+    ref = f"sl{uuid.uuid4().hex[:8]}"
+    _, proc = _kill_mid_create(rec, [worker], ref)
+    before = rec.field(ref, "start")
+    rec.sandbox.configure(latency_ms=0)
+    os.kill(proc.pid, SIG_SOFT_TIMEOUT)
+    fired = time.monotonic()
+    took = _time_to_next_step(rec, ref, fired, before)
+    # At once: the next tick (every 0.25 s) hands it out, not the 6 s step lease or 60 s lease.
+    assert took < 2.5, f"next step {took:.1f}s after the soft time limit"
+    rec.wait_state(ref, {"completed"}, 60)
+    assert rec.sandbox.effects(ref).get("create") == 1
+    assert "soft time limit; due again at once" in rec.local.logs()
+    assert proc.is_running()  # the pool process survived: a soft limit is not a kill
 
 
 def test_stale_and_duplicate_messages_make_no_provider_call(fresh: Recovery) -> None:
@@ -251,12 +250,13 @@ def test_backlog_does_not_multiply_dispatches(rec: Recovery) -> None:
     rec.sandbox.reset()
     rec.local.stop_celery()
     rec.local.workers.clear()
-    # A 4 s dispatch lease (validators: lease > hard limit > soft limit > step lease).
+    # A 6 s dispatch lease (validators: lease > hard limit > soft limit > 2 x (connect + read)).
     env = {
         **rec.local.env,
-        "REFUNDS_LEASE_SECONDS": "4",
-        "REFUNDS_TASK_SOFT_TIME_LIMIT": "2",
-        "REFUNDS_TASK_TIME_LIMIT": "3",
+        "REFUNDS_LEASE_SECONDS": "6",
+        "REFUNDS_TASK_SOFT_TIME_LIMIT": "4.5",
+        "REFUNDS_TASK_TIME_LIMIT": "5",
+        "REFUNDS_HTTP_CONNECT_TIMEOUT": "1",
         "REFUNDS_HTTP_READ_TIMEOUT": "1",
         "REFUNDS_STEP_LEASE_SECONDS": "1.5",
     }
@@ -268,16 +268,22 @@ def test_backlog_does_not_multiply_dispatches(rec: Recovery) -> None:
             rec.submit(ref)
         time.sleep(20)  # five dispatch leases with nobody taking the steps
         dispatched = {ref: rec.field(ref, "disp") for ref in refs}
-        # 4 s, then 8 s, then 16 s: three messages in 20 s, not one per tick (80) or lease (5).
+        # At 0 s, 6 s, then 6 + 12 = 18 s: at most three messages in 20 s, not one per tick (80)
+        # nor one per lease (4).
         assert all(1 <= n <= 3 for n in dispatched.values()), dispatched
-        rec.local.start_worker(concurrency=2, env=env, queues=PROVIDER_QUEUE)
+        provider = rec.local.start_worker(concurrency=2, env=env, queues=PROVIDER_QUEUE)
         for ref in refs:
             rec.wait_state(ref, {"completed"}, 60)
         effects = rec.sandbox.counters("bl")["effects"]
         assert {r: effects[r]["create"] for r in refs} == dict.fromkeys(refs, 1)
-        calls = rec.sandbox.calls()
-        assert calls.get("create") == len(refs)  # the older messages were no-ops
-        assert calls.get("confirm") == len(refs)
+        # Every older message was a no-op: it answered "stale message" without a provider call.
+        log = provider.log_path.read_text(errors="replace")
+        stale = sum(
+            1
+            for line in log.splitlines()
+            if "refunds.create[" in line and "succeeded" in line and "'stale message'" in line
+        )
+        assert stale == sum(dispatched.values()) - len(refs)
     finally:
         rec.local.stop_celery()
         rec.local.workers.clear()
@@ -295,3 +301,78 @@ def test_timers_are_redis_time(rec: Recovery) -> None:
     due = rec.ledger.due_at(ref)
     assert due is not None and abs(due - (redis_now(rec.ledger.redis) + 100.0)) < 1.0
     rec.ledger.clear_timer(ref)
+
+
+def _skewed_worker(rec: Recovery, offset: str, name: str) -> Child:
+    """A worker whose every clock (wall and monotonic) is ``offset`` off, via libfaketime."""
+    args = [
+        "faketime",
+        "-f",
+        offset,
+        *celery_command("worker.app", "worker"),
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "2",
+        "--pool",
+        "prefork",
+        "-Q",
+        ALL_QUEUES,
+        "--hostname",
+        f"{name}-{os.getpid()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    child = Child(name, args, rec.local.logdir / f"{name}.log", dict(rec.local.env)).start()
+    rec.local.workers.append(child)
+    wait_for_worker(child, timeout=90)
+    return child
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs libfaketime (`faketime`)")
+def test_workers_with_skewed_clocks_keep_due_times_and_one_token(fresh: Recovery) -> None:
+    """Workers 2 minutes ahead and 2 minutes behind: due times follow Redis TIME, one token."""
+    rec = fresh
+    probe = subprocess.run(
+        ["faketime", "-f", "+120s", sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(probe.stdout) - time.time() > 100, "faketime does not move Python's time.time"
+    # A 5-minute token: a worker 2 minutes off would see a shared epoch expiry as nearly spent.
+    rec.sandbox.reset(token_ttl_seconds=300)
+    rec.ledger.redis.delete(TOKEN)
+    _skewed_worker(rec, "+120s", "ahead")
+    _skewed_worker(rec, "-120s", "behind")
+    refs = [f"skew{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]
+    for ref in refs:
+        rec.submit(ref)
+    worst_early = worst_late = 0.0
+    done = False
+    deadline = time.monotonic() + 90
+    while not done and time.monotonic() < deadline:
+        pipe = rec.ledger.redis.pipeline(transaction=False)
+        pipe.time()
+        for ref in refs:
+            pipe.zscore(TIMERS, ref)
+        answers = pipe.execute()
+        sec, usec = answers[0]
+        server = sec + usec / 1_000_000
+        for score in answers[1:]:
+            if score is not None:
+                # Early: due before Redis's now by more than a tick and a step; late: due beyond
+                # the longest legitimate delay (the 60 s dispatch lease).
+                worst_early = max(worst_early, server - float(score))
+                worst_late = max(worst_late, float(score) - server)
+        records = rec.ledger.get_many(refs)
+        done = len(records) == len(refs) and all(r.is_final for r in records)
+        time.sleep(0.1)
+    assert done, "not every refund final within 90 s"
+    assert worst_early < 5.0, (
+        f"a timer was {worst_early:.1f}s overdue (due early by a skewed clock)"
+    )
+    assert worst_late <= 61.0, f"a timer was {worst_late:.1f}s ahead (due late by a skewed clock)"
+    ttl = int(rec.ledger.redis.pttl(TOKEN))
+    assert 200_000 < ttl <= 300_000  # the relative expiry: the token's own lifetime, no skew
+    assert rec.sandbox.counters(NO_EFFECTS)["tokens_issued"] == 1  # no token storm
