@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # A running step's lock and its refund's timer stay this far ahead, renewed every third of it
     # by the step's heartbeat: a dead worker's refund is due again within about this long.
     step_lease_seconds: float = Field(6.0, ge=1, le=60)
+    # "Dispatched, not started": a step message that has not started within this long (lost with
+    # a worker that had reserved it, or waiting in a backlog) is sent again with a newer fence, the
+    # older one becoming a no-op; each further unstarted dispatch doubles it (up to 16 times).
+    dispatch_lease_seconds: float = Field(15.0, ge=1, le=3600)
 
     # --- approval policy (the rule is refunds.policy.Policy; these are its raw values) ---
     approval_thresholds: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
@@ -207,6 +211,7 @@ class Settings(BaseSettings):
     def _blank_participant_is_none(cls, value: Any) -> Any:
         # ``MCE_PARTICIPANT_CODE=`` in an env file means "not configured", not "send it empty".
         return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _parse_sentinels(cls, value: Any) -> Any:
@@ -347,6 +352,12 @@ class Settings(BaseSettings):
         return self
 
     # --- derived values, kept here so every process computes them the same way ---
+
+    @property
+    def dispatch_lease(self) -> float:
+        """The "dispatched, not started" lease in seconds: REFUNDS_DISPATCH_LEASE_SECONDS, never
+        longer than REFUNDS_LEASE_SECONDS."""
+        return min(self.dispatch_lease_seconds, self.lease_seconds)
 
     @property
     def base_url(self) -> str:

@@ -56,6 +56,7 @@ class StepResult:
     record: RefundRecord | None = None
     next_task: NextTask | None = None
     outcome: str = "applied"  # of provider news: applied | stale | mismatch | anomaly | conflict
+    fence: int | None = None  # the dispatch id ``next_task``'s message must carry (None: unfenced)
 
 
 def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
@@ -385,16 +386,35 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
         p.stats.record_conflict(str(decision.conflict["kind"]))
     if decision.code is not None:
         p.stats.record_error(decision.code)
-    new = p.ledger.transition(
-        record,
-        decision.target,
-        decision.reason,
-        fields=decision.fields,
-        timer=decision.timer,
-        due_in=decision.due_in,
-        actor=actor,
-        outbox=outbox_members(p.settings, ref) if decision.notify else (),
-    )
+    fence: int | None = None
+    if decision.nudge is not None and decision.timer == "set":
+        # The nudge is a dispatch: fenced like the tick's, with the short "dispatched, not
+        # started" lease, so a nudge lost with a dying worker costs seconds, and a late one that
+        # the tick already replaced does nothing.
+        due_in = decision.due_in
+        if due_in is not None:
+            due_in = min(due_in, p.settings.dispatch_lease)
+        new, fence = p.ledger.transition_dispatch(
+            record,
+            decision.target,
+            decision.reason,
+            fields=decision.fields,
+            timer=decision.timer,
+            due_in=due_in,
+            actor=actor,
+            outbox=outbox_members(p.settings, ref) if decision.notify else (),
+        )
+    else:
+        new = p.ledger.transition(
+            record,
+            decision.target,
+            decision.reason,
+            fields=decision.fields,
+            timer=decision.timer,
+            due_in=decision.due_in,
+            actor=actor,
+            outbox=outbox_members(p.settings, ref) if decision.notify else (),
+        )
     extra = _extra(
         new, outcome=decision.outcome, state=str(new.state), provider_status=new.provider_status
     )
@@ -409,7 +429,7 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
     else:
         message = f"provider news: {decision.note}"
     log.log(decision.level, "%s", message, extra=extra)
-    return StepResult(decision.note, new, decision.nudge, decision.outcome)
+    return StepResult(decision.note, new, decision.nudge, decision.outcome, fence)
 
 
 def _read_lag(p: Context, record: RefundRecord, exc: MceError) -> bool:

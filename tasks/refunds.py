@@ -39,7 +39,7 @@ def run_step(name: NextTask, client_reference: str, fence: int | None = None) ->
         )
         return "soft time limit"
     if result.next_task is not None:
-        TASKS[result.next_task].apply_async((client_reference,))
+        TASKS[result.next_task].apply_async((client_reference, result.fence))
     if name == "create" and p.events.has_parked(client_reference):
         # Webhooks that arrived before we knew this refund: now it exists at the provider.
         for replayed in replay_parked(p, client_reference):

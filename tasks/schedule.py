@@ -52,7 +52,7 @@ def tick() -> int:
         # One script claims the batch and answers each refund's state.
         # The lease is the "dispatched, not started" one: a message that starts within it is
         # not sent again however long the queue (its step's heartbeat keeps the timer).
-        claimed = p.ledger.claim_dispatch(p.settings.lease_seconds, batch)
+        claimed = p.ledger.claim_dispatch(p.settings.dispatch_lease, batch)
         for ref, state, fence in claimed:
             try:
                 step = STEP_FOR_STATE.get(State(state)) if state else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -174,6 +175,11 @@ end
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
+end
+if string.sub(ARGV[5], -9) == '+dispatch' then
+  -- The step nudges the next one: that message is a dispatch of its own, fenced like the tick's.
+  redis.call('HINCRBY', KEYS[1], 'disp', 1)
+  ARGV[5] = string.sub(ARGV[5], 1, -10)
 end
 if ARGV[5] == 'set' then
   local due = ARGV[6]
@@ -346,6 +352,7 @@ class Ledger(Timers):
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
         self._beat = client.register_script(_BEAT)
+        self._last_fence = threading.local()  # the fence of this thread's last transition
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -527,8 +534,11 @@ class Ledger(Timers):
         due_in: float | None = None,
         actor: str = "pipeline",
         outbox: Sequence[str] = (),
+        dispatch: bool = False,
     ) -> RefundRecord:
         """Move ``record`` to ``target`` if it is still in the state it was read in.
+
+        (See :meth:`transition_dispatch` for a transition whose caller sends the next step.)
 
         ``target == record.state`` updates fields without a transition (attempt counters, provider
         fields, the next due time) and adds no history line. ``fields`` maps RefundRecord attribute
@@ -580,13 +590,25 @@ class Ledger(Timers):
             *dels,
             *outbox,
         ]
+        if dispatch:
+            argv[4] = f"{timer}+dispatch"
         ok, answer, *hist = self._transition(keys=keys, args=argv)
         if not ok:
             why = "record does not exist" if not answer else f"record is now {answer}"
             raise TransitionError(ref, answer or None, target, why)
         # The script answers with the record as written: no second round trip to read it back.
         flat = list(answer)
-        return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)), hist[0])
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        self._last_fence.value = int(raw.get("disp") or 0)
+        return _decode(ref, raw, hist[0])
+
+    def transition_dispatch(
+        self, record: RefundRecord, target: State, reason: str, **kwargs: Any
+    ) -> tuple[RefundRecord, int]:
+        """:meth:`transition` that also writes a new dispatch id (fence) for the step the caller
+        sends next; answers the record and that fence (the message must carry it)."""
+        new = self.transition(record, target, reason, dispatch=True, **kwargs)
+        return new, int(self._last_fence.value)
 
     # --- locks ----------------------------------------------------------------------------------
 

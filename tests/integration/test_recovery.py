@@ -376,3 +376,25 @@ def test_workers_with_skewed_clocks_keep_due_times_and_one_token(fresh: Recovery
     ttl = int(rec.ledger.redis.pttl(TOKEN))
     assert 200_000 < ttl <= 300_000  # the relative expiry: the token's own lifetime, no skew
     assert rec.sandbox.counters(NO_EFFECTS)["tokens_issued"] == 1  # no token storm
+
+
+def test_a_nudge_is_a_fenced_dispatch(rec: Recovery) -> None:
+    """A step that nudges the next one writes a new fence with its outcome (the nudge carries it),
+    so a nudge the tick had to replace is stale, like any older dispatch."""
+    ref = f"ndg{uuid.uuid4().hex[:8]}"
+    intent = RefundIntent.parse(
+        {"originalTransactionType": 1, "originalTransactionId": "x", "clientReference": ref}
+    )
+    record = rec.ledger.submit(intent, due_in=3600).record
+    before = rec.field(ref, "disp")
+    moved, fence = rec.ledger.transition_dispatch(
+        record, record.state, "", timer="set", due_in=rec.settings.dispatch_lease
+    )
+    assert fence == before + 1 == rec.field(ref, "disp")
+    due = rec.ledger.due_at(ref)
+    server = redis_now(rec.ledger.redis)
+    assert due is not None and abs(due - (server + rec.settings.dispatch_lease)) < 1.0
+    assert moved.version == record.version + 1
+    plain = rec.ledger.transition(moved, moved.state, "", timer="keep")
+    assert rec.field(ref, "disp") == fence and plain.version == moved.version + 1
+    rec.ledger.clear_timer(ref)
