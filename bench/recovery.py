@@ -105,7 +105,7 @@ def recovery(stack: BenchStack, plan: Plan) -> Result:
         f"{plan.concurrency} creates the sandbox answers after {LATENCY_MS} ms, a second worker "
         "starts, the victim's process group is SIGKILLed and the sandbox latency set to 0.",
         "Next step: the first step that starts for a newer dispatch than the one in flight at the "
-        "kill (the record's dispatch fence). Default step lease (6 s), dispatch lease (90 s) "
+        "kill (the record's dispatch fence). Default step lease (6 s), dispatch lease (15 s) "
         "and time limits; a 1 s scheduler tick.",
     ]
     result.details = {"rounds": rounds}
