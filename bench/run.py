@@ -9,7 +9,8 @@ Benchmarks (``--only`` names): ``throughput`` (1 and 2: pipeline vs bare Celery,
 ``pacing`` (3), ``inflight`` (4), ``submit`` (5), ``batch`` (6: peak memory reading a batch file,
 200 MB in the full plan, 20 MB in the quick one; needs no stack), ``durability`` (7: the latency
 ``WAIT`` for a replica adds to a submit, on a devstack.sentinel primary + replica), ``webhooks``
-(8: provider calls per refund with webhook-first polling, webhooks healthy and 10% dropped).
+(8: provider calls per refund with webhook-first polling, webhooks healthy and 10% dropped),
+``recovery`` (9: kill of a worker holding in-flight steps -> the next step of each, p50/p99/max).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bench.durability import durability
 from bench.inflight import inflight
 from bench.pacing import pacing
 from bench.procstats import LoadMeter
+from bench.recovery import recovery
 from bench.stack import BenchStack
 from bench.submit import submit
 from bench.throughput import throughput
@@ -58,6 +60,7 @@ BENCHMARKS: dict[str, Callable[[BenchStack, Plan], list[Result]]] = {
     "batch": lambda _stack, plan: [batch_memory(20.0 if plan.name == "quick" else 200.0)],
     "durability": lambda stack, plan: [durability(stack, plan)],
     "webhooks": lambda stack, plan: [webhooks(stack, plan)],
+    "recovery": lambda stack, plan: [recovery(stack, plan)],
 }
 
 

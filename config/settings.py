@@ -207,6 +207,13 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(90.0, gt=0)
     task_soft_time_limit: float = Field(45.0, gt=0)
     task_time_limit: float = Field(60.0, gt=0)
+    # A running step's lock and its refund's timer stay this far ahead, renewed every third of it
+    # by the step's heartbeat: a dead worker's refund is due again within about this long.
+    step_lease_seconds: float = Field(6.0, ge=1, le=60)
+    # "Dispatched, not started": a step message that has not started within this long (lost with
+    # a worker that had reserved it, or waiting in a backlog) is sent again with a newer fence, the
+    # older one becoming a no-op; each further unstarted dispatch doubles it (up to 16 times).
+    dispatch_lease_seconds: float = Field(15.0, ge=1, le=3600)
 
     # --- approval policy (the rule is refunds.policy.Policy; these are its raw values) ---
     approval_thresholds: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
@@ -461,9 +468,17 @@ class Settings(BaseSettings):
                 "REFUNDS_LEASE_SECONDS must exceed REFUNDS_TASK_TIME_LIMIT, or a slow task would "
                 "see its refund handed to a second worker while it still runs"
             )
+        if self.step_lease_seconds >= self.lease_seconds:
+            raise ValueError("REFUNDS_STEP_LEASE_SECONDS must be below REFUNDS_LEASE_SECONDS")
         return self
 
     # --- derived values, kept here so every process computes them the same way ---
+
+    @property
+    def dispatch_lease(self) -> float:
+        """The "dispatched, not started" lease in seconds: REFUNDS_DISPATCH_LEASE_SECONDS, never
+        longer than REFUNDS_LEASE_SECONDS."""
+        return min(self.dispatch_lease_seconds, self.lease_seconds)
 
     @property
     def base_url(self) -> str:

@@ -102,7 +102,7 @@ def approve(
         # Recorded as fields, so "already approved" never depends on the wording of a history line.
         fields={"attempts": 0, "approved_by": actor.strip(), "approved_at": now()},
         timer="set",
-        due=now() + settings.lease_seconds,
+        due_in=settings.lease_seconds,
     )
     ensure_durable(ledger.redis, settings)  # NotDurableError: the operator is told to retry
     return _replayed(ledger, settings, ActionResult(new, "confirm"))
@@ -149,7 +149,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         # A fresh give-up window: clearing last_error ends the failure streak it carried.
         fields={"attempts": 0, "key_generation": record.key_generation + 1, "last_error": None},
         timer="set",
-        due=now() + delay,
+        due_in=delay,
     )
     ensure_durable(ledger.redis, settings)
     nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)

@@ -17,6 +17,7 @@ attempts and never start a streak. Permanent ones (400/403/404/422 business code
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State, now
 from refunds.notify import outbox_members
 from refunds.policy import Policy
+from refunds.store.ledger import StepLock
 
 log = logging.getLogger("refunds.steps")
 
@@ -58,6 +60,7 @@ class StepResult:
     record: RefundRecord | None = None
     next_task: NextTask | None = None
     outcome: str = "applied"  # of provider news: applied | stale | mismatch | anomaly | conflict
+    fence: int | None = None  # the dispatch id ``next_task``'s message must carry (None: unfenced)
 
 
 def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
@@ -68,18 +71,90 @@ def _extra(record: RefundRecord, **more: Any) -> dict[str, Any]:
     }
 
 
-def _locked(p: Context, ref: str, body: Callable[[RefundRecord], StepResult]) -> StepResult:
-    token = p.ledger.lock(ref, p.lock_seconds)
+class _Heartbeat:
+    """Keeps a running step's lock (and the refund's timer) a short lease ahead, from a thread.
+
+    The step lock lives ``REFUNDS_STEP_LEASE_SECONDS`` (a few seconds) and is renewed every third
+    of that while the step runs, so a worker that dies (SIGKILL, hard time limit, a lost machine)
+    stops renewing and its refund comes due again within one short lease, instead of after the
+    hard time limit or a whole dispatch lease. ``version``: the record version the timer belongs
+    to; the step's own writes move it on (``_begin`` follows it), its outcome's timer is left
+    alone.
+    """
+
+    def __init__(self, p: Context, lock: StepLock, version: int | None) -> None:
+        self.p = p
+        self.lock = lock
+        self.version = version
+        self.seconds = p.settings.step_lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="step-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                if not self.p.ledger.beat(self.lock, self.seconds, version=self.version):
+                    log.warning(
+                        "step lock lost while the step runs",
+                        extra={"client_reference": self.lock.ref},
+                    )
+                    return
+            except Exception:  # noqa: BLE001 - a Redis blip: try again at the next beat
+                log.warning("step heartbeat failed", extra={"client_reference": self.lock.ref})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.seconds)
+
+
+_running = threading.local()  # the heartbeat of the step this thread runs (for ``_begin``)
+
+
+def _locked(
+    p: Context, ref: str, body: Callable[[RefundRecord], StepResult], fence: int | None = None
+) -> StepResult:
+    """Run ``body`` under the refund's step lock, kept alive by a heartbeat.
+
+    ``fence``: the dispatch id the message carries (None for a nudge sent after a write). A
+    message of an older dispatch ("stale") or one whose dispatch already started ("duplicate")
+    does nothing: the refund's current dispatch, or its timer, is responsible for it.
+    """
+    seconds = p.settings.step_lease_seconds
+    token, busy_for = p.ledger.try_lock(ref, seconds)
     if token is None:
-        # Another worker (or a webhook's nudge racing a step) holds it. Come back soon rather
-        # than after a whole lease, in case the holder ends without a next step for us.
-        p.ledger.due_soon(ref, 1.0)
+        # Another worker (or a webhook's nudge racing a step) holds it. Come back when its lock
+        # would expire if it is not renewed (a dead holder's refund is then due at once; a live
+        # holder's heartbeat keeps it later), never sooner, so a slow step is not re-dispatched.
+        p.ledger.due_soon(ref, max(busy_for, 0.1))
         return StepResult("busy: another worker holds this refund")
+    heartbeat: _Heartbeat | None = None
     try:
         record = token.record  # read in the same round trip that took the lock
         if record is None:
             p.ledger.clear_timer(ref)
             return StepResult("unknown reference")
+        if fence is not None:
+            if fence != token.fence:
+                log.info(
+                    "stale message: dispatch %d, current %d",
+                    fence,
+                    token.fence,
+                    extra={"client_reference": ref},
+                )
+                return StepResult("stale message", record)
+            if token.started >= fence:
+                log.info("duplicate message: dispatch %d", fence, extra={"client_reference": ref})
+                return StepResult("duplicate message", record)
+        # The start: the lock renewed, the dispatch recorded as started, the timer one short
+        # lease ahead (a crash from here on costs one lease, not a dispatch lease).
+        p.ledger.beat(token, seconds, version=record.version, fence=fence)
+        heartbeat = _Heartbeat(p, token, record.version)
+        heartbeat.start()
+        _running.heartbeat = heartbeat
         return body(record)
     except TransitionError as exc:
         if exc.why != "not an allowed transition":
@@ -91,6 +166,9 @@ def _locked(p: Context, ref: str, body: Callable[[RefundRecord], StepResult]) ->
         log.exception("refused transition", extra={"client_reference": ref})
         return _stop_for_bug(p, ref, exc)
     finally:
+        _running.heartbeat = None
+        if heartbeat is not None:
+            heartbeat.stop()
         p.ledger.unlock(ref, token)
 
 
@@ -119,7 +197,7 @@ def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
 # --- the three steps ---------------------------------------------------------------------------
 
 
-def create(p: Context, ref: str) -> StepResult:
+def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
     """Create the provider refund, idempotently keyed by the intent's ``clientReference``.
 
     After an operator's retry (a new key generation) the reference is first looked up at the
@@ -161,10 +239,10 @@ def create(p: Context, ref: str) -> StepResult:
             look_up_source="lookup",
         )
 
-    return _locked(p, ref, body)
+    return _locked(p, ref, body, fence)
 
 
-def confirm(p: Context, ref: str) -> StepResult:
+def confirm(p: Context, ref: str, fence: int | None = None) -> StepResult:
     """Confirm the provider refund; an already-confirmed answer is read as success.
 
     The address sent is the merchant's (``refund_address``, never the provider's echo), or none:
@@ -197,7 +275,7 @@ def confirm(p: Context, ref: str) -> StepResult:
             look_up_source="confirm",  # already confirmed: the Get's answer is a confirmation
         )
 
-    return _locked(p, ref, body)
+    return _locked(p, ref, body, fence)
 
 
 def _post_then_apply(
@@ -224,7 +302,7 @@ def _post_then_apply(
     return apply_provider_update(p, record, data, source=said_by)
 
 
-def poll(p: Context, ref: str) -> StepResult:
+def poll(p: Context, ref: str, fence: int | None = None) -> StepResult:
     """Read the refund's provider status and follow it until it is final (held ones slowly)."""
 
     def body(record: RefundRecord) -> StepResult:
@@ -233,7 +311,7 @@ def poll(p: Context, ref: str) -> StepResult:
             return StepResult(f"nothing to poll in state {record.state}", record)
         return _read(p, record, record.crypto_refund_id)
 
-    return _locked(p, ref, body)
+    return _locked(p, ref, body, fence)
 
 
 def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
@@ -244,7 +322,7 @@ def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
     return apply_provider_update(p, record, data, source="poll")
 
 
-STEPS: dict[NextTask, Callable[[Context, str], StepResult]] = {
+STEPS: dict[NextTask, Callable[[Context, str, int | None], StepResult]] = {
     "create": create,
     "confirm": confirm,
     "poll": poll,
@@ -255,7 +333,8 @@ STEPS: dict[NextTask, Callable[[Context, str], StepResult]] = {
 
 
 def _begin(p: Context, record: RefundRecord, working: State, operation: str) -> RefundRecord:
-    """Record the attempt before the call, with a lease-long timer in case this worker dies."""
+    """Record the attempt before the call, with a timer one short step lease ahead (kept there
+    by the step's heartbeat) in case this worker dies."""
     attempts = 1 if record.state != working else record.attempts + 1
     reason = f"{operation} attempt 1" if record.state != working else ""
     log.info(
@@ -264,14 +343,18 @@ def _begin(p: Context, record: RefundRecord, working: State, operation: str) -> 
         attempts,
         extra=_extra(record, operation=operation, attempt=attempts),
     )
-    return p.ledger.transition(
+    new = p.ledger.transition(
         record,
         working,
         reason,
         fields={"attempts": attempts},
         timer="set",
-        due=now() + p.settings.lease_seconds,
+        due_in=p.settings.step_lease_seconds,
     )
+    heartbeat: _Heartbeat | None = getattr(_running, "heartbeat", None)
+    if heartbeat is not None:
+        heartbeat.version = new.version  # the timer the heartbeat keeps is this write's
+    return new
 
 
 def apply_provider_update(
@@ -307,17 +390,35 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
         p.stats.record_conflict(str(decision.conflict["kind"]))
     if decision.code is not None:
         p.stats.record_error(decision.code)
-    due = None if decision.due_in is None else now() + decision.due_in
-    new = p.ledger.transition(
-        record,
-        decision.target,
-        decision.reason,
-        fields=decision.fields,
-        timer=decision.timer,
-        due=due,
-        actor=actor,
-        outbox=outbox_members(p.settings, ref) if decision.notify else (),
-    )
+    fence: int | None = None
+    if decision.nudge is not None and decision.timer == "set":
+        # The nudge is a dispatch: fenced like the tick's, with the short "dispatched, not
+        # started" lease, so a nudge lost with a dying worker costs seconds, and a late one that
+        # the tick already replaced does nothing.
+        due_in = decision.due_in
+        if due_in is not None:
+            due_in = min(due_in, p.settings.dispatch_lease)
+        new, fence = p.ledger.transition_dispatch(
+            record,
+            decision.target,
+            decision.reason,
+            fields=decision.fields,
+            timer=decision.timer,
+            due_in=due_in,
+            actor=actor,
+            outbox=outbox_members(p.settings, ref) if decision.notify else (),
+        )
+    else:
+        new = p.ledger.transition(
+            record,
+            decision.target,
+            decision.reason,
+            fields=decision.fields,
+            timer=decision.timer,
+            due_in=decision.due_in,
+            actor=actor,
+            outbox=outbox_members(p.settings, ref) if decision.notify else (),
+        )
     extra = _extra(
         new, outcome=decision.outcome, state=str(new.state), provider_status=new.provider_status
     )
@@ -332,7 +433,7 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
     else:
         message = f"provider news: {decision.note}"
     log.log(decision.level, "%s", message, extra=extra)
-    return StepResult(decision.note, new, decision.nudge, decision.outcome)
+    return StepResult(decision.note, new, decision.nudge, decision.outcome, fence)
 
 
 def _read_lag(p: Context, record: RefundRecord, exc: MceError) -> bool:
@@ -365,7 +466,7 @@ def _failed_attempt(
             "",
             fields={"attempts": max(0, attempts - 1)},
             timer="set",
-            due=now() + delay,
+            due_in=delay,
         )
         return StepResult(f"throttled for {delay:.2f}s", new)
     error = exc.as_dict()
@@ -402,7 +503,7 @@ def _failed_attempt(
             "",
             fields={"last_error": error, "attempts": attempts},
             timer="set",
-            due=now() + delay,
+            due_in=delay,
         )
         return StepResult(f"retry in {delay:.2f}s", new)
     why = verdict.reason

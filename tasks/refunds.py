@@ -2,25 +2,44 @@
 
 Retry policy lives in the steps and the ledger's timer, not in Celery: a failed provider call is
 recorded and the refund comes due again after its backoff, so no task sleeps in a worker slot and
-no countdown exceeds a minute. A task that dies (SIGKILL, time limit, lost Redis connection) leaves
-the refund's lease to run out, and the scheduler tick hands it out again.
+no countdown exceeds a minute. A task that dies (SIGKILL, hard time limit, lost Redis connection)
+stops its step's heartbeat, so the step lock and the refund's timer run out within one short step
+lease (``REFUNDS_STEP_LEASE_SECONDS``) and the scheduler tick hands it out again with a new
+dispatch id; a soft time limit makes the refund due at once. A message redelivered for a dispatch
+that already started, or sent for an older dispatch, does nothing (see ``refunds.steps._locked``).
 """
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from refunds.context import current_context
 from refunds.steps import STEPS, NextTask
 from refunds.webhooks import replay_parked
 from worker.app import app
 
+log = logging.getLogger("refunds.tasks")
 
-def run_step(name: NextTask, client_reference: str) -> str:
+
+def run_step(name: NextTask, client_reference: str, fence: int | None = None) -> str:
     p = current_context()
-    result = STEPS[name](p, client_reference)
+    try:
+        result = STEPS[name](p, client_reference, fence)
+    except SoftTimeLimitExceeded:
+        # The step's lock was released on the way out (its heartbeat stopped first): make the
+        # refund due at once, so the tick hands it out again now instead of after a lease.
+        p.ledger.due_soon(client_reference, 0.0)
+        log.warning(
+            "%s: soft time limit; due again at once",
+            name,
+            extra={"client_reference": client_reference},
+        )
+        return "soft time limit"
     if result.next_task is not None:
-        TASKS[result.next_task].apply_async((client_reference,))
+        TASKS[result.next_task].apply_async((client_reference, result.fence))
     # After every step (not only Create): webhooks parked while the refund could not take them
     # are tried again now that it moved. Parking checks the record version, so an event parked
     # during this step is either seen here or was refused and retried by its own delivery.
@@ -31,21 +50,23 @@ def run_step(name: NextTask, client_reference: str) -> str:
 
 
 @app.task(name="refunds.create", acks_late=True, reject_on_worker_lost=True)
-def create(client_reference: str) -> str:
-    """Create the MCE refund for one intent (idempotent on its clientReference)."""
-    return run_step("create", client_reference)
+def create(client_reference: str, fence: int | None = None) -> str:
+    """Create the MCE refund for one intent (idempotent on its clientReference).
+
+    ``fence``: the tick's dispatch id (None for a nudge); a stale one makes the task a no-op."""
+    return run_step("create", client_reference, fence)
 
 
 @app.task(name="refunds.confirm", acks_late=True, reject_on_worker_lost=True)
-def confirm(client_reference: str) -> str:
+def confirm(client_reference: str, fence: int | None = None) -> str:
     """Confirm the MCE refund (an already-confirmed answer counts as done)."""
-    return run_step("confirm", client_reference)
+    return run_step("confirm", client_reference, fence)
 
 
 @app.task(name="refunds.poll", acks_late=True, reject_on_worker_lost=True)
-def poll(client_reference: str) -> str:
+def poll(client_reference: str, fence: int | None = None) -> str:
     """Read the refund's provider status once; the timer schedules the next read."""
-    return run_step("poll", client_reference)
+    return run_step("poll", client_reference, fence)
 
 
 TASKS: dict[NextTask, Task] = {"create": create, "confirm": confirm, "poll": poll}

@@ -2,7 +2,9 @@
 
 Celery beat sends ``refunds.tick`` about once a second. The tick claims due references under a
 lease (an atomic script bumps their due time, so two ticks never hand out the same refund) and
-sends one task per refund, chosen by its state. It makes no provider call, so it is cheap and runs
+sends one task per refund, chosen by its state, carrying the dispatch id (fence) the claim wrote:
+a message of an older dispatch does nothing. A refund whose step is running (its lock held and
+renewed) is not handed out. It makes no provider call, so it is cheap and runs
 on its own queue. A lost tick is harmless: the next one finds the same refunds still due.
 """
 
@@ -51,8 +53,10 @@ def tick() -> int:
     batch, batches = _provider_budget(p)
     for _ in range(batches):
         # One script claims the batch and answers each refund's state.
-        claimed = p.ledger.claim_due_states(p.settings.lease_seconds, batch)
-        for ref, state in claimed:
+        # The lease is the "dispatched, not started" one: a message that starts within it is
+        # not sent again however long the queue (its step's heartbeat keeps the timer).
+        claimed = p.ledger.claim_dispatch(p.settings.dispatch_lease, batch)
+        for ref, state, fence in claimed:
             try:
                 step = STEP_FOR_STATE.get(State(state)) if state else None
             except ValueError:
@@ -67,7 +71,7 @@ def tick() -> int:
                 # Final, held for a human, or gone: nothing should be timing it.
                 p.ledger.clear_timer(ref)
                 continue
-            TASKS[step].apply_async((ref,))
+            TASKS[step].apply_async((ref, fence))
             handed += 1
         if len(claimed) < batch:
             break

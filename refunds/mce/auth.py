@@ -31,7 +31,6 @@ import redis
 from config.settings import Settings
 from refunds.errors import MceAuthError, MceForbiddenError, MceThrottledError, MceTransientError
 from refunds.mce.schemas import TokenData
-from refunds.models import now
 from refunds.store.keys import TOKEN as TOKEN_KEY
 from refunds.store.pacing import CredentialsGate
 from refunds.store.tokens import TokenStore
@@ -46,6 +45,10 @@ _HARD_SKEW = 0.5
 
 @dataclass(frozen=True)
 class Token:
+    """A token and, on this process's ``time.monotonic()`` clock, when it expires and when to
+    refresh it (derived from Redis's PTTL or the provider's ``expires_in``, never the wall
+    clock, so a host whose clock is wrong neither refreshes in a storm nor sends expired ones)."""
+
     value: str
     expires_at: float
     refresh_at: float
@@ -86,18 +89,22 @@ class TokenCache:
         )
 
     def _read(self) -> Token | None:
+        at = time.monotonic()
         raw = self.store.read()
-        return None if raw is None else Token(*raw)
+        if raw is None:
+            return None
+        value, left, margin = raw
+        return Token(value, at + left, at + left - margin)
 
     def get(self) -> str:
         """A token to send now: from memory, from Redis, or freshly fetched under the lock."""
-        at = now()
+        at = time.monotonic()
         local = self._local
         if local is not None and local.fresh(at):
             return local.value
         with self._mutex:  # threads of one process queue here instead of all hitting Redis
             shared = self._read()
-            if shared is not None and shared.fresh(now()):
+            if shared is not None and shared.fresh(time.monotonic()):
                 self._local = shared
                 return shared.value
             return self._refresh(shared).value
@@ -109,18 +116,18 @@ class TokenCache:
             if lock is not None:
                 try:
                     shared = self._read()  # someone may have refreshed between our read and lock
-                    if shared is not None and shared.fresh(now()):
+                    if shared is not None and shared.fresh(time.monotonic()):
                         self._local = shared
                         return shared
                     return self._fetch_and_store()
                 finally:
                     self.store.unlock(lock)
-            if current is not None and current.usable(now()):
+            if current is not None and current.usable(time.monotonic()):
                 self._local = current
                 return current
             time.sleep(0.05)
             shared = self._read()
-            if shared is not None and shared.fresh(now()):
+            if shared is not None and shared.fresh(time.monotonic()):
                 self._local = shared
                 return shared
             if time.monotonic() > deadline:
@@ -129,12 +136,15 @@ class TokenCache:
                 )
 
     def _fetch_and_store(self) -> Token:
+        asked = time.monotonic()
         data = self._fetch_guarded()
         self.fetches += 1
-        at = now()
-        expires = at + data.expires_in
-        token = Token(data.access_token, expires, expires - self.margin(data.expires_in))
-        self.store.write(token.value, token.expires_at, token.refresh_at)
+        at = time.monotonic()
+        # The lifetime counts from the request (the provider's clock started no later).
+        lifetime = max(0.0, data.expires_in - (at - asked))
+        margin = self.margin(data.expires_in)
+        token = Token(data.access_token, asked + data.expires_in, asked + data.expires_in - margin)
+        self.store.write(token.value, lifetime, margin)
         self._local = token
         return token
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -103,7 +104,7 @@ TimerAction = Literal["keep", "set", "clear"]
 
 
 # KEYS: record, timers, all, state set of the new state, history
-# ARGV: ref, now, due, fp, history line, then field/value pairs
+# ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, then field/value pairs
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGET', KEYS[1], 'fp')
@@ -114,13 +115,16 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SET', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], string.format('%.6f', due), ARGV[1])
 return false
 """
 
 # KEYS: record, timers, old state set, new state set, outbox, history[, refund id index]
 # (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
-# ARGV: ref, expected state, target state, now, timer action, due, history line ('' = none),
+# ARGV: ref, expected state, target state, now, timer action, due (epoch seconds, or '+seconds'
+#       from Redis TIME), history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
 #       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
 # One HMGET reads state, version, a legacy history and the fields to delete (only present ones are
@@ -152,8 +156,10 @@ end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
 if KEYS[7] then redis.call('SET', KEYS[7], ARGV[1], 'NX') end
 if k > 0 then
+  local t = redis.call('TIME')
+  local due = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
   local members = {}
-  for j = 1, k do members[#members + 1] = ARGV[4]; members[#members + 1] = ARGV[i]; i = i + 1 end
+  for j = 1, k do members[#members + 1] = due; members[#members + 1] = ARGV[i]; i = i + 1 end
   redis.call('ZADD', KEYS[5], unpack(members))
 end
 local hist
@@ -173,8 +179,20 @@ if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
 end
+if string.sub(ARGV[5], -9) == '+dispatch' then
+  -- The step nudges the next one: that message is a dispatch of its own, fenced like the tick's.
+  redis.call('HINCRBY', KEYS[1], 'disp', 1)
+  ARGV[5] = string.sub(ARGV[5], 1, -10)
+end
 if ARGV[5] == 'set' then
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+  local due = ARGV[6]
+  if string.sub(due, 1, 1) == '+' then
+    -- A relative due time: from Redis TIME, the one clock every host shares.
+    local t = redis.call('TIME')
+    local at = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    due = string.format('%.6f', at + tonumber(string.sub(due, 2)))
+  end
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
@@ -183,24 +201,56 @@ return {1, redis.call('HGETALL', KEYS[1]), hist}
 """
 
 
+# KEYS: step lock, timers, record. ARGV: lock token, lease ms, ref, version ('' = leave the timer),
+#       fence ('' = none)
+# The step's heartbeat (and its start): renew the lock if it is still ours and, while the record is
+# still at the version the step last wrote or read, keep the refund's timer at the lock's expiry
+# (Redis TIME), so a worker that dies mid-step leaves a refund due within one short lease. Once
+# the step has written its outcome (a new version) the timer is the outcome's and is left alone.
+# Answers 1, or 0 when the lock is no longer ours.
+_BEAT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'start', ARGV[5]) end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], 'ver') == ARGV[4] then
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]) / 1000
+  redis.call('ZADD', KEYS[2], 'XX', string.format('%.6f', due), ARGV[3])
+end
+return 1
+"""
+
+
 class StepLock(Lock):
     """redis-py's Lock (non-blocking, with a timeout) that reads the record in the same round
-    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock."""
+    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock.
+
+    Also read in that round trip: ``fence`` (the record's latest dispatch id, ``disp``),
+    ``started`` (the dispatch id a step last started for, ``start``) and, when the lock is taken
+    by someone else, ``pttl`` (ms until it expires, so the caller can come back then).
+    """
 
     def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
         super().__init__(client, lock_key(ref), timeout=seconds, blocking=False, thread_local=False)
         self.ref = ref
         self.record: RefundRecord | None = None
+        self.fence = 0
+        self.started = 0
+        self.pttl = 0
 
     def do_acquire(self, token: str) -> bool:
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
         pipe.hgetall(record_key(self.ref))
         pipe.get(history_key(self.ref))
-        ok, raw, hist = pipe.execute()
+        pipe.pttl(self.name)
+        ok, raw, hist, pttl = pipe.execute()
         if not ok:
+            self.pttl = max(0, int(pttl))
             return False
         self.record = _decode(self.ref, raw, hist) if raw else None
+        self.fence = int(raw.get("disp") or 0) if raw else 0
+        self.started = int(raw.get("start") or 0) if raw else 0
         return True
 
 
@@ -304,6 +354,8 @@ class Ledger(Timers):
         super().__init__(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
+        self._beat = client.register_script(_BEAT)
+        self._last_fence = threading.local()  # the fence of this thread's last transition
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -312,7 +364,7 @@ class Ledger(Timers):
     # --- intake ---------------------------------------------------------------------------------
 
     def _submit_args(
-        self, intent: RefundIntent, at: float, due: float
+        self, intent: RefundIntent, at: float, due_in: float
     ) -> tuple[list[str], list[str]]:
         ref = intent.client_reference
         fields: dict[str, Any] = {
@@ -331,7 +383,7 @@ class Ledger(Timers):
         flat = [_encode(x) for kv in fields.items() for x in kv]
         hist = _history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
-        argv = [ref, _encode(at), _encode(due), intent.fingerprint(), hist, *flat]
+        argv = [ref, _encode(at), _encode(float(due_in)), intent.fingerprint(), hist, *flat]
         return keys, argv
 
     def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
@@ -342,7 +394,7 @@ class Ledger(Timers):
         exists with different content.
         """
         at = now()
-        keys, argv = self._submit_args(intent, at, at + due_in)
+        keys, argv = self._submit_args(intent, at, due_in)
         existing_fp = self._submit(keys=keys, args=argv)
         return self._submit_outcome(intent, existing_fp)
 
@@ -357,7 +409,7 @@ class Ledger(Timers):
         at = now()
         pipe = self.redis.pipeline(transaction=False)
         for intent in intents:
-            keys, argv = self._submit_args(intent, at, at + due_in)
+            keys, argv = self._submit_args(intent, at, due_in)
             self._submit(keys=keys, args=argv, client=pipe)
         answers = pipe.execute()
         seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]
@@ -488,10 +540,14 @@ class Ledger(Timers):
         fields: Mapping[str, Any] | None = None,
         timer: TimerAction = "keep",
         due: float | None = None,
+        due_in: float | None = None,
         actor: str = "pipeline",
         outbox: Sequence[str] = (),
+        dispatch: bool = False,
     ) -> RefundRecord:
         """Move ``record`` to ``target`` if it is still in the state it was read in.
+
+        (See :meth:`transition_dispatch` for a transition whose caller sends the next step.)
 
         ``target == record.state`` updates fields without a transition (attempt counters, provider
         fields, the next due time) and adds no history line. ``fields`` maps RefundRecord attribute
@@ -499,13 +555,15 @@ class Ledger(Timers):
         table or another writer moved the record first; returns the new record otherwise.
         ``outbox`` members are queued for delivery in the same atomic step (notifications of a
         final outcome must not be lost to a crash between the transition and the queueing).
+        ``due_in`` (seconds) is the next due time relative to Redis TIME, taken inside the script
+        (one clock for every host); ``due`` (epoch seconds) is an absolute one.
         """
         ref = record.client_reference
         if target != record.state and not is_allowed(record.state, target):
             raise TransitionError(ref, record.state, target, "not an allowed transition")
         if target in FINAL_STATES:
             timer = "clear"
-        if timer == "set" and due is None:
+        if timer == "set" and due is None and due_in is None:
             raise ValueError("timer='set' needs a due time")
         at = now()
         sets: list[str] = []
@@ -535,7 +593,7 @@ class Ledger(Timers):
             target,
             _encode(at),
             timer,
-            _encode(due or 0),
+            f"+{float(due_in)!r}" if due_in is not None else _encode(due or 0),
             hist,
             str(len(sets) // 2),
             str(len(dels)),
@@ -544,13 +602,25 @@ class Ledger(Timers):
             *dels,
             *outbox,
         ]
+        if dispatch:
+            argv[4] = f"{timer}+dispatch"
         ok, answer, *hist = self._transition(keys=keys, args=argv)
         if not ok:
             why = "record does not exist" if not answer else f"record is now {answer}"
             raise TransitionError(ref, answer or None, target, why)
         # The script answers with the record as written: no second round trip to read it back.
         flat = list(answer)
-        return _decode(ref, dict(zip(flat[::2], flat[1::2], strict=True)), hist[0])
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        self._last_fence.value = int(raw.get("disp") or 0)
+        return _decode(ref, raw, hist[0])
+
+    def transition_dispatch(
+        self, record: RefundRecord, target: State, reason: str, **kwargs: Any
+    ) -> tuple[RefundRecord, int]:
+        """:meth:`transition` that also writes a new dispatch id (fence) for the step the caller
+        sends next; answers the record and that fence (the message must carry it)."""
+        new = self.transition(record, target, reason, dispatch=True, **kwargs)
+        return new, int(self._last_fence.value)
 
     # --- locks ----------------------------------------------------------------------------------
 
@@ -560,6 +630,40 @@ class Ledger(Timers):
         another worker holds the lock."""
         lock = StepLock(self.redis, ref, seconds)
         return lock if lock.acquire() else None
+
+    def try_lock(self, ref: str, seconds: float) -> tuple[StepLock | None, float]:
+        """Like :meth:`lock`, also answering, when the lock is taken, the seconds until it
+        expires (0.0 when ours)."""
+        lock = StepLock(self.redis, ref, seconds)
+        if lock.acquire():
+            return lock, 0.0
+        return None, lock.pttl / 1000
+
+    def beat(
+        self,
+        lock: StepLock,
+        seconds: float,
+        *,
+        version: int | None,
+        fence: int | None = None,
+    ) -> bool:
+        """Renew ``lock`` for ``seconds`` and, while the record is at ``version``, move the
+        refund's timer to the lock's new expiry (Redis TIME); ``fence`` also records the dispatch
+        id as started. False when the lock is no longer ours (it expired: stop renewing)."""
+        token = lock.local.token
+        if token is None:
+            return False
+        answer = self._beat(
+            keys=[lock.name, TIMERS, record_key(lock.ref)],
+            args=[
+                token.decode() if isinstance(token, bytes) else str(token),
+                int(seconds * 1000),
+                lock.ref,
+                "" if version is None else str(version),
+                "" if fence is None else str(fence),
+            ],
+        )
+        return bool(answer)
 
     def unlock(self, ref: str, lock: StepLock) -> None:
         """Release a lock from :meth:`lock` if still ours (an expired one is left alone)."""

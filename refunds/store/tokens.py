@@ -1,6 +1,7 @@
 """Storage of the cluster's bearer token (the policy around it is ``refunds.mce.auth``).
 
-One hash ``rp:mce:token`` (token, expires, refresh: epoch seconds) that expires with the token, and
+One hash ``rp:mce:token`` (token, refresh margin in seconds) whose relative Redis expiry is the
+token's lifetime (its PTTL is the lifetime left: no host clock decides it), and
 a single-flight lock ``rp:mce:token:lock`` (redis-py's ``Lock``: non-blocking, with a timeout).
 The token is written only here, never logged.
 """
@@ -39,20 +40,24 @@ class TokenStore:
         return cls(ledger.redis)
 
     def read(self) -> tuple[str, float, float] | None:
-        """``(token, expires_at, refresh_at)`` (epoch seconds), or None when none is cached."""
-        raw = cast(list[str | None], self.redis.hmget(TOKEN, ["token", "expires", "refresh"]))
-        if not raw[0]:
+        """``(token, seconds it still lives, refresh margin in seconds)``, or None when none is
+        cached. The lifetime left is the key's Redis PTTL: no host clock takes part."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(TOKEN, ["token", "margin"])
+        pipe.pttl(TOKEN)
+        raw, ttl = cast(tuple[list[str | None], int], tuple(pipe.execute()))
+        if not raw[0] or int(ttl) <= 0:
             return None
-        return str(raw[0]), float(raw[1] or 0), float(raw[2] or 0)
+        return str(raw[0]), int(ttl) / 1000, float(raw[1] or 0)
 
-    def write(self, value: str, expires_at: float, refresh_at: float) -> None:
-        """Cache a freshly fetched token until ``expires_at`` and count the fetch, atomically."""
+    def write(self, value: str, lifetime: float, margin: float) -> None:
+        """Cache a freshly fetched token for ``lifetime`` seconds from now (a relative Redis
+        expiry, PEXPIRE: a host clock that is wrong cannot expire it early or keep it late),
+        with its refresh ``margin`` (seconds), and count the fetch, atomically."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            TOKEN,
-            mapping={"token": value, "expires": repr(expires_at), "refresh": repr(refresh_at)},
-        )
-        pipe.pexpireat(TOKEN, int(expires_at * 1000))
+        pipe.hset(TOKEN, mapping={"token": value, "margin": repr(float(margin))})
+        pipe.hdel(TOKEN, "expires", "refresh")  # written by releases that used epoch times
+        pipe.pexpire(TOKEN, max(1, int(lifetime * 1000)))
         pipe.incr(TOKEN_FETCHES)
         pipe.execute()
 

@@ -400,7 +400,7 @@ def test_token_store_invalidates_only_the_refused_token(
     ledger: Ledger, fresh_token_key: None
 ) -> None:
     store = TokenStore(ledger.redis)
-    store.write("tok-a", time.time() + 60, time.time() + 50)
+    store.write("tok-a", 60, 10)
     assert store.invalidate("tok-old") is False
     assert store.read() is not None and store.read()[0] == "tok-a"  # type: ignore[index]
     assert store.invalidate("tok-a") is True and store.read() is None

@@ -242,7 +242,7 @@ def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
     monkeypatch.setitem(schedule.TASKS, "create", fake)
     with caplog.at_level(logging.ERROR, logger="refunds.schedule"):
         handed = schedule.tick()
-    assert handed == 1 and sent == [(good,)]  # the known refund still moves on
+    assert handed == 1 and sent == [(good, 1)]  # the known refund moves on, fenced (dispatch 1)
     assert any("frozen_by_a_newer_release" in r.getMessage() for r in caplog.records)
     assert p.ledger.due_at(odd) is not None  # kept (leased) for a release that knows the state
     p.ledger.redis.flushdb()
