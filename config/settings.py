@@ -396,38 +396,51 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_profile(self) -> Settings:
+        """Every cross-field rule, in order; the first broken one stops start-up with one line."""
         if self.profile == "sandbox":
-            # The sandbox profile needs no configuration: fill in the simulator's credentials.
-            fill: dict[str, Any] = {}
-            if self.mce_base_url is None:
-                fill["mce_base_url"] = SANDBOX_BASE_URL
-            if self.mce_client_id is None:
-                fill["mce_client_id"] = SANDBOX_CLIENT_ID
-            if self.mce_client_secret is None:
-                fill["mce_client_secret"] = SecretStr(SANDBOX_CLIENT_SECRET)
-            if self.mce_webhook_secret is None:
-                fill["mce_webhook_secret"] = SecretStr(SANDBOX_WEBHOOK_SECRET)
-            for key, val in fill.items():
-                object.__setattr__(self, key, val)
+            self._fill_sandbox_credentials()
         else:
-            problems = []
-            if not self.mce_base_url:
-                problems.append("MCE_BASE_URL is not set")
-            if not self.mce_client_id:
-                problems.append("MCE_CLIENT_ID is not set")
-            for env_name, secret in (
-                ("MCE_CLIENT_SECRET", self.mce_client_secret),
-                ("MCE_WEBHOOK_SECRET", self.mce_webhook_secret),
-            ):
-                if secret is None:
-                    problems.append(f"{env_name} is not set")
-                elif secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                    problems.append(f"{env_name} is a placeholder value")
-            if problems:
-                raise ValueError(
-                    "; ".join(problems)
-                    + " (set them, or REFUNDS_PROFILE=sandbox to run against the simulator)"
-                )
+            self._require_production_credentials()
+        self._check_callbacks()
+        self._check_redis()
+        self._check_timings()
+        return self
+
+    def _fill_sandbox_credentials(self) -> None:
+        # The sandbox profile needs no configuration: fill in the simulator's credentials.
+        fill: dict[str, Any] = {}
+        if self.mce_base_url is None:
+            fill["mce_base_url"] = SANDBOX_BASE_URL
+        if self.mce_client_id is None:
+            fill["mce_client_id"] = SANDBOX_CLIENT_ID
+        if self.mce_client_secret is None:
+            fill["mce_client_secret"] = SecretStr(SANDBOX_CLIENT_SECRET)
+        if self.mce_webhook_secret is None:
+            fill["mce_webhook_secret"] = SecretStr(SANDBOX_WEBHOOK_SECRET)
+        for key, val in fill.items():
+            object.__setattr__(self, key, val)
+
+    def _require_production_credentials(self) -> None:
+        problems = []
+        if not self.mce_base_url:
+            problems.append("MCE_BASE_URL is not set")
+        if not self.mce_client_id:
+            problems.append("MCE_CLIENT_ID is not set")
+        for env_name, secret in (
+            ("MCE_CLIENT_SECRET", self.mce_client_secret),
+            ("MCE_WEBHOOK_SECRET", self.mce_webhook_secret),
+        ):
+            if secret is None:
+                problems.append(f"{env_name} is not set")
+            elif secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                problems.append(f"{env_name} is a placeholder value")
+        if problems:
+            raise ValueError(
+                "; ".join(problems)
+                + " (set them, or REFUNDS_PROFILE=sandbox to run against the simulator)"
+            )
+
+    def _check_callbacks(self) -> None:
         if self.callback_url and (
             self.callback_secret is None or not self.callback_secret.get_secret_value().strip()
         ):
@@ -443,6 +456,8 @@ class Settings(BaseSettings):
         ):
             if seconds >= self.task_soft_time_limit:
                 raise ValueError(f"{name} must be below REFUNDS_TASK_SOFT_TIME_LIMIT")
+
+    def _check_redis(self) -> None:
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ValueError(
                 "REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together "
@@ -451,6 +466,8 @@ class Settings(BaseSettings):
         soft_ms = self.task_soft_time_limit * 1000
         if self.min_replica_acks and self.replica_ack_timeout_ms >= soft_ms:
             raise ValueError("REFUNDS_REPLICA_ACK_TIMEOUT_MS must be below the soft time limit")
+
+    def _check_timings(self) -> None:
         # One provider call may need a token fetch first: two (connect + read) budgets, both
         # with the same timeouts, must end before the soft limit, or Celery interrupts a call
         # that was still allowed to wait (and the provider may apply what we gave up on).
@@ -470,7 +487,6 @@ class Settings(BaseSettings):
             )
         if self.step_lease_seconds >= self.lease_seconds:
             raise ValueError("REFUNDS_STEP_LEASE_SECONDS must be below REFUNDS_LEASE_SECONDS")
-        return self
 
     # --- derived values, kept here so every process computes them the same way ---
 

@@ -64,9 +64,10 @@ def _move(
     reason: str,
     fields: Mapping[str, Any] | None = None,
     timer: TimerAction = "keep",
-    due: float | None = None,
+    due_in: float | None = None,
     outbox: Sequence[str] = (),
 ) -> RefundRecord:
+    """One operator transition; ``due_in`` is seconds from Redis TIME (the one clock)."""
     try:
         return ledger.transition(
             record,
@@ -75,7 +76,7 @@ def _move(
             actor=actor,
             fields=fields,
             timer=timer,
-            due=due,
+            due_in=due_in,
             outbox=outbox,
         )
     except TransitionError as exc:
