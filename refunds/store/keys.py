@@ -7,7 +7,7 @@ because 100,000 refunds in flight must stay small.
 ========================== ====== ================ ==========================================
 key                        type   lifetime         holds
 ========================== ====== ================ ==========================================
-``rp:r:{ref}``             hash   forever          one refund record (fields: ledger._FIELDS)
+``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS)
 ``rp:h:{ref}``             string forever          its history, one JSON line per transition
 ``rp:state:{state}``       set    forever          references per state (listing, counts)
 ``rp:all``                 zset   forever          references by creation time
@@ -69,10 +69,6 @@ def state_key(state: str) -> str:
     return f"{PREFIX}state:{state}"
 
 
-def lock_key(ref: str) -> str:
-    return f"{PREFIX}lock:{ref}"
-
-
 def refund_id_key(crypto_refund_id: str) -> str:
     """cryptoRefundId -> clientReference, written by the ledger's transition script."""
     return f"{PREFIX}rid:{crypto_refund_id}"
@@ -80,6 +76,13 @@ def refund_id_key(crypto_refund_id: str) -> str:
 
 RECORD_PATTERN = PREFIX + "r:*"  # SCAN pattern over every record
 CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider conflict mark
+
+# --- step locks (store/locks.py) ------------------------------------------------------------------
+
+
+def lock_key(ref: str) -> str:
+    return f"{PREFIX}lock:{ref}"
+
 
 # --- timers (store/timers.py) ---------------------------------------------------------------------
 TIMERS = PREFIX + "timers"

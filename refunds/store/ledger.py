@@ -1,17 +1,20 @@
-"""The ledger: one Redis hash per refund, atomic transitions, durable timers and per-refund locks.
+"""The ledger: one Redis hash per refund, submitted, read and moved by atomic transitions.
 
 The ledger is the truth; Celery messages are only nudges. Every change of a record goes through
 :meth:`Ledger.transition`, a Lua compare-and-set: it applies only if the record is still in the
 state the caller read, so two workers (a redelivered message, a webhook and a poll) can never both
 move the same refund. The allowed edges are checked against ``models.TRANSITIONS`` before the
-script runs; the script's state check makes that decision atomic.
+script runs; the script's state check makes that decision atomic. Also here: intake (``submit``),
+reads and listings, the provider-conflict set and the cryptoRefundId index.
 
-The keys (record hash, history string, state sets, creation index, step lock) are listed with
-their types and lifetimes in ``refunds.store.keys``; short field names (``_FIELDS``) because
-100,000 refunds in flight must stay small. The history lives in a string of its own so the hash
-stays a compact listpack (Redis converts a hash to a table, about twice the memory, once any value
-exceeds 64 bytes). Timers (claim, set, clear, lag, heartbeat) are ``refunds.store.timers``; the
-ledger inherits them so callers keep one object.
+The keys (record hash, history string, state sets, creation index, conflicts, refund-id index)
+are listed with their types and lifetimes in ``refunds.store.keys``. The history lives in a string
+of its own so the hash stays a compact listpack (Redis converts a hash to a table, about twice the
+memory, once any value exceeds 64 bytes). Three neighbours hold the rest, so each stays readable
+in one sitting: ``refunds.store.codec`` maps a record to its hash fields and back;
+``refunds.store.timers`` (claim, set, clear, lag, heartbeat) and ``refunds.store.locks`` (the
+per-refund step lock and its heartbeat) are inherited, so callers keep one ``Ledger`` object.
+``StepLock`` is re-exported here for the code that imports it from the ledger.
 
 Round trips: a transition (CAS, fields, history, state sets, timer, outbox) is one script that
 answers the record as written; taking a step lock reads the record in the same round trip.
@@ -19,28 +22,16 @@ answers the record as written; taking a step lock reads the record in the same r
 
 from __future__ import annotations
 
-import contextlib
-import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal, cast
 
 import redis
-from redis.exceptions import LockNotOwnedError
-from redis.lock import Lock
 
 from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
-from refunds.models import (
-    FINAL_STATES,
-    HistoryEntry,
-    RefundIntent,
-    RefundRecord,
-    State,
-    is_allowed,
-    now,
-)
+from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed, now
+from refunds.store.codec import FIELDS, decode, encode, history_line, new_record
 from refunds.store.keys import (
     ALL,
     CONFLICTS,
@@ -52,6 +43,7 @@ from refunds.store.keys import (
     refund_id_key,
     state_key,
 )
+from refunds.store.locks import StepLock, StepLocks
 from refunds.store.timers import Timers
 
 __all__ = [
@@ -62,43 +54,12 @@ __all__ = [
     "Ledger",
     "StepLock",
     "SubmitResult",
+    "TimerAction",
     "history_key",
     "lock_key",
     "record_key",
     "state_key",
 ]
-
-# Record fields: RefundRecord attribute -> hash field.
-_FIELDS = {
-    "state": "state",
-    "original_transaction_type": "type",
-    "original_transaction_id": "txn",
-    "refund_address": "addr",
-    "fingerprint": "fp",
-    "created_at": "created",
-    "updated_at": "updated",
-    "version": "ver",
-    "attempts": "attempts",
-    "polls": "polls",
-    "crypto_refund_id": "rid",
-    "provider_status": "pstatus",
-    "amount": "amount",
-    "currency": "cur",
-    "blockchain": "chain",
-    "fee_amount": "fee",
-    "fee_currency": "feecur",
-    "txn_hash": "hash",
-    "participant_code": "pcode",
-    "status_info": "sinfo",
-    "last_error": "err",
-    "key_generation": "gen",
-    "provider_refund_address": "paddr",
-    "provider_transaction_id": "ptxn",
-    "provider_seen_at": "pseen",
-    "approved_by": "apby",
-    "approved_at": "apat",
-    "conflict": "conf",
-}
 
 TimerAction = Literal["keep", "set", "clear"]
 
@@ -201,160 +162,20 @@ return {1, redis.call('HGETALL', KEYS[1]), hist}
 """
 
 
-# KEYS: step lock, timers, record. ARGV: lock token, lease ms, ref, version ('' = leave the timer),
-#       fence ('' = none)
-# The step's heartbeat (and its start): renew the lock if it is still ours and, while the record is
-# still at the version the step last wrote or read, keep the refund's timer at the lock's expiry
-# (Redis TIME), so a worker that dies mid-step leaves a refund due within one short lease. Once
-# the step has written its outcome (a new version) the timer is the outcome's and is left alone.
-# Answers 1, or 0 when the lock is no longer ours.
-_BEAT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'start', ARGV[5]) end
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], 'ver') == ARGV[4] then
-  local t = redis.call('TIME')
-  local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]) / 1000
-  redis.call('ZADD', KEYS[2], 'XX', string.format('%.6f', due), ARGV[3])
-end
-return 1
-"""
-
-
-class StepLock(Lock):
-    """redis-py's Lock (non-blocking, with a timeout) that reads the record in the same round
-    trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock.
-
-    Also read in that round trip: ``fence`` (the record's latest dispatch id, ``disp``),
-    ``started`` (the dispatch id a step last started for, ``start``) and, when the lock is taken
-    by someone else, ``pttl`` (ms until it expires, so the caller can come back then).
-    """
-
-    def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
-        super().__init__(client, lock_key(ref), timeout=seconds, blocking=False, thread_local=False)
-        self.ref = ref
-        self.record: RefundRecord | None = None
-        self.fence = 0
-        self.started = 0
-        self.pttl = 0
-
-    def do_acquire(self, token: str) -> bool:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
-        pipe.hgetall(record_key(self.ref))
-        pipe.get(history_key(self.ref))
-        pipe.pttl(self.name)
-        ok, raw, hist, pttl = pipe.execute()
-        if not ok:
-            self.pttl = max(0, int(pttl))
-            return False
-        self.record = _decode(self.ref, raw, hist) if raw else None
-        self.fence = int(raw.get("disp") or 0) if raw else 0
-        self.started = int(raw.get("start") or 0) if raw else 0
-        return True
-
-
 @dataclass(frozen=True)
 class SubmitResult:
     record: RefundRecord
     created: bool
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _history_line(at: float, from_state: str | None, to_state: str, reason: str, actor: str) -> str:
-    entry = {"at": round(at, 3), "from": from_state, "to": to_state, "reason": reason}
-    if actor != "pipeline":
-        entry["actor"] = actor
-    return json.dumps(entry, separators=(",", ":"))
-
-
-def _decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
-    def opt(name: str) -> str | None:
-        value = raw.get(_FIELDS[name])
-        return value if value not in (None, "") else None
-
-    def opt_dec(name: str) -> Decimal | None:
-        value = opt(name)
-        return Decimal(value) if value is not None else None
-
-    history = []
-    # A record from before the history had its own key keeps it in the hash (moved on its next
-    # transition): read it from there, so an upgrade never shows an empty history.
-    for line in (hist or raw.get("hist") or "").split("\n"):
-        if line:
-            h = json.loads(line)
-            history.append(
-                HistoryEntry(h["at"], h["from"], h["to"], h["reason"], h.get("actor", "pipeline"))
-            )
-    err = opt("last_error")
-    conf = opt("conflict")
-    pstatus = opt("provider_status")
-    seen, approved_at = opt("provider_seen_at"), opt("approved_at")
-    return RefundRecord(
-        client_reference=ref,
-        state=State(raw["state"]),
-        original_transaction_type=int(raw["type"]),
-        original_transaction_id=raw["txn"],
-        refund_address=opt("refund_address"),
-        fingerprint=raw["fp"],
-        created_at=float(raw["created"]),
-        updated_at=float(raw["updated"]),
-        version=int(raw.get("ver", 0)),
-        attempts=int(raw.get("attempts", 0)),
-        polls=int(raw.get("polls", 0)),
-        crypto_refund_id=opt("crypto_refund_id"),
-        provider_status=int(pstatus) if pstatus is not None else None,
-        amount=opt_dec("amount"),
-        currency=opt("currency"),
-        blockchain=opt("blockchain"),
-        fee_amount=opt_dec("fee_amount"),
-        fee_currency=opt("fee_currency"),
-        txn_hash=opt("txn_hash"),
-        participant_code=opt("participant_code"),
-        status_info=opt("status_info"),
-        last_error=json.loads(err) if err else None,
-        key_generation=int(raw.get("gen", 0)),
-        provider_refund_address=opt("provider_refund_address"),
-        provider_transaction_id=opt("provider_transaction_id"),
-        provider_seen_at=float(seen) if seen is not None else None,
-        approved_by=opt("approved_by"),
-        approved_at=float(approved_at) if approved_at is not None else None,
-        conflict=json.loads(conf) if conf else None,
-        history=tuple(history),
-    )
-
-
-def _new_record(intent: RefundIntent, at: float) -> RefundRecord:
-    """The record ``submit`` writes for a new intent, built without reading it back."""
-    return RefundRecord(
-        client_reference=intent.client_reference,
-        state=State.RECEIVED,
-        original_transaction_type=intent.original_transaction_type,
-        original_transaction_id=intent.original_transaction_id,
-        refund_address=intent.refund_address,
-        fingerprint=intent.fingerprint(),
-        created_at=at,
-        updated_at=at,
-        version=1,
-        history=(HistoryEntry(round(at, 3), None, State.RECEIVED, "submitted"),),
-    )
-
-
-class Ledger(Timers):
+class Ledger(Timers, StepLocks):
     """The refund records, their timers and locks, in one Redis database."""
 
     def __init__(self, client: redis.Redis) -> None:
-        super().__init__(client)
+        Timers.__init__(self, client)
+        StepLocks.__init__(self, client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
-        self._beat = client.register_script(_BEAT)
         self._last_fence = threading.local()  # the fence of this thread's last transition
 
     @classmethod
@@ -380,10 +201,10 @@ class Ledger(Timers):
         }
         if intent.refund_address:
             fields["addr"] = intent.refund_address
-        flat = [_encode(x) for kv in fields.items() for x in kv]
-        hist = _history_line(at, None, State.RECEIVED, "submitted", "pipeline")
+        flat = [encode(x) for kv in fields.items() for x in kv]
+        hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
-        argv = [ref, _encode(at), _encode(float(due_in)), intent.fingerprint(), hist, *flat]
+        argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, *flat]
         return keys, argv
 
     def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
@@ -417,7 +238,7 @@ class Ledger(Timers):
         results: list[SubmitResult | ConflictError] = []
         for intent, existing_fp in zip(intents, answers, strict=True):
             if existing_fp is None:
-                results.append(SubmitResult(_new_record(intent, at), created=True))
+                results.append(SubmitResult(new_record(intent, at), created=True))
                 continue
             try:
                 results.append(
@@ -451,7 +272,7 @@ class Ledger(Timers):
         pipe.hgetall(record_key(ref))
         pipe.get(history_key(ref))
         raw, hist = pipe.execute()
-        return _decode(ref, cast(dict[str, str], raw), hist) if raw else None
+        return decode(ref, cast(dict[str, str], raw), hist) if raw else None
 
     def get(self, ref: str) -> RefundRecord:
         record = self.find(ref)
@@ -471,7 +292,7 @@ class Ledger(Timers):
                 pipe.get(history_key(ref))
             answers = pipe.execute()
             records += [
-                _decode(r, raw, hist)
+                decode(r, raw, hist)
                 for r, raw, hist in zip(part, answers[::2], answers[1::2], strict=True)
                 if raw
             ]
@@ -570,11 +391,11 @@ class Ledger(Timers):
         dels: list[str] = []
         for name, value in (fields or {}).items():
             if value is None:
-                dels.append(_FIELDS[name])
+                dels.append(FIELDS[name])
             else:
-                sets += [_FIELDS[name], _encode(value)]
+                sets += [FIELDS[name], encode(value)]
         hist = (
-            _history_line(at, record.state, target, reason, actor) if target != record.state else ""
+            history_line(at, record.state, target, reason, actor) if target != record.state else ""
         )
         keys = [
             record_key(ref),
@@ -591,9 +412,9 @@ class Ledger(Timers):
             ref,
             record.state,
             target,
-            _encode(at),
+            encode(at),
             timer,
-            f"+{float(due_in)!r}" if due_in is not None else _encode(due or 0),
+            f"+{float(due_in)!r}" if due_in is not None else encode(due or 0),
             hist,
             str(len(sets) // 2),
             str(len(dels)),
@@ -612,7 +433,7 @@ class Ledger(Timers):
         flat = list(answer)
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         self._last_fence.value = int(raw.get("disp") or 0)
-        return _decode(ref, raw, hist[0])
+        return decode(ref, raw, hist[0])
 
     def transition_dispatch(
         self, record: RefundRecord, target: State, reason: str, **kwargs: Any
@@ -621,54 +442,6 @@ class Ledger(Timers):
         sends next; answers the record and that fence (the message must carry it)."""
         new = self.transition(record, target, reason, dispatch=True, **kwargs)
         return new, int(self._last_fence.value)
-
-    # --- locks ----------------------------------------------------------------------------------
-
-    def lock(self, ref: str, seconds: float) -> StepLock | None:
-        """Take the refund's step lock (non-blocking, expiring after ``seconds``); the answer's
-        ``record`` is the record read in the same round trip (None: no such refund). None when
-        another worker holds the lock."""
-        lock = StepLock(self.redis, ref, seconds)
-        return lock if lock.acquire() else None
-
-    def try_lock(self, ref: str, seconds: float) -> tuple[StepLock | None, float]:
-        """Like :meth:`lock`, also answering, when the lock is taken, the seconds until it
-        expires (0.0 when ours)."""
-        lock = StepLock(self.redis, ref, seconds)
-        if lock.acquire():
-            return lock, 0.0
-        return None, lock.pttl / 1000
-
-    def beat(
-        self,
-        lock: StepLock,
-        seconds: float,
-        *,
-        version: int | None,
-        fence: int | None = None,
-    ) -> bool:
-        """Renew ``lock`` for ``seconds`` and, while the record is at ``version``, move the
-        refund's timer to the lock's new expiry (Redis TIME); ``fence`` also records the dispatch
-        id as started. False when the lock is no longer ours (it expired: stop renewing)."""
-        token = lock.local.token
-        if token is None:
-            return False
-        answer = self._beat(
-            keys=[lock.name, TIMERS, record_key(lock.ref)],
-            args=[
-                token.decode() if isinstance(token, bytes) else str(token),
-                int(seconds * 1000),
-                lock.ref,
-                "" if version is None else str(version),
-                "" if fence is None else str(fence),
-            ],
-        )
-        return bool(answer)
-
-    def unlock(self, ref: str, lock: StepLock) -> None:
-        """Release a lock from :meth:`lock` if still ours (an expired one is left alone)."""
-        with contextlib.suppress(LockNotOwnedError):
-            lock.release()
 
     # --- health ---------------------------------------------------------------------------------
 
