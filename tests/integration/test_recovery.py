@@ -250,7 +250,8 @@ def test_backlog_does_not_multiply_dispatches(rec: Recovery) -> None:
     rec.sandbox.reset()
     rec.local.stop_celery()
     rec.local.workers.clear()
-    # A 6 s dispatch lease (validators: lease > hard limit > soft limit > 2 x (connect + read)).
+    # A 6 s dispatch lease (validators: lease > hard limit > soft limit > 2 x (connect + read),
+    # and the callback and publish timeouts below the soft limit).
     env = {
         **rec.local.env,
         "REFUNDS_LEASE_SECONDS": "6",
@@ -259,6 +260,8 @@ def test_backlog_does_not_multiply_dispatches(rec: Recovery) -> None:
         "REFUNDS_HTTP_CONNECT_TIMEOUT": "1",
         "REFUNDS_HTTP_READ_TIMEOUT": "1",
         "REFUNDS_STEP_LEASE_SECONDS": "1.5",
+        "REFUNDS_CALLBACK_TIMEOUT": "2",
+        "REFUNDS_NOTIFY_PUBLISH_TIMEOUT": "2",
     }
     rec.local.start_beat(env=env)
     try:
