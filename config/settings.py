@@ -53,6 +53,8 @@ PLACEHOLDER_SECRETS = frozenset(
         "replace-me",
         SANDBOX_CLIENT_SECRET,
         SANDBOX_WEBHOOK_SECRET,
+        "sandbox-api-key",  # the published sandbox intake and operator keys (refunds.web.deps)
+        "sandbox-operator-key",
     }
 )
 

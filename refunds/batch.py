@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from array import array
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from refunds.errors import BatchError, FieldError, InvalidIntentError
-from refunds.models import RefundIntent
+from refunds.models import EXCEL_NUMBER, RefundIntent
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -62,7 +61,7 @@ _BOM = b"\xef\xbb\xbf"
 # What Excel writes for a long number in a General cell: a mantissa (with a decimal point or, in
 # many locales, a comma) and an exponent with its sign ("9.91214E+15", "1E+15", "9,91214E+15").
 # The sign is required, so an id such as "12e45" is not taken for one.
-_EXCEL_NUMBER = re.compile(r"\s*[+-]?\d+(?:[.,]\d+)?[eE][+-]\d+\s*")
+_EXCEL_NUMBER = EXCEL_NUMBER  # the model refuses it too; here the message says how to fix the file
 
 # (physical line of the row, the row as a mapping, or the problems that stop this row)
 _Row = tuple[int, dict[str, Any] | list[FieldError]]
@@ -369,8 +368,8 @@ def _jsonl_rows(lines: Iterator[tuple[int, str | None]]) -> Iterator[_Row]:
         if text is None or not text.strip():
             continue  # unreadable (already reported) or blank: a trailing newline, spacing
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKeyError as exc:
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKeyError as exc:
             yield number, [FieldError(exc.key, "appears twice in the object", number)]
             continue
         except json.JSONDecodeError as exc:
@@ -385,18 +384,18 @@ def _jsonl_rows(lines: Iterator[tuple[int, str | None]]) -> Iterator[_Row]:
         yield number, data
 
 
-class _DuplicateKeyError(ValueError):
+class DuplicateKeyError(ValueError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(key)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json`` keeps the last of repeated keys; a file that says two things is refused."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKeyError(key)
+            raise DuplicateKeyError(key)
         out[key] = value
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -100,6 +101,11 @@ def _type_enum(schema: dict[str, Any]) -> None:
     schema["enum"] = sorted(ORIGINAL_TRANSACTION_TYPES)
 
 
+#: A number in scientific notation, as a spreadsheet writes a long number in a General cell: a
+#: mantissa (decimal point or comma) and a signed exponent ("9.91214E+15", "9,91214E+15").
+EXCEL_NUMBER = re.compile(r"\s*[+-]?\d+(?:[.,]\d+)?[eE][+-]\d+\s*")
+
+
 class RefundIntent(BaseModel):
     """What a merchant asks for. Field names are the contract's, so batch files read naturally."""
 
@@ -138,6 +144,18 @@ class RefundIntent(BaseModel):
     @classmethod
     def _empty_address_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("original_transaction_id", "client_reference", mode="after")
+    @classmethod
+    def _not_scientific_notation(cls, value: str) -> str:
+        # "9.91214E+15" is what a spreadsheet makes of a long numeric id: the digits are gone, so
+        # the refund would name a transaction that does not exist. Refused on every intake path.
+        if EXCEL_NUMBER.fullmatch(value):
+            raise ValueError(
+                f"{value!r} looks like scientific notation (as Excel writes a long number): "
+                "the id's digits are lost; send the id as text"
+            )
+        return value
 
     def fingerprint(self) -> str:
         """Identifies the content of an intent, so a resubmission can be told from a conflict."""

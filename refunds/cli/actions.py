@@ -6,7 +6,7 @@ The same functions as the HTTP operator routes (``refunds.actions``); the CLI ad
 
 from __future__ import annotations
 
-import os
+import getpass
 from datetime import UTC, datetime
 
 import click
@@ -24,6 +24,16 @@ HELP = {
 }
 
 
+def os_user() -> str:
+    """Who runs the command: ``getpass.getuser()`` reads LOGNAME/USER/LNAME/USERNAME and falls
+    back to the password database, so cron, systemd and ``docker exec`` (no $USER) still name
+    someone. Empty only where no name can be found at all; the action then asks for ``--by``."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
 def operator_command(name: str) -> click.Command:
     """The command for action ``name`` of ``refunds.actions.ACTIONS``."""
 
@@ -32,8 +42,8 @@ def operator_command(name: str) -> click.Command:
     @click.option(
         "--by",
         "actor",
-        default=lambda: os.environ.get("USER", ""),
-        show_default="$USER",
+        default=os_user,
+        show_default="the OS user",
         help="Who acts (recorded in the history).",
     )
     @click.option("--reason", required=True, help="Why (recorded in the history).")
@@ -42,6 +52,8 @@ def operator_command(name: str) -> click.Command:
         from refunds.actions import ACTIONS  # noqa: PLC0415
         from refunds.producer import Producer  # noqa: PLC0415 - Celery loads only when acting
 
+        if not actor.strip():
+            fail("say who you are (--by NAME)", EXIT_USAGE)
         settings = common.settings()
         producer = Producer(settings)
         try:
@@ -149,8 +161,8 @@ def _bulk_retry(
 @click.option(
     "--by",
     "actor",
-    default=lambda: os.environ.get("USER", ""),
-    show_default="$USER",
+    default=os_user,
+    show_default="the OS user",
     help="Who acts (recorded in the history).",
 )
 @click.option("--reason", required=True, help="Why (recorded in the history).")
@@ -168,6 +180,8 @@ def retry_command(
 ) -> None:
     if (ref is None) == (state is None):
         fail("give either REF or --state needs_attention", EXIT_USAGE)
+    if not actor.strip():
+        fail("say who you are (--by NAME)", EXIT_USAGE)
     if state is None:
         if code or since or dry_run:
             fail("--code, --since and --dry-run go with --state", EXIT_USAGE)

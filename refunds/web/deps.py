@@ -24,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 from pydantic import SecretStr
 
-from config.settings import Settings
+from config.settings import PLACEHOLDER_SECRETS, Settings
 from refunds.context import Context
 from refunds.errors import ConfigError
 from refunds.producer import Producer
@@ -39,9 +39,9 @@ NO_OPERATOR_KEY = (
     "(set REFUNDS_OPERATOR_KEYS=name:key or REFUNDS_OPERATOR_API_KEY)"
 )
 INTAKE_KEY_REFUSED = "the intake API key cannot run operator actions; use an operator key"
-PLACEHOLDER_KEYS = frozenset(
-    {"", "changeme", "change-me", "placeholder", "secret", SANDBOX_API_KEY}
-)
+#: Keys refused outside the sandbox profile: the settings' one list of placeholder secrets (it
+#: includes the published sandbox keys above).
+PLACEHOLDER_KEYS = PLACEHOLDER_SECRETS | {SANDBOX_API_KEY, SANDBOX_OPERATOR[1]}
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,32 @@ def test_the_webhook_route_answers_503_while_redis_is_down(tmp_path: Path) -> No
     finally:
         for child in children:
             child.stop()
+
+
+def test_http_intake_refuses_a_key_given_twice_and_a_scientific_notation_id(
+    api: Api, prefix: str
+) -> None:
+    """The same rules as a batch file: a JSON object that says two things, or an id a spreadsheet
+    rounded, is refused with the field named, and nothing is written."""
+    ref = prefix + "dup"
+    twice = (
+        '{"originalTransactionType": 1, "originalTransactionId": "tx-1", '
+        f'"clientReference": "{ref}-a", "clientReference": "{ref}-b"}}'
+    ).encode()
+    answer = api.post("/refunds", twice, JSON)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [{"field": "clientReference", "message": "appears twice"}]
+    rounded = json.dumps(
+        {
+            "originalTransactionType": 1,
+            "originalTransactionId": "9.91214E+15",
+            "clientReference": ref,
+        }
+    ).encode()
+    answer = api.post("/refunds", rounded, JSON)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["field"] == "originalTransactionId"
+    assert "scientific notation" in error["message"]
+    assert api.ledger.find(ref) is None
+    assert api.ledger.find(ref + "-a") is None and api.ledger.find(ref + "-b") is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from refunds.batch import DuplicateKeyError, unique_keys
 from refunds.errors import ConflictError, InvalidIntentError
 from refunds.models import PublicRefund, RefundIntent, State
 from refunds.web.deps import SECURED, ContextDep, ProducerDep
@@ -42,8 +44,12 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
     # The body is read by hand (not a pydantic parameter) so that every bad field is reported
     # with the intent's own messages, the same as the CLI's and submit_refund's.
     try:
-        data = await request.json()
-    except ValueError:
+        data = json.loads(await request.body(), object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        return problem(
+            422, "invalid refund intent", [{"field": str(exc), "message": "appears twice"}]
+        )
+    except (ValueError, UnicodeDecodeError):
         return problem(
             422, "body is not valid JSON", [{"field": "body", "message": "not valid JSON"}]
         )
