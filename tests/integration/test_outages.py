@@ -103,6 +103,8 @@ def cluster(
             lease_seconds=float(TEST_ENV["REFUNDS_LEASE_SECONDS"]),
             task_soft_time_limit=float(TEST_ENV["REFUNDS_TASK_SOFT_TIME_LIMIT"]),
             task_time_limit=float(TEST_ENV["REFUNDS_TASK_TIME_LIMIT"]),
+            http_connect_timeout=float(TEST_ENV["REFUNDS_HTTP_CONNECT_TIMEOUT"]),
+            http_read_timeout=float(TEST_ENV["REFUNDS_HTTP_READ_TIMEOUT"]),
         )
         ledger = Ledger.from_url(url)
         sandbox = SandboxAdmin(sandbox_url, defaults={"token_ttl_seconds": 3600})
