@@ -222,7 +222,7 @@ def _rounds(runs: list[FlowRun]) -> str:
 def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
     """Benchmark 1 (rates and ratio) and benchmark 2 (cost per refund) from the same runs.
 
-    Context and bare runs alternate (``plan.throughput_rounds`` of each), so a change in the
+    Pipeline and bare runs alternate (``plan.throughput_rounds`` of each), so a change in the
     machine's other load hits both flows alike; the figures are the means over the rounds.
     """
     n, workers, concurrency = plan.throughput_refunds, plan.workers, plan.concurrency
@@ -248,7 +248,7 @@ def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
         f"first poll / countdown {FIRST_POLL}s"
     )
     rounds = plan.throughput_rounds
-    r1 = Result("throughput", "1. Context refunds/s to final vs a bare Celery flow")
+    r1 = Result("throughput", "1. Pipeline refunds/s to final vs a bare Celery flow")
     r1.figures = [
         Figure(
             "pipeline refunds/s",
@@ -294,7 +294,7 @@ def throughput(stack: BenchStack, plan: Plan) -> tuple[Result, Result]:
     r1.method = [
         f"N = {n} refunds per run; {shape}; {rounds} round(s) of pipeline then bare, "
         "alternating, figures are the means.",
-        "Context: Producer.submit_many in chunks of 1,000 (the bulk path; the scheduler tick "
+        "Pipeline: Producer.submit_many in chunks of 1,000 (the bulk path; the scheduler tick "
         "hands the refunds out), then create -> confirm -> timer -> poll as in production.",
         "Bare flow (bench/bare.py): the bench process sends one `bench.create` per refund; "
         "create -> confirm -> Celery countdown -> get, one requests.Session and one token per "
