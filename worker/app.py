@@ -11,12 +11,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_shutdown
 
 from config.celery import make_celery
 from config.settings import get_settings
 from refunds.errors import ConfigError
 from refunds.ops import logs
+from refunds.store.counters import flush_all
 
 try:
     settings = get_settings()
@@ -34,3 +35,9 @@ app.conf.beat_scheduler = "worker.beat:LockedScheduler"
 def _configure_logging(**_: Any) -> None:
     # Connecting this signal stops Celery from installing its own handlers: every line is JSON.
     logs.configure(settings.log_level, settings.log_json)
+
+
+@worker_process_shutdown.connect
+def _flush_counters(**_: Any) -> None:
+    # Pool processes leave through os._exit (no atexit): write the last second's call counts.
+    flush_all()

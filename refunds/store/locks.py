@@ -51,7 +51,8 @@ class StepLock(Lock):
 
     Also read in that round trip: ``fence`` (the record's latest dispatch id, ``disp``),
     ``started`` (the dispatch id a step last started for, ``start``) and, when the lock is taken
-    by someone else, ``pttl`` (ms until it expires, so the caller can come back then).
+    by someone else, ``pttl`` (ms until it expires, so the caller can come back then; read in a
+    second round trip, on that path only).
     """
 
     def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
@@ -67,10 +68,11 @@ class StepLock(Lock):
         pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
         pipe.hgetall(record_key(self.ref))
         pipe.get(history_key(self.ref))
-        pipe.pttl(self.name)
-        ok, raw, hist, pttl = pipe.execute()
+        ok, raw, hist = pipe.execute()
         if not ok:
-            self.pttl = max(0, int(pttl))
+            # Only a lock held by someone else needs its expiry: one more round trip on that
+            # (rare) path instead of a PTTL on every step.
+            self.pttl = max(0, int(self.redis.pttl(self.name)))
             return False
         self.record = decode(self.ref, raw, hist) if raw else None
         self.fence = int(raw.get("disp") or 0) if raw else 0

@@ -46,14 +46,22 @@ for _, ref in ipairs(due) do
   else
     out[#out + 1] = ref
     local state = ''
-    if ARGV[3] ~= '' then state = redis.call('HGET', ARGV[3] .. ref, 'state') or '' end
+    local rec = {}
+    if ARGV[3] ~= '' then
+      -- One read of the state and, for a fenced claim, the dispatch counters.
+      if ARGV[4] ~= '' then
+        rec = redis.call('HMGET', ARGV[3] .. ref, 'state', 'disp', 'start')
+      else
+        rec = {redis.call('HGET', ARGV[3] .. ref, 'state')}
+      end
+      state = rec[1] or ''
+    end
     out[#out + 1] = state
     local lease = leased
     if ARGV[4] ~= '' and state ~= '' then
       -- Dispatches that never started (a backlog, or lost messages) double the next lease, so
       -- a queue that is slower than the lease gets one more message per doubling, not per tick.
-      local rec = redis.call('HMGET', ARGV[3] .. ref, 'disp', 'start')
-      local waiting = (tonumber(rec[1]) or 0) - (tonumber(rec[2]) or 0)
+      local waiting = (tonumber(rec[2]) or 0) - (tonumber(rec[3]) or 0)
       if waiting > 0 then
         lease = string.format('%.6f', now + tonumber(ARGV[1]) * math.min(2 ^ waiting, 16))
       end

@@ -234,6 +234,23 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
     assert {records[r].state for r in flagged} == {State.COMPLETED}
     assert {records[r].state for r in unflagged} == {State.NEEDS_ATTENTION}
 
+    # The workers write their provider-call counts at most once a second (store/counters.py):
+    # wait for the last refund's calls to be written, then read the CLI's view.
+    def written() -> bool:
+        calls = counters.calls()
+        return all(
+            calls.get(pair, 0) - calls_before.get(pair, 0) >= n
+            for pair, n in (
+                (("create", "422"), 3),
+                (("create", "200"), 4),
+                (("confirm", "200"), 4),
+                (("get", "200"), 4),
+            )
+        )
+
+    deadline = time.monotonic() + 10
+    while not written() and time.monotonic() < deadline:
+        time.sleep(0.1)
     stats = stats_json(redis_url)
 
     assert stats["counts"] == ledger.counts()  # nothing moves: every refund is final or held
