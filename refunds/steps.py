@@ -124,7 +124,9 @@ def _locked(
     does nothing: the refund's current dispatch, or its timer, is responsible for it.
     """
     seconds = p.settings.step_lease_seconds
-    token, busy_for = p.ledger.try_lock(ref, seconds)
+    # The lock, the record and the step's start (the dispatch recorded as started, the timer one
+    # short lease ahead) in one script; a stale or duplicate message starts nothing.
+    token, busy_for = p.ledger.try_lock(ref, seconds, start=True, fence=fence)
     if token is None:
         # Another worker (or a webhook's nudge racing a step) holds it. Come back when its lock
         # would expire if it is not renewed (a dead holder's refund is then due at once; a live
@@ -149,9 +151,10 @@ def _locked(
             if token.started >= fence:
                 log.info("duplicate message: dispatch %d", fence, extra={"client_reference": ref})
                 return StepResult("duplicate message", record)
-        # The start: the lock renewed, the dispatch recorded as started, the timer one short
-        # lease ahead (a crash from here on costs one lease, not a dispatch lease).
-        p.ledger.beat(token, seconds, version=record.version, fence=fence)
+        # The start was written with the lock: the dispatch recorded as started, the timer one
+        # short lease ahead (a crash from here on costs one lease, not a dispatch lease).
+        if not token.began:  # not expected (the script's checks are the ones above)
+            p.ledger.beat(token, seconds, version=record.version, fence=fence)
         heartbeat = _Heartbeat(p, token, record.version)
         heartbeat.start()
         _running.heartbeat = heartbeat

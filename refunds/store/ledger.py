@@ -406,8 +406,10 @@ class Ledger(Timers, StepLocks):
             history_key(ref),
         ]
         refund_id = (fields or {}).get("crypto_refund_id")
-        if refund_id:
-            keys.append(refund_id_key(str(refund_id)))  # webhooks match on the id first
+        if refund_id and str(refund_id) != record.crypto_refund_id:
+            # Webhooks match on the id first. A record that already holds this id had its index
+            # written (SET NX) by the transition that stored it: not again on every poll.
+            keys.append(refund_id_key(str(refund_id)))
         argv = [
             ref,
             record.state,

@@ -4,8 +4,8 @@ A step holds ``rp:lock:{ref}`` (``refunds.store.keys``) while it runs, so a rede
 a webhook and a poll never run a step of the same refund at once. The lock expires after a short
 lease; the step's heartbeat (:meth:`StepLocks.beat`) renews it and keeps the refund's timer at
 the lock's expiry, so a worker that dies mid-step leaves the refund due again within one lease.
-Taking the lock reads the record in the same round trip (:class:`StepLock`): every step needs it
-next.
+Taking the lock reads the record in the same script (:class:`StepLock`): every step needs it
+next; a step's lock also records the step's start there (one script instead of two).
 
 Apart from the ledger's records and transitions because it is a protocol of its own (lease,
 heartbeat, fence); ``Ledger`` inherits :class:`StepLocks` so callers keep one object.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
@@ -45,6 +46,40 @@ return 1
 """
 
 
+# KEYS: step lock, record, history, timers. ARGV: lock token, lease ms, ref, start ('' = only
+#       take the lock and read), fence ('' = none: a nudge)
+# Takes the lock (SET NX PX) and reads the record and its history in one script; answers
+# {0, pttl} when someone else holds the lock, else {1, record (HGETALL), history, started}.
+# With ``start``, the step's start is written in the same script (what ``_BEAT`` with a fence and
+# the version just read did in a round trip of its own): unless the fence is stale (not the
+# record's ``disp``) or already started (``start`` >= fence), the dispatch is recorded as started
+# and the refund's timer moves to the lock's expiry (Redis TIME). ``started`` is 1 when that was
+# done, 0 when not (no record, or a stale or duplicate message).
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local raw = redis.call('HGETALL', KEYS[2])
+if #raw == 0 then return {1, raw, false, 0} end
+local hist = redis.call('GET', KEYS[3])
+if ARGV[4] == '' then return {1, raw, hist, 0} end
+if ARGV[5] ~= '' then
+  local disp, start = 0, 0
+  for i = 1, #raw, 2 do
+    if raw[i] == 'disp' then disp = tonumber(raw[i + 1]) or 0 end
+    if raw[i] == 'start' then start = tonumber(raw[i + 1]) or 0 end
+  end
+  local fence = tonumber(ARGV[5])
+  if fence ~= disp or start >= fence then return {1, raw, hist, 0} end
+  redis.call('HSET', KEYS[2], 'start', ARGV[5])
+end
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]) / 1000
+redis.call('ZADD', KEYS[4], 'XX', string.format('%.6f', due), ARGV[3])
+return {1, raw, hist, 1}
+"""
+
+
 class StepLock(Lock):
     """redis-py's Lock (non-blocking, with a timeout) that reads the record in the same round
     trip as the ``SET NX PX`` that takes it: a step needs the record right after the lock.
@@ -55,29 +90,52 @@ class StepLock(Lock):
     second round trip, on that path only).
     """
 
-    def __init__(self, client: redis.Redis, ref: str, seconds: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ref: str,
+        seconds: float,
+        *,
+        start: bool = False,
+        fence: int | None = None,
+        script: Script | None = None,
+    ) -> None:
         super().__init__(client, lock_key(ref), timeout=seconds, blocking=False, thread_local=False)
         self.ref = ref
         self.record: RefundRecord | None = None
         self.fence = 0
         self.started = 0
         self.pttl = 0
+        self.start = start
+        self.start_fence = fence
+        self.began = False  # the step's start was written with the lock (``start``)
+        self._acquire_script = script or client.register_script(_ACQUIRE)
 
-    def do_acquire(self, token: str) -> bool:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.name, token, nx=True, px=int(float(self.timeout or 0) * 1000))
-        pipe.hgetall(record_key(self.ref))
-        pipe.get(history_key(self.ref))
-        ok, raw, hist = pipe.execute()
-        if not ok:
-            # Only a lock held by someone else needs its expiry: one more round trip on that
-            # (rare) path instead of a PTTL on every step.
-            self.pttl = max(0, int(self.redis.pttl(self.name)))
+    def do_acquire(self, token: str | bytes) -> bool:
+        answer = self._acquire_script(
+            keys=[self.name, record_key(self.ref), history_key(self.ref), TIMERS],
+            args=[
+                token.decode() if isinstance(token, bytes) else token,
+                int(float(self.timeout or 0) * 1000),
+                self.ref,
+                "1" if self.start else "",
+                "" if self.start_fence is None else str(self.start_fence),
+            ],
+        )
+        if not int(answer[0]):
+            self.pttl = max(0, int(answer[1]))
             return False
-        self.record = decode(self.ref, raw, hist) if raw else None
+        flat, hist, began = list(answer[1]), answer[2], answer[3]
+        raw = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        self.record = decode(self.ref, raw, _text(hist) if hist else None) if raw else None
         self.fence = int(raw.get("disp") or 0) if raw else 0
         self.started = int(raw.get("start") or 0) if raw else 0
+        self.began = bool(int(began or 0))
         return True
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class StepLocks:
@@ -86,18 +144,25 @@ class StepLocks:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._beat = client.register_script(_BEAT)
+        self._acquire = client.register_script(_ACQUIRE)
 
     def lock(self, ref: str, seconds: float) -> StepLock | None:
         """Take the refund's step lock (non-blocking, expiring after ``seconds``); the answer's
         ``record`` is the record read in the same round trip (None: no such refund). None when
         another worker holds the lock."""
-        lock = StepLock(self.redis, ref, seconds)
+        lock = StepLock(self.redis, ref, seconds, script=self._acquire)
         return lock if lock.acquire() else None
 
-    def try_lock(self, ref: str, seconds: float) -> tuple[StepLock | None, float]:
+    def try_lock(
+        self, ref: str, seconds: float, *, start: bool = False, fence: int | None = None
+    ) -> tuple[StepLock | None, float]:
         """Like :meth:`lock`, also answering, when the lock is taken, the seconds until it
-        expires (0.0 when ours)."""
-        lock = StepLock(self.redis, ref, seconds)
+        expires (0.0 when ours).
+
+        ``start``: also write the step's start in the same script, as :meth:`beat` with the
+        version just read and ``fence`` would (the lock's ``began`` says whether it did: not for
+        a missing record, nor for a stale or duplicate ``fence``)."""
+        lock = StepLock(self.redis, ref, seconds, start=start, fence=fence, script=self._acquire)
         if lock.acquire():
             return lock, 0.0
         return None, lock.pttl / 1000
