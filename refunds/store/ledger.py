@@ -87,16 +87,17 @@ return false
 # ARGV: ref, expected state, target state, now, timer action, due (epoch seconds, or '+seconds'
 #       from Redis TIME), history line ('' = none),
 #       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
-#       Answers {1, the record as written (HGETALL), its history} or {0, the current state}
-# One HMGET reads state, version, a legacy history and the fields to delete (only present ones are
-# deleted); one HSET writes every field with the new state, time and version; the history is
-# answered from what the script wrote (no read back).
+#       Answers {1, the record as written (field/value pairs), its history} or {0, the current
+#       state}
+# One HGETALL reads the record (state, version, a legacy history, the fields to delete: only
+# present ones are deleted); one HSET writes every field with the new state, time and version;
+# the record and history are answered from what was read and written (no read back).
 _TRANSITION = """
 local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local asked = {'state', 'ver', 'hist'}
-for j = 1, m do asked[#asked + 1] = ARGV[10 + 2 * n + j] end
-local cur = redis.call('HMGET', KEYS[1], unpack(asked))
-local current = cur[1]
+local flat = redis.call('HGETALL', KEYS[1])
+local rec = {}
+for j = 1, #flat, 2 do rec[flat[j]] = flat[j + 1] end
+local current = rec['state']
 if not current then return {0, ''} end
 if current ~= ARGV[2] then return {0, current} end
 local i = 11
@@ -106,12 +107,14 @@ for j = 1, n do
 end
 sets[#sets + 1] = 'state'; sets[#sets + 1] = ARGV[3]
 sets[#sets + 1] = 'updated'; sets[#sets + 1] = ARGV[4]
-sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(cur[2]) or 0) + 1)
+sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(rec['ver']) or 0) + 1)
 redis.call('HSET', KEYS[1], unpack(sets))
+local legacy = rec['hist']
+for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
 -- Delete only the fields that are there (most updates clear an error that was never set).
 local dels = {}
 for j = 1, m do
-  if cur[3 + j] then dels[#dels + 1] = ARGV[i] end
+  if rec[ARGV[i]] then dels[#dels + 1] = ARGV[i]; rec[ARGV[i]] = nil end
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
@@ -126,9 +129,9 @@ end
 local hist
 if ARGV[7] ~= '' then
   -- Records written before the history had a key of its own keep it in the hash: move it.
-  local legacy = cur[3]
   if legacy then
     redis.call('HDEL', KEYS[1], 'hist')
+    rec['hist'] = nil
   else
     legacy = redis.call('GET', KEYS[6])
   end
@@ -142,7 +145,7 @@ if ARGV[2] ~= ARGV[3] then
 end
 if string.sub(ARGV[5], -9) == '+dispatch' then
   -- The step nudges the next one: that message is a dispatch of its own, fenced like the tick's.
-  redis.call('HINCRBY', KEYS[1], 'disp', 1)
+  rec['disp'] = tostring(redis.call('HINCRBY', KEYS[1], 'disp', 1))
   ARGV[5] = string.sub(ARGV[5], 1, -10)
 end
 if ARGV[5] == 'set' then
@@ -157,8 +160,12 @@ if ARGV[5] == 'set' then
 elseif ARGV[5] == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-if not hist then hist = cur[3] or redis.call('GET', KEYS[6]) or '' end
-return {1, redis.call('HGETALL', KEYS[1]), hist}
+if not hist then hist = rec['hist'] or redis.call('GET', KEYS[6]) or '' end
+-- The record as written, from the hash read at the start and this script's own writes (the
+-- script is atomic: no other write came between): no HGETALL to read it back.
+local out = {}
+for f, v in pairs(rec) do out[#out + 1] = f; out[#out + 1] = v end
+return {1, out, hist}
 """
 
 
