@@ -34,18 +34,22 @@ def os_user() -> str:
         return ""
 
 
+#: ``--by``: who acts, recorded in the history (the single and the bulk commands share it).
+BY_OPTION = click.option(
+    "--by",
+    "actor",
+    default=os_user,
+    show_default="the OS user",
+    help="Who acts (recorded in the history).",
+)
+
+
 def operator_command(name: str) -> click.Command:
     """The command for action ``name`` of ``refunds.actions.ACTIONS``."""
 
     @click.command(name=name, help=HELP[name])
     @click.argument("ref")
-    @click.option(
-        "--by",
-        "actor",
-        default=os_user,
-        show_default="the OS user",
-        help="Who acts (recorded in the history).",
-    )
+    @BY_OPTION
     @click.option("--reason", required=True, help="Why (recorded in the history).")
     @click.option("--json", "as_json", is_flag=True, help="The record as a JSON object.")
     def command(ref: str, actor: str, reason: str, as_json: bool) -> None:
@@ -158,13 +162,7 @@ def _bulk_retry(
 @click.option("--code", help="Bulk: only refunds stopped with this error code.")
 @click.option("--since", help="Bulk: only refunds stopped since (ISO 8601, or a duration ago: 2h).")
 @click.option("--dry-run", is_flag=True, help="Bulk: list what would be retried; change nothing.")
-@click.option(
-    "--by",
-    "actor",
-    default=os_user,
-    show_default="the OS user",
-    help="Who acts (recorded in the history).",
-)
+@BY_OPTION
 @click.option("--reason", required=True, help="Why (recorded in the history).")
 @click.option("--json", "as_json", is_flag=True, help="The record (bulk: the summary) as JSON.")
 def retry_command(
