@@ -63,6 +63,12 @@ def ctx(redis_db: str, sandbox: SandboxAdmin) -> Context:
 
     The retry jitter is seeded, so a test that looks at backoff sees the same numbers every run.
     """
+    return make_context(redis_db, sandbox)
+
+
+def make_context(redis_db: str, sandbox: SandboxAdmin, **overrides: object) -> Context:
+    """A Context as a worker process builds it (its own token cache), with seeded jitter and
+    the steps tests' short timings; ``overrides`` are Settings fields."""
     settings = load_settings(
         profile="sandbox",
         redis_url=redis_db,
@@ -71,6 +77,7 @@ def ctx(redis_db: str, sandbox: SandboxAdmin) -> Context:
         retry_max_seconds=1,
         http_connect_timeout=1,
         http_read_timeout=2,
+        **overrides,
     )
     context = build_context(settings)
     context.rng = random.Random(7)

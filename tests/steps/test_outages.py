@@ -6,36 +6,22 @@ Real Redis, the real simulator over HTTP, the steps called in this process.
 from __future__ import annotations
 
 import logging
-import random
 import time
 
 import pytest
 
-from config.settings import load_settings
 from devstack.sandbox_admin import SandboxAdmin
 from refunds import steps
-from refunds.context import Context, build_context
+from refunds.context import Context
 from refunds.decisions import FAILING_SINCE
 from refunds.models import State
 from refunds.store.pacing import CredentialsGate
-from tests.steps.conftest import received
+from tests.steps.conftest import make_context, received
 
 
 def context(redis_db: str, sandbox: SandboxAdmin, **overrides: object) -> Context:
     """A second "process" on the same Redis and sandbox, with its own token cache and settings."""
-    settings = load_settings(
-        profile="sandbox",
-        redis_url=redis_db,
-        mce_base_url=sandbox.url,
-        retry_base_seconds=0.1,
-        retry_max_seconds=1,
-        http_connect_timeout=1,
-        http_read_timeout=2,
-        **overrides,
-    )
-    built = build_context(settings)
-    built.rng = random.Random(7)
-    return built
+    return make_context(redis_db, sandbox, **overrides)
 
 
 def test_an_outage_of_many_attempts_does_not_give_up_before_the_time_limit(
