@@ -12,12 +12,14 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from devstack.localstack import Child, start_redis
 from refunds.models import State
 from refunds.store.ledger import Ledger
 
@@ -30,6 +32,27 @@ def base_env() -> dict[str, str]:
     """Only what a process needs to run: no MCE_*, REDIS_URL or REFUNDS_* from the caller."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
     return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+@pytest.fixture(scope="module")
+def cli_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    child: Child
+    child, url = start_redis(tmp_path_factory.mktemp("cli-redis"), appendonly=False)
+    yield url
+    child.stop()
+
+
+@pytest.fixture
+def db(cli_redis: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(cli_redis, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def env(cli_redis: str) -> dict[str, str]:
+    return {**base_env(), "REDIS_URL": cli_redis, "REFUNDS_PROFILE": "sandbox"}
 
 
 def run(

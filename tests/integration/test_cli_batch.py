@@ -9,20 +9,45 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
+from devstack.localstack import Child, start_redis
 from tests.integration.test_cli import (
     COMMAND,
     REPO,
     assert_no_traceback,
+    base_env,
     record_keys,
     run,
     run_json,
 )
 
 HEADER = "originalTransactionType,originalTransactionId,clientReference,refundAddress\n"
+
+
+@pytest.fixture(scope="module")
+def cli_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    child: Child
+    child, url = start_redis(tmp_path_factory.mktemp("cli-batch-redis"), appendonly=False)
+    yield url
+    child.stop()
+
+
+@pytest.fixture
+def db(cli_redis: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(cli_redis, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def env(cli_redis: str) -> dict[str, str]:
+    return {**base_env(), "REDIS_URL": cli_redis, "REFUNDS_PROFILE": "sandbox"}
 
 
 def line(ref: str, txn: str = "tx-1", kind: int = 1) -> str:
