@@ -203,6 +203,11 @@ class Settings(BaseSettings):
     # cluster this long; one token call per pause probes whether they work again.
     auth_pause_seconds: float = Field(30.0, gt=0, le=3600)
 
+    # Confirm right after a Create in the same task, under the same lock (one message, one lock
+    # and two ledger writes fewer per refund), while the task's soft time limit leaves a whole
+    # step's call budget; false: Confirm always goes out as a refunds.confirm task of its own.
+    confirm_inline: bool = True
+
     # --- timers and leases ---
     tick_interval: float = Field(1.0, gt=0, le=60)
     tick_batch: int = Field(500, ge=1)

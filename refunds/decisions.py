@@ -124,6 +124,17 @@ class Decision:
     level: int = logging.INFO
 
 
+def continue_inline(elapsed: float, call_budget: float, soft_limit: float) -> bool:
+    """Whether a task that has run ``elapsed`` seconds may go on with one more step in itself.
+
+    A step may need two calls (a token fetch, then its own), each allowed ``call_budget`` seconds
+    (connect + read timeouts); Celery's soft time limit (``soft_limit`` seconds) must not cut one
+    short (the provider may apply what we gave up on), so the next step runs here only while both
+    still fit (the same budget ``config.settings`` checks for one step). All in seconds.
+    """
+    return elapsed + 2 * call_budget < soft_limit
+
+
 def known_status(status: int | None) -> bool:
     return status is not None and status in STATUS_NAMES
 

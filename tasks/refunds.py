@@ -42,7 +42,10 @@ def run_step(name: NextTask, client_reference: str, fence: int | None = None) ->
         TASKS[result.next_task].apply_async((client_reference, result.fence))
     # After every step (not only Create): webhooks parked while the refund could not take them
     # are tried again now that it moved. Parking checks the record version, so an event parked
-    # during this step is either seen here or was refused and retried by its own delivery.
+    # during this step is either seen here or was refused and retried by its own delivery. The
+    # step's last write already read whether any is parked (``parked`` False: none, no look).
+    if result.parked is False:
+        return result.note
     for replayed in replay_parked(p, client_reference):
         if replayed.next_task is not None:
             TASKS[replayed.next_task].apply_async((client_reference,))

@@ -1,6 +1,6 @@
 """The record codec: a ``RefundRecord`` to the fields of its Redis hash and back.
 
-A record is one hash (``rp:r:{ref}``) plus its history string (``rp:h:{ref}``); see
+A record is one hash (``rp:r:{ref}``) plus its history list (``rp:hl:{ref}``); see
 ``refunds.store.keys``. The field names are short (``FIELDS``) because 100,000 refunds in flight
 must stay small; every value is a plain string. The mapping lives apart from the ledger's
 scripts because two modules share it: the ledger (submit, reads, transitions) and the step lock
@@ -12,7 +12,7 @@ Pure functions, no Redis calls.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -71,9 +71,12 @@ def history_line(at: float, from_state: str | None, to_state: str, reason: str, 
     return json.dumps(entry, separators=(",", ":"))
 
 
-def decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
-    """The record ``ref`` from its hash ``raw`` (HGETALL, non-empty) and history string ``hist``
-    (None: no history key). Raises KeyError/ValueError on a hash that is not a record."""
+def decode(
+    ref: str, raw: Mapping[str, str], hist: str | None, lines: Sequence[str] = ()
+) -> RefundRecord:
+    """The record ``ref`` from its hash ``raw`` (HGETALL, non-empty), the legacy history string
+    ``hist`` (``rp:h:{ref}``, None: none) and the history list's ``lines`` (``rp:hl:{ref}``,
+    LRANGE), oldest first. Raises KeyError/ValueError on a hash that is not a record."""
 
     def opt(name: str) -> str | None:
         value = raw.get(FIELDS[name])
@@ -86,7 +89,7 @@ def decode(ref: str, raw: Mapping[str, str], hist: str | None) -> RefundRecord:
     history = []
     # A record from before the history had its own key keeps it in the hash (moved on its next
     # transition): read it from there, so an upgrade never shows an empty history.
-    for line in (hist or raw.get("hist") or "").split("\n"):
+    for line in [*(hist or raw.get("hist") or "").split("\n"), *lines]:
         if line:
             h = json.loads(line)
             history.append(

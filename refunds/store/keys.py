@@ -8,7 +8,10 @@ because 100,000 refunds in flight must stay small.
 key                        type   lifetime         holds
 ========================== ====== ================ ==========================================
 ``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS)
-``rp:h:{ref}``             string forever          its history, one JSON line per transition
+``rp:hl:{ref}``            list   forever          its history, one JSON line per transition
+                                                   (RPUSH: one command per write, no read)
+``rp:h:{ref}``             string forever          the history written before ``rp:hl`` (lines
+                                                   joined by newlines; read first, never written)
 ``rp:state:{state}``       set    forever          references per state (listing, counts)
 ``rp:all``                 zset   forever          references by creation time
 ``rp:conflicts``           set    forever          references whose record carries a provider
@@ -62,11 +65,20 @@ def record_key(ref: str) -> str:
 
 
 def history_key(ref: str) -> str:
+    """The history list (one JSON line per transition, oldest first)."""
+    return f"{PREFIX}hl:{ref}"
+
+
+def legacy_history_key(ref: str) -> str:
+    """The history string of releases before the list (newline-joined lines): read, not written."""
     return f"{PREFIX}h:{ref}"
 
 
+STATE_PREFIX = PREFIX + "state:"  # for scripts that move a reference between state sets
+
+
 def state_key(state: str) -> str:
-    return f"{PREFIX}state:{state}"
+    return f"{STATE_PREFIX}{state}"
 
 
 def refund_id_key(crypto_refund_id: str) -> str:

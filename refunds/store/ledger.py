@@ -22,7 +22,6 @@ answers the record as written; taking a step lock reads the record in the same r
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -38,12 +37,15 @@ from refunds.store.keys import (
     OUTBOX,
     TIMERS,
     history_key,
+    legacy_history_key,
     lock_key,
+    parked_key,
     record_key,
     refund_id_key,
     state_key,
 )
 from refunds.store.locks import StepLock, StepLocks
+from refunds.store.lua import HISTORY, NOW
 from refunds.store.timers import Timers
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "StepLock",
     "SubmitResult",
     "TimerAction",
+    "Written",
     "history_key",
     "lock_key",
     "record_key",
@@ -64,7 +67,7 @@ __all__ = [
 TimerAction = Literal["keep", "set", "clear"]
 
 
-# KEYS: record, timers, all, state set of the new state, history
+# KEYS: record, timers, all, state set of the new state, history list
 # ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, then field/value pairs
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -73,7 +76,7 @@ end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('SET', KEYS[5], ARGV[5])
+redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 local t = redis.call('TIME')
@@ -82,34 +85,50 @@ redis.call('ZADD', KEYS[2], string.format('%.6f', due), ARGV[1])
 return false
 """
 
-# KEYS: record, timers, old state set, new state set, outbox, history[, refund id index]
+# KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
+#       step lock, parked events[, refund id index]
 # (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
-# ARGV: ref, expected state, target state, now, timer action, due (epoch seconds, or '+seconds'
-#       from Redis TIME), history line ('' = none),
-#       N sets, M deletes, K outbox members, then N field/value pairs, M field names, K members
-#       Answers {1, the record as written (field/value pairs), its history} or {0, the current
-#       state}
-# One HGETALL reads the record (state, version, a legacy history, the fields to delete: only
-# present ones are deleted); one HSET writes every field with the new state, time and version;
-# the record and history are answered from what was read and written (no read back).
-_TRANSITION = """
-local n, m, k = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+# ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
+#       appended: also write a new dispatch id), due (epoch seconds, or '+seconds' from Redis
+#       TIME), H history lines, N sets, M deletes, K outbox members, step lock token to release
+#       ('' = none), answer the history ('1' or ''), then the H lines, N field/value pairs, M
+#       field names, K members.
+# Answers {1, the record as written (field/value pairs), its history ('' unless asked), parked}
+# or {0, the current state}. ``parked`` is 1/0 (events parked for the refund) when the lock was
+# released, -1 when no release was asked.
+# One HGETALL reads the record (state, version, dispatch id, the fields to delete: only present
+# ones are deleted); one HSET writes every field with the new state, time and version (one
+# version per history line: a chained transition, say created then confirming, counts two); the
+# history lines go out in one RPUSH. The record is answered from what was read and written (no
+# read back); the history only when asked (LRANGE), since a step never needs it.
+_TRANSITION = (
+    NOW
+    + HISTORY
+    + """
+local h, n, m, k = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local flat = redis.call('HGETALL', KEYS[1])
 local rec = {}
 for j = 1, #flat, 2 do rec[flat[j]] = flat[j + 1] end
 local current = rec['state']
 if not current then return {0, ''} end
 if current ~= ARGV[2] then return {0, current} end
-local i = 11
+local i = 13
+local lines = {}
+for j = 1, h do lines[#lines + 1] = ARGV[i]; i = i + 1 end
 local sets = {}
 for j = 1, n do
   sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2
 end
 sets[#sets + 1] = 'state'; sets[#sets + 1] = ARGV[3]
 sets[#sets + 1] = 'updated'; sets[#sets + 1] = ARGV[4]
-sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(rec['ver']) or 0) + 1)
+sets[#sets + 1] = 'ver'; sets[#sets + 1] = tostring((tonumber(rec['ver']) or 0) + math.max(h, 1))
+local timer = ARGV[5]
+if string.sub(timer, -9) == '+dispatch' then
+  -- The step nudges the next one: that message is a dispatch of its own, fenced like the tick's.
+  sets[#sets + 1] = 'disp'; sets[#sets + 1] = tostring((tonumber(rec['disp']) or 0) + 1)
+  timer = string.sub(timer, 1, -10)
+end
 redis.call('HSET', KEYS[1], unpack(sets))
-local legacy = rec['hist']
 for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
 -- Delete only the fields that are there (most updates clear an error that was never set).
 local dels = {}
@@ -118,61 +137,70 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if KEYS[7] then redis.call('SET', KEYS[7], ARGV[1], 'NX') end
+if KEYS[10] then redis.call('SET', KEYS[10], ARGV[1], 'NX') end
 if k > 0 then
-  local t = redis.call('TIME')
-  local due = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+  local due = string.format('%.6f', now())
   local members = {}
   for j = 1, k do members[#members + 1] = due; members[#members + 1] = ARGV[i]; i = i + 1 end
   redis.call('ZADD', KEYS[5], unpack(members))
 end
-local hist
-if ARGV[7] ~= '' then
-  -- Records written before the history had a key of its own keep it in the hash: move it.
-  if legacy then
-    redis.call('HDEL', KEYS[1], 'hist')
-    rec['hist'] = nil
-  else
-    legacy = redis.call('GET', KEYS[6])
-  end
-  -- GET and SET, not APPEND: APPEND reserves room to grow, about doubling the memory kept.
-  hist = (legacy or '') .. '\\n' .. ARGV[7]
-  redis.call('SET', KEYS[6], hist)
-end
+push_history(rec, KEYS[1], KEYS[6], lines)
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
 end
-if string.sub(ARGV[5], -9) == '+dispatch' then
-  -- The step nudges the next one: that message is a dispatch of its own, fenced like the tick's.
-  rec['disp'] = tostring(redis.call('HINCRBY', KEYS[1], 'disp', 1))
-  ARGV[5] = string.sub(ARGV[5], 1, -10)
-end
-if ARGV[5] == 'set' then
+if timer == 'set' then
   local due = ARGV[6]
   if string.sub(due, 1, 1) == '+' then
     -- A relative due time: from Redis TIME, the one clock every host shares.
-    local t = redis.call('TIME')
-    local at = tonumber(t[1]) + tonumber(t[2]) / 1000000
-    due = string.format('%.6f', at + tonumber(string.sub(due, 2)))
+    due = string.format('%.6f', now() + tonumber(string.sub(due, 2)))
   end
   redis.call('ZADD', KEYS[2], due, ARGV[1])
-elseif ARGV[5] == 'clear' then
+elseif timer == 'clear' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-if not hist then hist = rec['hist'] or redis.call('GET', KEYS[6]) or '' end
+local parked = -1
+if ARGV[11] ~= '' then
+  -- The step's last write releases its lock (if still ours) and says whether webhooks wait.
+  if redis.call('GET', KEYS[8]) == ARGV[11] then redis.call('DEL', KEYS[8]) end
+  parked = redis.call('EXISTS', KEYS[9])
+end
+local hist = ''
+if ARGV[12] ~= '' then
+  hist = redis.call('GET', KEYS[7]) or ''
+  local listed = redis.call('LRANGE', KEYS[6], 0, -1)
+  if #listed > 0 then hist = hist .. '\\n' .. table.concat(listed, '\\n') end
+end
 -- The record as written, from the hash read at the start and this script's own writes (the
 -- script is atomic: no other write came between): no HGETALL to read it back.
 local out = {}
 for f, v in pairs(rec) do out[#out + 1] = f; out[#out + 1] = v end
-return {1, out, hist}
+return {1, out, hist, parked}
 """
+)
 
 
 @dataclass(frozen=True)
 class SubmitResult:
     record: RefundRecord
     created: bool
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one :meth:`Ledger.write` wrote: the record as written (its ``history`` only when
+    asked for), its dispatch id (``fence``: the one a nudge sent after a dispatching write must
+    carry) and, when the write released a step lock, whether webhooks are parked for the refund
+    (None: not asked)."""
+
+    record: RefundRecord
+    fence: int
+    parked: bool | None
+
+
+#: One more edge written by the same script after the first (see :meth:`Ledger.write`):
+#: target state, history reason, fields.
+Edge = tuple[State, str, Mapping[str, Any]]
 
 
 class Ledger(Timers, StepLocks):
@@ -183,7 +211,6 @@ class Ledger(Timers, StepLocks):
         StepLocks.__init__(self, client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
-        self._last_fence = threading.local()  # the fence of this thread's last transition
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -274,12 +301,17 @@ class Ledger(Timers, StepLocks):
 
     # --- reading --------------------------------------------------------------------------------
 
+    def _read(self, pipe: Any, ref: str) -> None:
+        """Queue the three reads of one record: hash, legacy history string, history list."""
+        pipe.hgetall(record_key(ref))
+        pipe.get(legacy_history_key(ref))
+        pipe.lrange(history_key(ref), 0, -1)
+
     def find(self, ref: str) -> RefundRecord | None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(record_key(ref))
-        pipe.get(history_key(ref))
-        raw, hist = pipe.execute()
-        return decode(ref, cast(dict[str, str], raw), hist) if raw else None
+        self._read(pipe, ref)
+        raw, hist, lines = pipe.execute()
+        return decode(ref, cast(dict[str, str], raw), hist, lines) if raw else None
 
     def get(self, ref: str) -> RefundRecord:
         record = self.find(ref)
@@ -295,12 +327,13 @@ class Ledger(Timers, StepLocks):
             part = refs[start : start + chunk]
             pipe = self.redis.pipeline(transaction=False)
             for ref in part:
-                pipe.hgetall(record_key(ref))
-                pipe.get(history_key(ref))
+                self._read(pipe, ref)
             answers = pipe.execute()
             records += [
-                decode(r, raw, hist)
-                for r, raw, hist in zip(part, answers[::2], answers[1::2], strict=True)
+                decode(r, raw, hist, lines)
+                for r, raw, hist, lines in zip(
+                    part, answers[::3], answers[1::3], answers[2::3], strict=True
+                )
                 if raw
             ]
         return records
@@ -371,86 +404,141 @@ class Ledger(Timers, StepLocks):
         due_in: float | None = None,
         actor: str = "pipeline",
         outbox: Sequence[str] = (),
-        dispatch: bool = False,
     ) -> RefundRecord:
         """Move ``record`` to ``target`` if it is still in the state it was read in.
 
-        (See :meth:`transition_dispatch` for a transition whose caller sends the next step.)
+        (See :meth:`transition_dispatch` for a transition whose caller sends the next step, and
+        :meth:`write` for a step's writes.)
 
         ``target == record.state`` updates fields without a transition (attempt counters, provider
         fields, the next due time) and adds no history line. ``fields`` maps RefundRecord attribute
         names to values; None deletes the field. Raises TransitionError when the edge is not in the
-        table or another writer moved the record first; returns the new record otherwise.
-        ``outbox`` members are queued for delivery in the same atomic step (notifications of a
-        final outcome must not be lost to a crash between the transition and the queueing).
-        ``due_in`` (seconds) is the next due time relative to Redis TIME, taken inside the script
-        (one clock for every host); ``due`` (epoch seconds) is an absolute one.
+        table or another writer moved the record first; returns the new record (with its history)
+        otherwise. ``outbox`` members are queued for delivery in the same atomic step
+        (notifications of a final outcome must not be lost to a crash between the transition and
+        the queueing). ``due_in`` (seconds) is the next due time relative to Redis TIME, taken
+        inside the script (one clock for every host); ``due`` (epoch seconds) is an absolute one.
         """
-        ref = record.client_reference
-        if target != record.state and not is_allowed(record.state, target):
-            raise TransitionError(ref, record.state, target, "not an allowed transition")
-        if target in FINAL_STATES:
-            timer = "clear"
-        if timer == "set" and due is None and due_in is None:
-            raise ValueError("timer='set' needs a due time")
-        at = now()
-        sets: list[str] = []
-        dels: list[str] = []
-        for name, value in (fields or {}).items():
-            if value is None:
-                dels.append(FIELDS[name])
-            else:
-                sets += [FIELDS[name], encode(value)]
-        hist = (
-            history_line(at, record.state, target, reason, actor) if target != record.state else ""
-        )
-        keys = [
-            record_key(ref),
-            TIMERS,
-            state_key(record.state),
-            state_key(target),
-            OUTBOX,
-            history_key(ref),
-        ]
-        refund_id = (fields or {}).get("crypto_refund_id")
-        if refund_id and str(refund_id) != record.crypto_refund_id:
-            # Webhooks match on the id first. A record that already holds this id had its index
-            # written (SET NX) by the transition that stored it: not again on every poll.
-            keys.append(refund_id_key(str(refund_id)))
-        argv = [
-            ref,
-            record.state,
+        return self.write(
+            record,
             target,
-            encode(at),
-            timer,
-            f"+{float(due_in)!r}" if due_in is not None else encode(due or 0),
-            hist,
-            str(len(sets) // 2),
-            str(len(dels)),
-            str(len(outbox)),
-            *sets,
-            *dels,
-            *outbox,
-        ]
-        if dispatch:
-            argv[4] = f"{timer}+dispatch"
-        ok, answer, *hist = self._transition(keys=keys, args=argv)
-        if not ok:
-            why = "record does not exist" if not answer else f"record is now {answer}"
-            raise TransitionError(ref, answer or None, target, why)
-        # The script answers with the record as written: no second round trip to read it back.
-        flat = list(answer)
-        raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        self._last_fence.value = int(raw.get("disp") or 0)
-        return decode(ref, raw, hist[0])
+            reason,
+            fields=fields,
+            timer=timer,
+            due=due,
+            due_in=due_in,
+            actor=actor,
+            outbox=outbox,
+            history=True,
+        ).record
 
     def transition_dispatch(
         self, record: RefundRecord, target: State, reason: str, **kwargs: Any
     ) -> tuple[RefundRecord, int]:
         """:meth:`transition` that also writes a new dispatch id (fence) for the step the caller
         sends next; answers the record and that fence (the message must carry it)."""
-        new = self.transition(record, target, reason, dispatch=True, **kwargs)
-        return new, int(self._last_fence.value)
+        written = self.write(record, target, reason, dispatch=True, history=True, **kwargs)
+        return written.record, written.fence
+
+    def write(
+        self,
+        record: RefundRecord,
+        target: State,
+        reason: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        timer: TimerAction = "keep",
+        due: float | None = None,
+        due_in: float | None = None,
+        actor: str = "pipeline",
+        outbox: Sequence[str] = (),
+        dispatch: bool = False,
+        then: Sequence[Edge] = (),
+        release: StepLock | None = None,
+        history: bool = False,
+    ) -> Written:
+        """One compare-and-set write of ``record`` (as :meth:`transition`), in one script.
+
+        ``dispatch``: also write a new dispatch id (``Written.fence``). ``then``: more edges
+        written in the same script after ``target`` (each checked against the table; a step that
+        continues with the next step records its outcome and the next attempt at once); the
+        record ends in the last edge's state, with one history line and one version per edge.
+        ``release``: the step lock to release in the same script, if still ours (a step's last
+        write), answering whether webhooks are parked for the refund. ``history``: answer the
+        record's history too (one more read; steps do not need it, so their records carry none).
+        Raises TransitionError as :meth:`transition`.
+        """
+        ref = record.client_reference
+        at = now()
+        lines: list[str] = []
+        merged: dict[str, Any] = {}
+        state = record.state
+        for edge_target, edge_reason, edge_fields in [(target, reason, fields or {}), *then]:
+            if edge_target != state:
+                if not is_allowed(state, edge_target):
+                    raise TransitionError(ref, state, edge_target, "not an allowed transition")
+                lines.append(history_line(at, state, edge_target, edge_reason, actor))
+            merged.update(edge_fields)
+            state = edge_target
+        if state in FINAL_STATES:
+            timer = "clear"
+        if timer == "set" and due is None and due_in is None:
+            raise ValueError("timer='set' needs a due time")
+        sets: list[str] = []
+        dels: list[str] = []
+        for name, value in merged.items():
+            if value is None:
+                dels.append(FIELDS[name])
+            else:
+                sets += [FIELDS[name], encode(value)]
+        keys = [
+            record_key(ref),
+            TIMERS,
+            state_key(record.state),
+            state_key(state),
+            OUTBOX,
+            history_key(ref),
+            legacy_history_key(ref),
+            lock_key(ref),
+            parked_key(ref),
+        ]
+        refund_id = merged.get("crypto_refund_id")
+        if refund_id and str(refund_id) != record.crypto_refund_id:
+            # Webhooks match on the id first. A record that already holds this id had its index
+            # written (SET NX) by the transition that stored it: not again on every poll.
+            keys.append(refund_id_key(str(refund_id)))
+        token = release.local.token if release is not None else None
+        argv = [
+            ref,
+            record.state,
+            state,
+            encode(at),
+            f"{timer}+dispatch" if dispatch else timer,
+            f"+{float(due_in)!r}" if due_in is not None else encode(due or 0),
+            str(len(lines)),
+            str(len(sets) // 2),
+            str(len(dels)),
+            str(len(outbox)),
+            "" if token is None else (token.decode() if isinstance(token, bytes) else str(token)),
+            "1" if history else "",
+            *lines,
+            *sets,
+            *dels,
+            *outbox,
+        ]
+        ok, answer, *rest = self._transition(keys=keys, args=argv)
+        if not ok:
+            why = "record does not exist" if not answer else f"record is now {answer}"
+            raise TransitionError(ref, answer or None, state, why)
+        # The script answers with the record as written: no second round trip to read it back.
+        flat = list(answer)
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        hist, parked = rest[0], int(rest[1])
+        return Written(
+            decode(ref, raw, hist or None),
+            int(raw.get("disp") or 0),
+            None if parked < 0 else bool(parked),
+        )
 
     # --- health ---------------------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ def test_an_outage_of_many_attempts_does_not_give_up_before_the_time_limit(
     assert ctx.ledger.get("o-1").attempts == 40
 
     sandbox.configure(error_rates={})  # the provider is back: the next try goes through
-    done = steps.create(ctx, "o-1")
-    assert done.record is not None and done.record.state == State.CREATED
+    done = steps.create(ctx, "o-1")  # and Confirm follows in the same task
+    assert done.record is not None and done.record.state == State.PROCESSING
     assert done.record.last_error is None  # success ends the streak
 
 
@@ -60,7 +60,8 @@ def test_a_streak_longer_than_give_up_after_goes_to_needs_attention(
     assert history[-1].reason.startswith("gave up after 1s of failures: ")
 
 
-def test_a_permanent_error_still_stops_at_once(ctx: Context, sandbox: SandboxAdmin) -> None:
+def test_a_permanent_error_still_stops_at_once(redis_db: str, sandbox: SandboxAdmin) -> None:
+    ctx = context(redis_db, sandbox, confirm_inline=False)  # stop at created: Confirm alone
     received(ctx, sandbox, "o-3")
     steps.create(ctx, "o-3")  # created
     record = ctx.ledger.get("o-3")
@@ -108,8 +109,8 @@ def test_refused_credentials_pause_the_cluster_log_once_and_cost_no_attempt(
     sandbox.configure(token_refuse_status=None)  # credentials fixed
     time.sleep(1.6)
     for p, ref in ((a, "k-1"), (b, "k-2"), (a, "k-3")):
-        done = steps.create(p, ref)
-        assert done.record is not None and done.record.state == State.CREATED, done.note
+        done = steps.create(p, ref)  # Create, then Confirm in the same task
+        assert done.record is not None and done.record.state == State.PROCESSING, done.note
     assert sandbox.calls().get("token") == 3
     assert gate.refused_since() is None  # the incident is over
     assert any("accepts our credentials again" in r.getMessage() for r in caplog.records)

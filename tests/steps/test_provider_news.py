@@ -24,8 +24,15 @@ from refunds.decisions import PROVIDER_MISMATCH
 from refunds.mce.client import idempotency_key
 from refunds.models import State
 from refunds.notify import outcome
-from tests.steps.conftest import intent, received
+from tests.steps.conftest import intent, make_context, received
 from tests.steps.news_helpers import deliver, drive, provider_view, requests_sent
+
+
+@pytest.fixture
+def ctx(redis_db: str, sandbox: SandboxAdmin) -> Context:
+    """Confirm as a step of its own (``REFUNDS_CONFIRM_INLINE=false``): these cases put news
+    between a Create and its Confirm, so the Create must stop at ``created``."""
+    return make_context(redis_db, sandbox, confirm_inline=False)
 
 
 def with_thresholds(ctx: Context, **thresholds: str) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import cast
 
+import pytest
+
 from devstack.sandbox_admin import SandboxAdmin
 from refunds.context import Context
+from refunds.errors import TransitionError
 from refunds.models import RefundRecord, State
-from refunds.store.keys import history_key, record_key
+from refunds.store.keys import history_key, legacy_history_key, record_key, state_key
 from tests.steps.conftest import received
 
 
@@ -63,14 +66,66 @@ def test_a_legacy_history_in_the_hash_is_moved_and_answered(
     ref = "answer-2"
     received(ctx, sandbox, ref)
     client = ctx.ledger.redis
-    legacy = client.get(history_key(ref))
+    lines = cast(list[str], client.lrange(history_key(ref), 0, -1))
     client.delete(history_key(ref))
-    client.hset(record_key(ref), "hist", legacy)  # as releases before the history key wrote it
+    client.hset(record_key(ref), "hist", "\n".join(lines))  # as the oldest releases wrote it
     old = _fresh(ctx, ref)
+    assert [h.to_state for h in old.history] == ["received"]
     new = ctx.ledger.transition(old, State.CREATING, "create attempt 1", fields={"attempts": 1})
     assert "hist" not in _raw(ctx, ref)
     assert new == _fresh(ctx, ref)
     assert [h.to_state for h in new.history] == ["received", "creating"]
+    assert client.llen(history_key(ref)) == 2  # moved into the list, in order
     # An update without a transition answers the history unchanged.
     same = ctx.ledger.transition(new, State.CREATING, "", fields={"attempts": 2})
     assert same == _fresh(ctx, ref) and same.history == new.history and same.attempts == 2
+
+
+def test_a_legacy_history_string_is_read_before_the_list(
+    ctx: Context, sandbox: SandboxAdmin
+) -> None:
+    """Records from the releases that kept the history in a string (``rp:h:{ref}``) keep it
+    there: it is read first, and new lines go to the list after it."""
+    ref = "answer-3"
+    received(ctx, sandbox, ref)
+    client = ctx.ledger.redis
+    lines = cast(list[str], client.lrange(history_key(ref), 0, -1))
+    client.delete(history_key(ref))
+    client.set(legacy_history_key(ref), "\n".join(lines))
+    old = _fresh(ctx, ref)
+    new = ctx.ledger.transition(old, State.CREATING, "create attempt 1", fields={"attempts": 1})
+    assert [h.to_state for h in new.history] == ["received", "creating"]
+    assert new == _fresh(ctx, ref)
+    assert client.get(legacy_history_key(ref)) == "\n".join(lines)  # left as it was
+    assert client.llen(history_key(ref)) == 1
+
+
+def test_a_chained_write_adds_a_line_and_a_version_per_edge(
+    ctx: Context, sandbox: SandboxAdmin
+) -> None:
+    ref = "answer-4"
+    record = received(ctx, sandbox, ref)
+    record = ctx.ledger.transition(record, State.CREATING, "create attempt 1")
+    written = ctx.ledger.write(
+        record,
+        State.CREATED,
+        "created",
+        fields={"crypto_refund_id": "CR-ANSWER-4", "attempts": 0},
+        then=[(State.CONFIRMING, "confirm attempt 1", {"attempts": 1})],
+        timer="set",
+        due_in=5.0,
+        history=True,
+    )
+    assert written.record == _fresh(ctx, ref)
+    assert written.record.state == State.CONFIRMING and written.record.attempts == 1
+    assert written.record.version == record.version + 2
+    assert [h.to_state for h in written.record.history][-2:] == ["created", "confirming"]
+    assert written.parked is None  # no lock released: not asked
+    assert ctx.ledger.redis.sismember(state_key(State.CONFIRMING), ref)
+    assert not ctx.ledger.redis.sismember(state_key(State.CREATING), ref)
+    assert not ctx.ledger.redis.sismember(state_key(State.CREATED), ref)
+    assert ctx.ledger.reference_of_refund_id("CR-ANSWER-4") == ref
+    # An edge the table forbids anywhere in the chain refuses the whole write.
+    with pytest.raises(TransitionError):
+        ctx.ledger.write(written.record, State.PROCESSING, "", then=[(State.RECEIVED, "", {})])
+    assert _fresh(ctx, ref) == written.record

@@ -1,0 +1,35 @@
+"""Lua pieces the store's scripts share (prepended to a script's source, so each stays one script).
+
+``now()``: Redis TIME as epoch seconds, read at most once per script (the one clock every host
+shares). ``push_history(rec, record_key, list_key, lines)``: append history lines with one RPUSH;
+a record from the releases that kept its history inside the hash (field ``hist``) has those lines
+moved out first, so the list stays in order.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HISTORY", "NOW"]
+
+NOW = """
+local _now
+local function now()
+  if not _now then
+    local t = redis.call('TIME')
+    _now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return _now
+end
+"""
+
+HISTORY = """
+local function push_history(rec, record_key, list_key, lines)
+  local all = {}
+  if rec['hist'] then
+    for line in string.gmatch(rec['hist'], '[^\\n]+') do all[#all + 1] = line end
+    redis.call('HDEL', record_key, 'hist')
+    rec['hist'] = nil
+  end
+  for _, line in ipairs(lines) do all[#all + 1] = line end
+  if #all > 0 then redis.call('RPUSH', list_key, unpack(all)) end
+end
+"""
