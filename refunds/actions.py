@@ -19,7 +19,6 @@ from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.notify import outbox_members
 from refunds.policy import Policy
-from refunds.store.connection import ensure_durable
 from refunds.store.ledger import Ledger, TimerAction
 from refunds.webhooks import replay_with
 
@@ -105,7 +104,7 @@ def approve(
         timer="set",
         due_in=settings.lease_seconds,
     )
-    ensure_durable(ledger.redis, settings)  # NotDurableError: the operator is told to retry
+    ledger.ensure_durable(settings)  # NotDurableError: the operator is told to retry
     return _replayed(ledger, settings, ActionResult(new, "confirm"))
 
 
@@ -152,7 +151,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         timer="set",
         due_in=delay,
     )
-    ensure_durable(ledger.redis, settings)
+    ledger.ensure_durable(settings)
     nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
     return _replayed(ledger, settings, ActionResult(new, nudge))
 
@@ -192,7 +191,7 @@ def cancel(
         reason=reason,
         outbox=outbox_members(settings, ref),
     )
-    ensure_durable(ledger.redis, settings)
+    ledger.ensure_durable(settings)
     return _replayed(ledger, settings, ActionResult(new, None))
 
 

@@ -29,7 +29,7 @@ from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord, State
-from refunds.store.connection import ensure_durable, redis_client
+from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger, SubmitResult
 
 log = logging.getLogger("refunds.producer")
@@ -85,7 +85,7 @@ class Producer:
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
         result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
-        ensure_durable(self.ledger.redis, self.settings)  # NotDurableError: answer "retry"
+        self.ledger.ensure_durable(self.settings)  # NotDurableError: answer "retry"
         if result.created or result.record.state == State.RECEIVED:
             # New, or a retry of an intent whose create has not happened yet (its nudge may be
             # the one that was lost): nudge a worker.
@@ -124,7 +124,7 @@ class Producer:
         """
         out = BatchResult()
         outcomes = self.ledger.submit_many(list(intents), due_in=0.0)
-        ensure_durable(self.ledger.redis, self.settings)
+        self.ledger.ensure_durable(self.settings)
         for outcome in outcomes:
             if isinstance(outcome, ConflictError):
                 out.conflicts.append(outcome)

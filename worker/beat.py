@@ -4,14 +4,18 @@ Why a scheduler and not a check in the tick task: the lock must stop the *messag
 their effect. With a check in the task, two beats still publish two ticks per interval, the
 second one waking a worker to do nothing, and a race between them (the first tick's run not yet
 recorded when the second starts) still lets both run. Here the only process that publishes is the
-lock's holder, and it confirms (renews, token-checked) the lock on every wake-up right before it
-sends, so a second ``celery beat``, or ``worker -B`` on every replica, sends nothing: it logs once
+lock's holder, and before it sends it confirms (renews, token-checked) the lock unless it did so
+less than ``BeatLock.renew_every`` ago (an eighth of the TTL: the key still carries its token
+then), so a second ``celery beat``, or ``worker -B`` on every replica, sends nothing: it logs once
 at WARNING that it stands by, naming the holder, and takes over when the holder's lock expires
 (``refunds.store.beat.lock_ttl``: a few tick intervals) or is released at a clean shutdown.
+Renewing at most once per ``renew_every``, not on every ``tick()`` call, matters because Celery
+calls ``tick()`` in a busy loop for the last 10 ms before an entry is due (``refunds.store.beat``).
 
 The narrow gap left: a holder frozen (SIGSTOP, a VM pause) between its renewal and its send for
-longer than the TTL may send one tick after a standby took over. A doubled tick is harmless: the
-tick claims due refunds atomically, so it only costs a no-op run.
+longer than the TTL, or a host suspended (its monotonic clock stopped) within ``renew_every`` of a
+confirmation, may send one tick after a standby took over. A doubled tick is harmless: the tick
+claims due refunds atomically, so it only costs a no-op run.
 
 This scheduler also turns off the ``task-sent`` event for what it sends (beat sends only the
 tick): Flower then keeps no entry per tick. Beat runs in its own process (``worker -B`` forks it),

@@ -32,7 +32,6 @@ from config.settings import Settings
 from refunds.errors import MceAuthError, MceForbiddenError, MceThrottledError, MceTransientError
 from refunds.mce.schemas import TokenData
 from refunds.store.keys import TOKEN as TOKEN_KEY
-from refunds.store.pacing import CredentialsGate
 from refunds.store.tokens import TokenStore
 
 __all__ = ["TOKEN_KEY", "Token", "TokenCache"]
@@ -81,7 +80,7 @@ class TokenCache:
         self._local: Token | None = None
         self._mutex = threading.Lock()
         self.fetches = 0  # token calls made by this process (for tests and stats)
-        self.gate = CredentialsGate(self.store.redis, settings.auth_pause_seconds)
+        self.gate = self.store.credentials_gate(settings.auth_pause_seconds)
 
     def margin(self, lifetime: float) -> float:
         return min(

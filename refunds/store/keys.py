@@ -89,6 +89,13 @@ def refund_id_key(crypto_refund_id: str) -> str:
 RECORD_PATTERN = PREFIX + "r:*"  # SCAN pattern over every record
 CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider conflict mark
 
+
+def record_pattern(ref_prefix: str) -> str:
+    """SCAN pattern over the records whose reference starts with ``ref_prefix`` (references
+    hold no glob characters: ``models.RefundIntent`` allows only ``A-Za-z0-9._:-``)."""
+    return f"{record_key(ref_prefix)}*"
+
+
 # --- step locks (store/locks.py) ------------------------------------------------------------------
 
 

@@ -28,9 +28,11 @@ from typing import Any, Literal, cast
 
 import redis
 
+from config.settings import Settings
 from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line, new_record
+from refunds.store.connection import ensure_durable
 from refunds.store.keys import (
     ALL,
     CONFLICTS,
@@ -583,3 +585,18 @@ class Ledger(Timers, StepLocks):
             if len(part) < chunk:
                 return
             start += chunk
+
+    # --- durability -----------------------------------------------------------------------------
+
+    def ensure_durable(self, settings: Settings) -> None:
+        """Wait until enough replicas have every write this ledger's client made so far, or raise.
+
+        Call after a write that cannot be redone from the provider (intake, an operator action)
+        and before answering the caller. Arguments: ``settings.min_replica_acks`` (a count of
+        replicas; 0, the default, makes this a no-op) and ``settings.replica_ack_timeout_ms``
+        (milliseconds to wait for them, one Redis ``WAIT``). Raises ``NotDurableError`` (fewer
+        acks than required within the timeout: the caller must retry) or the ``redis`` error of a
+        primary that cannot be reached. The implementation, and why it writes a probe key first,
+        is ``refunds.store.connection.ensure_durable``.
+        """
+        ensure_durable(self.redis, settings)

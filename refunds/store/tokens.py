@@ -16,6 +16,7 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from refunds.store.keys import TOKEN, TOKEN_FETCHES, TOKEN_LOCK
+from refunds.store.pacing import CredentialsGate
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -38,6 +39,10 @@ class TokenStore:
     def of(cls, ledger: Ledger) -> TokenStore:
         """The token storage in the ledger's database."""
         return cls(ledger.redis)
+
+    def credentials_gate(self, pause: float) -> CredentialsGate:
+        """The cluster-wide pause after refused credentials, on this store's database."""
+        return CredentialsGate(self.redis, pause)
 
     def read(self) -> tuple[str, float, float] | None:
         """``(token, seconds it still lives, refresh margin in seconds)``, or None when none is

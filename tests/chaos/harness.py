@@ -44,7 +44,8 @@ from devstack.sandbox_admin import SandboxAdmin
 from devstack.stack import LocalStack
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed
 from refunds.producer import Producer
-from refunds.store.ledger import TIMERS, Ledger, record_key, state_key
+from refunds.store.keys import record_pattern
+from refunds.store.ledger import TIMERS, Ledger, state_key
 from tests.conftest import SANDBOX_TEST_CONFIG, TEST_ENV
 
 FINAL = frozenset(str(s) for s in FINAL_STATES)
@@ -799,9 +800,9 @@ def check_invariants(ledger: Ledger, report: ChaosReport) -> dict[str, list[str]
     lost = [f"{ref}: no record" for ref in refs if ref not in records]
     for outage in report.outages:
         lost += [f"{ref}: missing after the Redis restart" for ref in outage.missing_after]
-    keys = sum(1 for _ in ledger.redis.scan_iter(match=record_key(report.prefix) + "*", count=1000))
+    keys = sum(1 for _ in ledger.redis.scan_iter(match=record_pattern(report.prefix), count=1000))
     if keys != len(refs):
-        lost.append(f"{keys} rp:r:{report.prefix}* keys for {len(refs)} submitted")
+        lost.append(f"{keys} {record_pattern(report.prefix)} keys for {len(refs)} submitted")
     problems["no record lost"] = lost
 
     stuck = []

@@ -6,6 +6,8 @@ runs exactly. Two beats for a few seconds must give one beat's rate (tick 0.25 s
 second, not 8); the standby logs once at WARNING, naming the holder; SIGKILLing the holder lets
 the standby take over within the lock's TTL (2 s here) and the rate stays one beat's. The same
 holds for two workers each started with ``-B`` (an embedded beat per replica), one of which stops.
+The holder renews its lock about once per tick, not once per ``tick()`` call (Celery calls it in a
+busy loop for the last 10 ms before an entry is due): counted with Redis's own command statistics.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.lock import Lock
 
 from config.celery import ALL_QUEUES
 from devstack.localstack import (
@@ -29,6 +32,7 @@ from devstack.localstack import (
     start_worker,
     wait_for_worker,
 )
+from devstack.wait import wait_until
 from refunds.store.beat import BEAT_LOCK_KEY, BeatLock, lock_ttl
 from refunds.store.keys import LAST_TICK
 from tests.conftest import TEST_ENV
@@ -212,3 +216,55 @@ def test_the_lock_is_token_checked_expires_and_is_released(beat_redis: str) -> N
     assert b.holder() is None
     assert a.hold()
     a.release()
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    """Calls of ``command`` that ran without an error (a NOSCRIPT answer, after which redis-py
+    loads the script and calls again, is not a renewal) since the last CONFIG RESETSTAT, from all
+    clients of the server."""
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
+
+
+def test_the_holder_renews_at_most_once_per_renew_every(beat_redis: str) -> None:
+    """``BeatLock`` on its own: many wake-ups in a row cost no round trip; one renewal per
+    ``renew_every``; a holder whose lock was taken finds out at its next renewal."""
+    client = redis.Redis.from_url(beat_redis, decode_responses=True)
+    client.delete(BEAT_LOCK_KEY)
+    lock = BeatLock(client, ttl=2.0, name="host-a:1:aa")
+    assert lock.renew_every == 0.25
+    client.script_load(Lock.LUA_REACQUIRE_SCRIPT)  # so the renewal below is one EVALSHA
+    client.config_resetstat()
+    assert all(lock.hold() for _ in range(50))  # as in Celery's busy loop before a due entry
+    assert (_calls(client, "set"), _calls(client, "evalsha")) == (1, 0)  # the acquisition only
+    time.sleep(lock.renew_every)
+    assert all(lock.hold() for _ in range(50))
+    assert _calls(client, "evalsha") == 1  # one token-checked renewal
+    client.set(BEAT_LOCK_KEY, "host-b:2:bb", px=2000)  # another beat holds it now
+    time.sleep(lock.renew_every)
+    assert not lock.hold()  # found out at the renewal: it stops sending
+    assert not lock.held
+    client.delete(BEAT_LOCK_KEY)
+
+
+def test_a_running_beat_renews_its_lock_about_once_per_tick(
+    beat_redis: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A real ``celery beat`` alone on the private Redis: every EVALSHA is a lock renewal and
+    every LPUSH a tick sent. Renewing on every ``tick()`` call made 10-20 EVALSHAs per tick."""
+    client = redis.Redis.from_url(beat_redis, decode_responses=True)
+    client.flushdb()
+    beat = start_beat(tmp_path, {**env, "REDIS_URL": beat_redis}, name="beat-count")
+    try:
+        wait_until(lambda: client.get(BEAT_LOCK_KEY), 60, what="the beat lock held", child=beat)
+        time.sleep(1.0)  # past start-up
+        client.config_resetstat()
+        seconds = 4.0
+        time.sleep(seconds)
+        renewals, sent = _calls(client, "evalsha"), _calls(client, "lpush")
+    finally:
+        beat.stop()
+        client.flushdb()
+    assert sent >= 0.6 * seconds / TICK, sent  # it ticks at its rate
+    assert renewals <= sent + 1, f"{renewals} renewals for {sent} ticks sent"
+    assert renewals >= seconds / (TTL / 2), renewals  # and keeps its lock alive

@@ -21,6 +21,7 @@ import redis
 
 from devstack.localstack import Child, start_redis
 from refunds.models import State
+from refunds.store.keys import RECORD_PATTERN, record_key
 from refunds.store.ledger import Ledger
 
 SCRIPT = Path(sys.executable).parent / "refunds"
@@ -71,7 +72,7 @@ def run_json(env: dict[str, str], *args: str) -> Any:
 
 
 def record_keys(db: redis.Redis) -> list[str]:
-    return sorted(db.scan_iter("rp:r:*"))
+    return sorted(db.scan_iter(RECORD_PATTERN))
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -87,7 +88,7 @@ def test_submit_one_intent_prints_the_record(env: dict[str, str], db: redis.Redi
     assert result.returncode == 0, result.stderr
     assert "submitted cli-1" in result.stdout
     assert "received" in result.stdout
-    assert record_keys(db) == ["rp:r:cli-1"]
+    assert record_keys(db) == [record_key("cli-1")]
 
 
 def test_submit_json_prints_the_public_record(env: dict[str, str], db: redis.Redis) -> None:
@@ -111,7 +112,7 @@ def test_submitting_the_same_intent_again_returns_the_same_record(
     human = run(env, *args)
     assert human.returncode == 0
     assert "already submitted" in human.stdout
-    assert record_keys(db) == ["rp:r:cli-3"]
+    assert record_keys(db) == [record_key("cli-3")]
 
 
 def test_same_reference_with_other_content_is_a_conflict(
@@ -173,7 +174,7 @@ def test_valid_csv_batch_is_submitted_with_a_summary(
     assert result.stdout.splitlines()[:3] == [
         "created: 3", "already existing: 0", "conflicts: 0",
     ]
-    assert record_keys(db) == ["rp:r:csv-1", "rp:r:csv-2", "rp:r:csv-3"]
+    assert record_keys(db) == [record_key(f"csv-{i}") for i in (1, 2, 3)]
     assert run_json(env, "status", "csv-1")["refundAddress"] is None
     assert run_json(env, "status", "csv-2")["refundAddress"] == "TAddr2"
 

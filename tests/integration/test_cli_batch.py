@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from devstack.localstack import Child, start_redis
+from refunds.store.keys import record_key
 from tests.integration.test_cli import (
     COMMAND,
     REPO,
@@ -127,7 +128,7 @@ def test_duplicate_rows_are_submitted_once_and_reported(
         "duplicate rows: 2 (identical repeats, submitted once): line 3 (same as 1), "
         "5 (same as 2)",
     ]
-    assert record_keys(db) == ["rp:r:d-1", "rp:r:d-2"]
+    assert record_keys(db) == [record_key("d-1"), record_key("d-2")]
     assert run_json(env, "submit", "--file", str(batch)) == {
         "created": 0, "existing": 2, "conflicts": [],
         "duplicates": {"count": 2, "rows": [{"line": 3, "sameAs": 1}, {"line": 5, "sameAs": 2}]},
@@ -168,7 +169,7 @@ def test_standard_input_is_read_with_a_format(
     done = pipe("--format", "jsonl", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"created": 3, "existing": 0, "conflicts": []}
-    assert record_keys(db) == ["rp:r:in-1", "rp:r:in-2", "rp:r:in-3"]
+    assert record_keys(db) == [record_key(f"in-{i}") for i in (1, 2, 3)]
     assert list(spool_dir.iterdir()) == []
 
 
@@ -186,4 +187,4 @@ def test_a_named_pipe_is_spooled_and_read_twice(
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert json.loads(stdout) == {"created": 2, "existing": 0, "conflicts": []}
-    assert record_keys(db) == ["rp:r:fifo-1", "rp:r:fifo-2"]
+    assert record_keys(db) == [record_key("fifo-1"), record_key("fifo-2")]

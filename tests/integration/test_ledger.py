@@ -18,7 +18,7 @@ from refunds.mce.auth import TokenCache
 from refunds.mce.schemas import TokenData
 from refunds.models import RefundIntent, State
 from refunds.store.events import EVENT_TTL, EventStore
-from refunds.store.keys import event_key, history_key, parked_key, record_key
+from refunds.store.keys import event_key, history_key, parked_key, record_key, record_pattern
 from refunds.store.ledger import Ledger, StepLock
 from refunds.store.outbox import Outbox
 from refunds.store.tokens import TokenStore
@@ -404,3 +404,12 @@ def test_token_store_invalidates_only_the_refused_token(
     assert store.invalidate("tok-old") is False
     assert store.read() is not None and store.read()[0] == "tok-a"  # type: ignore[index]
     assert store.invalidate("tok-a") is True and store.read() is None
+
+
+def test_record_pattern_matches_the_records_with_that_prefix_only(
+    ledger: Ledger, prefix: str
+) -> None:
+    for ref in ("a-1", "a-2", "b-1"):
+        ledger.submit(intent(prefix + ref, txn="tx-" + ref), due_in=30)
+    found = sorted(ledger.redis.scan_iter(match=record_pattern(prefix + "a-"), count=1000))
+    assert found == [record_key(prefix + "a-1"), record_key(prefix + "a-2")]  # no history keys

@@ -39,7 +39,7 @@ from devstack.localstack import (
     wait_until,
 )
 from refunds.models import State
-from refunds.store.keys import WEBHOOKS
+from refunds.store.keys import WEBHOOKS, event_key
 from refunds.store.ledger import Ledger
 from tests.conftest import SandboxAdmin, wait_final
 
@@ -338,7 +338,7 @@ def test_forged_stale_malformed_and_oversized_webhooks_touch_nothing(web: Web, p
     assert unsigned.status_code == 401
     after = web.ledger.get(ref)
     assert after.version == before.version and after.txn_hash is None
-    assert not web.ledger.redis.exists(f"rp:wh:{prefix}x")  # nothing stored either
+    assert not web.ledger.redis.exists(event_key(f"{prefix}x"))  # nothing stored either
 
 
 def _provider_create(web: Web, ref: str) -> str:
@@ -389,7 +389,7 @@ def test_webhook_for_an_unknown_refund_is_kept_and_applied_when_it_appears(
         rid,
         "0xearly",  # the parked webhook finished it, not a poll
     )
-    assert web.ledger.redis.hget(f"rp:wh:{prefix}e1", "status") == "applied"
+    assert web.ledger.redis.hget(event_key(f"{prefix}e1"), "status") == "applied"
 
 
 def _processing(web: Web, ref: str) -> str:
@@ -447,7 +447,7 @@ def test_same_notification_id_with_another_body_is_a_conflict_and_changes_nothin
     after = web.ledger.get(ref)
     assert (after.version, after.state, after.txn_hash) == (before.version, before.state, None)
     assert int(web.ledger.redis.hget(WEBHOOKS, "conflict") or 0) == before_count + 1
-    assert web.ledger.redis.hget(f"rp:wh:{prefix}same", "conflicts") == "1"
+    assert web.ledger.redis.hget(event_key(f"{prefix}same"), "conflicts") == "1"
     log = web.log_path.read_text(errors="replace")
     [line] = [json.loads(x) for x in log.splitlines() if "webhook conflict" in x and prefix in x]
     assert line["level"] == "warning"
@@ -491,7 +491,7 @@ def test_other_event_families_are_stored_and_not_applied(web: Web, prefix: str) 
     }
     answer = web.hook(deposit)
     assert (answer.status_code, answer.json()["outcome"]) == (200, "ignored")
-    stored = web.ledger.redis.hgetall(f"rp:wh:{prefix}dep1")
+    stored = web.ledger.redis.hgetall(event_key(f"{prefix}dep1"))
     assert stored["status"] == "ignored" and json.loads(stored["body"]) == deposit
     assert web.ledger.get(ref).version == before.version
 

@@ -1,7 +1,9 @@
 """The layering rules of issue 12, checked on the source tree (ast, no imports executed).
 
 (a) Only ``refunds/store/`` spells a Redis key: no string constant (f-strings included) starting
-    with ``rp:`` anywhere else in the application, its tooling or the benchmarks.
+    with ``rp:`` anywhere else in the application, its tooling, the benchmarks or the tests (they
+    use ``refunds.store.keys``'s builders, so a change of layout cannot leave a test reading a key
+    nothing writes any more).
 (b) ``config/`` sits below the domain: it imports nothing from ``refunds``.
 (c) The domain merchant apps import stays free of faces and tooling: outside ``refunds/cli/`` and
     ``refunds/web/`` no module imports click, rich, fastapi, uvicorn, starlette, subprocess or
@@ -18,7 +20,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_PREFIX = "rp" + ":"  # spelled apart so this file passes its own rule
-CHECKED_FOR_KEYS = ("refunds", "tasks", "worker", "config", "devstack", "bench")
+CHECKED_FOR_KEYS = ("refunds", "tasks", "worker", "config", "devstack", "bench", "tests")
+# Files outside the store allowed to spell a key, each with the reason. None today: the store's
+# own tests and the keys tests build keys with keys.py's builders too. The one kind of test that
+# would belong here is one that must pin the spelling itself (keys.py's layout is what data
+# already in Redis was written with); this file passes without an entry by spelling the prefix
+# apart.
+KEY_SPELLING_ALLOWED: dict[str, str] = {}
 FACES = ("refunds/cli", "refunds/web")
 FORBIDDEN_IN_DOMAIN = ("click", "rich", "fastapi", "uvicorn", "starlette", "subprocess", "devstack")
 
@@ -84,7 +92,7 @@ def test_no_redis_key_is_built_outside_the_store() -> None:
     offenders = [
         f"{_rel(path)}:{line}: {text!r}"
         for path in _files(*CHECKED_FOR_KEYS)
-        if not _rel(path).startswith("refunds/store/")
+        if not _rel(path).startswith("refunds/store/") and _rel(path) not in KEY_SPELLING_ALLOWED
         for line, text in key_literals(path.read_text())
     ]
     assert offenders == [], "keys belong in refunds/store/keys.py"
