@@ -7,7 +7,9 @@ because 100,000 refunds in flight must stay small.
 ========================== ====== ================ ==========================================
 key                        type   lifetime         holds
 ========================== ====== ================ ==========================================
-``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS)
+``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS, and
+                                                   a running step's lease ``lk``/``lku``: see
+                                                   store.locks; no key of its own)
 ``rp:hl:{ref}``            list   forever          its history, one JSON line per transition
                                                    (RPUSH: one command per write, no read)
 ``rp:h:{ref}``             string forever          the history written before ``rp:hl`` (lines
@@ -19,7 +21,6 @@ key                        type   lifetime         holds
 ``rp:rid:{refundId}``      string forever          the reference whose record first recorded
                                                    this cryptoRefundId (webhooks match on it)
 ``rp:timers``              zset   until final/held references by due time (leased by the tick)
-``rp:lock:{ref}``          string lock timeout     per-refund step lock (a random token)
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
 ``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
@@ -94,13 +95,6 @@ def record_pattern(ref_prefix: str) -> str:
     """SCAN pattern over the records whose reference starts with ``ref_prefix`` (references
     hold no glob characters: ``models.RefundIntent`` allows only ``A-Za-z0-9._:-``)."""
     return f"{record_key(ref_prefix)}*"
-
-
-# --- step locks (store/locks.py) ------------------------------------------------------------------
-
-
-def lock_key(ref: str) -> str:
-    return f"{PREFIX}lock:{ref}"
 
 
 # --- timers (store/timers.py) ---------------------------------------------------------------------

@@ -40,7 +40,6 @@ from refunds.store.keys import (
     TIMERS,
     history_key,
     legacy_history_key,
-    lock_key,
     parked_key,
     record_key,
     refund_id_key,
@@ -61,7 +60,6 @@ __all__ = [
     "TimerAction",
     "Written",
     "history_key",
-    "lock_key",
     "record_key",
     "state_key",
 ]
@@ -88,16 +86,17 @@ return false
 """
 
 # KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
-#       step lock, parked events[, refund id index]
+#       parked events[, refund id index]
 # (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
 # ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
 #       appended: also write a new dispatch id), due (epoch seconds, or '+seconds' from Redis
-#       TIME), H history lines, N sets, M deletes, K outbox members, step lock token to release
+#       TIME), H history lines, N sets, M deletes, K outbox members, step lease token to release
 #       ('' = none), answer the history ('1' or ''), then the H lines, N field/value pairs, M
 #       field names, K members.
 # Answers {1, the record as written (field/value pairs), its history ('' unless asked), parked}
-# or {0, the current state}. ``parked`` is 1/0 (events parked for the refund) when the lock was
-# released, -1 when no release was asked.
+# or {0, the current state}. ``parked`` is 1/0 (events parked for the refund) when a release was
+# asked, -1 when not. The lease is released (its fields emptied in the same HSET) only if still
+# ours: one that expired and another step took is theirs.
 # One HGETALL reads the record (state, version, dispatch id, the fields to delete: only present
 # ones are deleted); one HSET writes every field with the new state, time and version (one
 # version per history line: a chained transition, say created then confirming, counts two); the
@@ -130,6 +129,11 @@ if string.sub(timer, -9) == '+dispatch' then
   sets[#sets + 1] = 'disp'; sets[#sets + 1] = tostring((tonumber(rec['disp']) or 0) + 1)
   timer = string.sub(timer, 1, -10)
 end
+if ARGV[11] ~= '' and rec['lk'] == ARGV[11] then
+  -- The step's last write releases its lease in the same HSET.
+  sets[#sets + 1] = 'lk'; sets[#sets + 1] = ''
+  sets[#sets + 1] = 'lku'; sets[#sets + 1] = ''
+end
 redis.call('HSET', KEYS[1], unpack(sets))
 for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
 -- Delete only the fields that are there (most updates clear an error that was never set).
@@ -139,7 +143,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if KEYS[10] then redis.call('SET', KEYS[10], ARGV[1], 'NX') end
+if KEYS[9] then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
 if k > 0 then
   local due = string.format('%.6f', now())
   local members = {}
@@ -163,9 +167,8 @@ elseif timer == 'clear' then
 end
 local parked = -1
 if ARGV[11] ~= '' then
-  -- The step's last write releases its lock (if still ours) and says whether webhooks wait.
-  if redis.call('GET', KEYS[8]) == ARGV[11] then redis.call('DEL', KEYS[8]) end
-  parked = redis.call('EXISTS', KEYS[9])
+  -- The step's last write also says whether webhooks wait for the refund.
+  parked = redis.call('EXISTS', KEYS[8])
 end
 local hist = ''
 if ARGV[12] ~= '' then
@@ -501,7 +504,6 @@ class Ledger(Timers, StepLocks):
             OUTBOX,
             history_key(ref),
             legacy_history_key(ref),
-            lock_key(ref),
             parked_key(ref),
         ]
         refund_id = merged.get("crypto_refund_id")
@@ -509,7 +511,7 @@ class Ledger(Timers, StepLocks):
             # Webhooks match on the id first. A record that already holds this id had its index
             # written (SET NX) by the transition that stored it: not again on every poll.
             keys.append(refund_id_key(str(refund_id)))
-        token = release.local.token if release is not None else None
+        token = release.token if release is not None and release.held else None
         argv = [
             ref,
             record.state,
@@ -521,7 +523,7 @@ class Ledger(Timers, StepLocks):
             str(len(sets) // 2),
             str(len(dels)),
             str(len(outbox)),
-            "" if token is None else (token.decode() if isinstance(token, bytes) else str(token)),
+            token or "",
             "1" if history else "",
             *lines,
             *sets,

@@ -16,16 +16,17 @@ from typing import cast
 
 import redis
 
-from refunds.store.keys import LAST_TICK, OUTBOX, TIMERS, lock_key, record_key
+from refunds.store.keys import LAST_TICK, OUTBOX, TIMERS, record_key
 
 # KEYS: timer set, tick heartbeat key ('' = none).
-# ARGV: lease seconds, limit, record key prefix ('' = do not read states), lock key prefix ('' =
-#       no step-lock check and no fence)
+# ARGV: lease seconds, limit, record key prefix ('' = do not read states), '1' = check the step
+#       leases and write fences ('' = neither)
 # Answers a flat list: ref, state ('' when the record is gone or states were not asked), fence
 # (the dispatch id written for this claim, 0 when none), ...
-# The clock is Redis TIME (one clock for every host). With a lock prefix, a due refund whose step
-# lock is still held (a step is running and its heartbeat renews the lock) is not handed out: its
-# timer moves to when that lock would expire. Every other claimed refund gets a new dispatch id
+# The clock is Redis TIME (one clock for every host). With the lease check, a due refund whose
+# step lease is still held (a step is running and its heartbeat renews it: fields ``lk``/``lku``
+# of the record, see ``store.locks``) is not handed out: its timer moves to when that lease would
+# expire. Every other claimed refund gets a new dispatch id
 # (HINCRBY 'disp'), so a message of an older dispatch is recognised as stale by the step.
 # One ZADD for the whole batch (not one per member): the claim is one script, one write. The
 # record keys are built from the prefix inside the script, since the claimed references are not
@@ -39,23 +40,22 @@ local leased = string.format('%.6f', now + tonumber(ARGV[1]))
 local args = {}
 local out = {}
 for _, ref in ipairs(due) do
-  local ttl = -2
-  if ARGV[4] ~= '' then ttl = redis.call('PTTL', ARGV[4] .. ref) end
-  if ttl > 0 then
-    redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', now + ttl / 1000), ref)
+  local rec = {}
+  local held = 0
+  if ARGV[3] ~= '' then
+    -- One read of the state and, for a fenced claim, the dispatch counters and the step lease.
+    if ARGV[4] ~= '' then
+      rec = redis.call('HMGET', ARGV[3] .. ref, 'state', 'disp', 'start', 'lk', 'lku')
+      if (rec[4] or '') ~= '' and (tonumber(rec[5]) or 0) > now then held = tonumber(rec[5]) end
+    else
+      rec = {redis.call('HGET', ARGV[3] .. ref, 'state')}
+    end
+  end
+  if held > 0 then
+    redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', held), ref)
   else
     out[#out + 1] = ref
-    local state = ''
-    local rec = {}
-    if ARGV[3] ~= '' then
-      -- One read of the state and, for a fenced claim, the dispatch counters.
-      if ARGV[4] ~= '' then
-        rec = redis.call('HMGET', ARGV[3] .. ref, 'state', 'disp', 'start')
-      else
-        rec = {redis.call('HGET', ARGV[3] .. ref, 'state')}
-      end
-      state = rec[1] or ''
-    end
+    local state = rec[1] or ''
     out[#out + 1] = state
     local lease = leased
     if ARGV[4] ~= '' and state ~= '' then
@@ -128,7 +128,7 @@ class Timers:
                 _encode(lease_seconds),
                 limit,
                 record_key("") if states else "",
-                lock_key("") if fence else "",
+                "1" if fence else "",
             ],
         )
         return [

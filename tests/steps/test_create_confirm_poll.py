@@ -9,7 +9,7 @@ from refunds import steps
 from refunds.context import Context
 from refunds.models import State
 from refunds.policy import Policy
-from refunds.store.keys import lock_key
+from refunds.store.keys import record_key
 from tests.steps.conftest import PROCESSING_SECONDS, make_context, received
 
 
@@ -41,7 +41,8 @@ def test_create_confirms_in_the_same_task_then_poll_reaches_completed(
         "processing",
     ]
     assert record.version == 5  # one version per history line
-    assert ctx.ledger.redis.exists(lock_key("r-1")) == 0  # released by the last write
+    lease = ctx.ledger.redis.hmget(record_key("r-1"), "lk", "lku")
+    assert lease == ["", ""]  # released by the last write
 
     time.sleep(PROCESSING_SECONDS + 0.2)  # the sandbox completes a refund this long after Confirm
     polled = steps.poll(ctx, "r-1")
