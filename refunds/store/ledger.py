@@ -7,17 +7,20 @@ move the same refund. The allowed edges are checked against ``models.TRANSITIONS
 script runs; the script's state check makes that decision atomic. Also here: intake (``submit``),
 reads and listings, the provider-conflict set and the cryptoRefundId index.
 
-The keys (record hash, history string, state sets, creation index, conflicts, refund-id index)
-are listed with their types and lifetimes in ``refunds.store.keys``. The history lives in a string
-of its own so the hash stays a compact listpack (Redis converts a hash to a table, about twice the
-memory, once any value exceeds 64 bytes). Three neighbours hold the rest, so each stays readable
-in one sitting: ``refunds.store.codec`` maps a record to its hash fields and back;
-``refunds.store.timers`` (claim, set, clear, lag, heartbeat) and ``refunds.store.locks`` (the
-per-refund step lock and its heartbeat) are inherited, so callers keep one ``Ledger`` object.
-``StepLock`` is re-exported here for the code that imports it from the ledger.
+The keys (record hash, history list, state sets, creation index, conflicts, refund-id index)
+are listed with their types and lifetimes in ``refunds.store.keys``. The history lives in a list
+of its own (one RPUSH per write, never read by a step) so the hash stays a compact listpack
+(Redis converts a hash to a table, about twice the memory, once any value exceeds 64 bytes).
+Three neighbours hold the rest, so each stays readable in one sitting: ``refunds.store.codec``
+maps a record to its hash fields and back; ``refunds.store.timers`` (claim, set, clear, lag,
+heartbeat) and ``refunds.store.locks`` (the per-refund step lease, kept in the record's hash, and
+its heartbeat) are inherited, so callers keep one ``Ledger`` object. ``StepLock`` is re-exported
+here for the code that imports it from the ledger.
 
-Round trips: a transition (CAS, fields, history, state sets, timer, outbox) is one script that
-answers the record as written; taking a step lock reads the record in the same round trip.
+Round trips: a step costs two scripts, whatever it writes. Taking the lease reads the record and
+begins the step's attempt (``store.locks``); :meth:`Ledger.write` records the outcome (CAS,
+fields, history, state sets, timer, outbox, a dispatch id), may begin the next step in the same
+script (``then``), and releases the lease and looks for parked webhooks (``release``).
 """
 
 from __future__ import annotations
