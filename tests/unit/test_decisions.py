@@ -21,6 +21,7 @@ from refunds.decisions import (
     STEP_FOR_STATE,
     Decision,
     Source,
+    continue_inline,
     decide,
 )
 from refunds.mce.client import MceClient
@@ -375,3 +376,22 @@ def test_5_the_client_and_the_webhook_read_json_numbers_as_exact_decimals() -> N
     _, _, body = webhooks.parse(event)
     assert body["amount"] == Decimal("1000.000000000000000001")
     assert HELD.needs_approval(RefundData.model_validate(body).amount, "USDT") is True
+
+
+# --- continue_inline: may a Create's task go on with Confirm? -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "call_budget", "soft_limit", "expected"),
+    [
+        (0.01, 20.0, 45.0, True),  # the defaults: 40 s of calls fit after a quick Create
+        (4.99, 20.0, 45.0, True),
+        (5.0, 20.0, 45.0, False),  # exactly full: a call could be cut short, so no
+        (30.0, 20.0, 45.0, False),  # a slow Create: Confirm goes out as its own task
+        (0.6, 3.0, 6.5, False),  # the steps test's case
+    ],
+)
+def test_continue_inline_keeps_a_whole_steps_call_budget_under_the_soft_limit(
+    elapsed: float, call_budget: float, soft_limit: float, expected: bool
+) -> None:
+    assert continue_inline(elapsed, call_budget, soft_limit) is expected
