@@ -31,8 +31,11 @@ from tests.steps.news_helpers import requests_sent
 
 def context(settings: Settings, **changes: Any) -> Context:
     """A Context whose call counter counts only the test's calls: a token cached in Redis by an
-    earlier test (and revoked by the sandbox's reset) is replaced here, not by a counted call."""
-    p = build_context(settings.model_copy(update=changes) if changes else settings)
+    earlier test (and revoked by the sandbox's reset) is replaced here, not by a counted call.
+
+    Confirm runs as a step of its own (``REFUNDS_CONFIRM_INLINE=false``) unless a test says
+    otherwise: these cases put news or an operator between a Create and its Confirm."""
+    p = build_context(settings.model_copy(update={"confirm_inline": False, **changes}))
     with contextlib.suppress(MceError):
         p.client.get(client_reference="warm-up-no-such-reference")
     p.client.calls.clear()
