@@ -586,26 +586,13 @@ def _write_decision(
             then=then,
         )
         return written.record, None, True
-    if decision.nudge is not None and decision.timer == "set":
-        # The nudge is a dispatch: fenced like the tick's, with the short "dispatched, not
-        # started" lease, so a nudge lost with a dying worker costs seconds, and a late one that
-        # the tick already replaced does nothing.
-        due_in = decision.due_in
-        if due_in is not None:
-            due_in = min(due_in, p.settings.dispatch_lease)
-        written = _write(
-            p,
-            record,
-            decision.target,
-            decision.reason,
-            fields=decision.fields,
-            timer=decision.timer,
-            due_in=due_in,
-            actor=actor,
-            outbox=outbox,
-            dispatch=True,
-        )
-        return written.record, written.fence, False
+    # A nudge is a dispatch: fenced like the tick's, with the short "dispatched, not started"
+    # lease, so a nudge lost with a dying worker costs seconds, and a late one that the tick
+    # already replaced does nothing.
+    dispatch = decision.nudge is not None and decision.timer == "set"
+    due_in = decision.due_in
+    if dispatch and due_in is not None:
+        due_in = min(due_in, p.settings.dispatch_lease)
     written = _write(
         p,
         record,
@@ -613,11 +600,12 @@ def _write_decision(
         decision.reason,
         fields=decision.fields,
         timer=decision.timer,
-        due_in=decision.due_in,
+        due_in=due_in,
         actor=actor,
         outbox=outbox,
+        dispatch=dispatch,
     )
-    return written.record, None, False
+    return written.record, written.fence if dispatch else None, False
 
 
 def _log_decision(new: RefundRecord, decision: Decision) -> None:
