@@ -66,24 +66,24 @@ class ProviderApi:
         """Answer one provider call, applying faults and updating the counters."""
         state = self.state
         cfg = state.config
-        state.count_call(operation)
+        counted = state.count_call(operation)
         state.record_request(operation, _recorded(operation, request))
         faulty = operation in cfg.fault_operations
         if faulty:
             injected = self._before_effect(request, cfg)
             if injected is not None:
-                state.count_response(operation, injected.status)
+                state.count_response(operation, injected.status, counted)
                 return injected
         response = self._run(operation, request)
         if faulty:
             after = self.faults.pick_after_effect(cfg)
             if after == "lost":
-                state.count_fault("lost")
+                state.count_fault("lost", counted)
                 return Response(status=response.status, body=b"", drop=True)
             if after == "slow":
-                state.count_fault("slow")
+                state.count_fault("slow", counted)
                 time.sleep(cfg.slow_ms / 1000)
-        state.count_response(operation, response.status)
+        state.count_response(operation, response.status, counted)
         return response
 
     def _before_effect(self, request: Request, cfg: SandboxConfig) -> Response | None:

@@ -221,17 +221,25 @@ class SandboxState:
 
     # --- counters ---------------------------------------------------------------------------
 
-    def count_call(self, operation: str) -> None:
+    def count_call(self, operation: str) -> object:
+        """Count a call; answers the counters it was counted in, for its response and faults: a
+        call still running when the sandbox is reset (a slow or delayed one) must not count its
+        response into the next test's counters."""
         with self._lock:
             self._counters.calls[operation] = self._counters.calls.get(operation, 0) + 1
+            return self._counters
 
-    def count_response(self, operation: str, status: int) -> None:
+    def count_response(self, operation: str, status: int, since: object | None = None) -> None:
         with self._lock:
+            if since is not None and since is not self._counters:
+                return
             by_status = self._counters.responses.setdefault(operation, {})
             by_status[str(status)] = by_status.get(str(status), 0) + 1
 
-    def count_fault(self, kind: str) -> None:
+    def count_fault(self, kind: str, since: object | None = None) -> None:
         with self._lock:
+            if since is not None and since is not self._counters:
+                return
             self._counters.faults[kind] = self._counters.faults.get(kind, 0) + 1
 
     def counters(self, prefix: str = "") -> dict[str, Any]:

@@ -668,6 +668,28 @@ def test_counters_report_calls_responses_faults_and_filter_effects_by_prefix(sb:
     assert sb.counters(prefix="alpha")["effects"] == {"alpha-1": {"create": 1, "confirm": 0}}
 
 
+def test_a_call_still_running_at_a_reset_counts_nothing_after_it(sb: Sandbox) -> None:
+    """A slow response (the sandbox sleeps after the work) finishing after a reset counted
+    itself into the next test's counters: a cross-test flake under load."""
+    sb.configure(slow_rate=1.0, slow_ms=600, fault_operations=["create"])
+    sb.flag("tx-slow")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        sb.http.post(
+            sb.url(CREATE),
+            json={
+                "originalTransactionType": 1,
+                "originalTransactionId": "tx-slow",
+                "clientReference": "slow-1",
+            },
+            headers=sb.headers(None),
+            timeout=0.2,
+        )
+    assert sb.admin("POST", "/reset").status_code == 200
+    time.sleep(0.8)  # the slow call's thread wakes up and answers now
+    counters = sb.counters()
+    assert not any(counters["responses"].values()) and counters["faults"].get("slow", 0) == 0
+
+
 def test_config_round_trips_and_rejects_bad_updates_without_change(sb: Sandbox) -> None:
     config = sb.admin("GET", "/config").json()
     assert config == SandboxConfig().to_dict()
