@@ -106,7 +106,9 @@ def _speed_up(sentinel_port: int) -> None:
     """Shorter internal periods for one Sentinel (see ``SENTINEL_DEBUG_PERIODS_MS``)."""
     args = [str(part) for item in SENTINEL_DEBUG_PERIODS_MS.items() for part in item]
     with contextlib.suppress(redis.ResponseError):  # Redis < 7.0: no SENTINEL DEBUG
-        _client(sentinel_port).execute_command("SENTINEL", "DEBUG", *args)
+        _client(sentinel_port).execute_command(  # type: ignore[no-untyped-call]
+            "SENTINEL", "DEBUG", *args
+        )
 
 
 def _client(port: int) -> redis.Redis:
