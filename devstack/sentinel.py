@@ -29,6 +29,22 @@ HOST = "127.0.0.1"
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
 
+# Sentinel's internal periods, which no config file sets: ``SENTINEL DEBUG`` (Redis 7.0+) changes
+# them at run time, as Redis's own Sentinel tests do. The defaults make a test wait on them:
+# - info-period (10 s): a restarted old primary still says "master" until the Sentinels' next
+#   INFO to it, and they make it a replica only when it has said so for 4 publish periods; with
+#   the defaults that re-add takes 10 s or more, with these 2-3 s;
+# - publish-period (2 s): the hello messages by which Sentinels discover each other (start-up);
+# - ping-period and ask-period (1 s): how soon a dead primary is seen down, and how soon a
+#   Sentinel asks the others to agree (the failover itself still needs the quorum and a leader).
+# Older Redis has no SENTINEL DEBUG: the cluster then runs with the defaults, only slower.
+SENTINEL_DEBUG_PERIODS_MS = {
+    "info-period": 1000,
+    "publish-period": 500,
+    "ping-period": 250,
+    "ask-period": 250,
+}
+
 
 def _redis_args(port: int, workdir: Path, replica_of: int | None) -> list[str]:
     args = [
@@ -55,6 +71,11 @@ def _redis_args(port: int, workdir: Path, replica_of: int | None) -> list[str]:
         "no",
         "--repl-ping-replica-period",
         "1",
+        # A primary waits this long (5 s by default) for more replicas before it streams a full
+        # sync; with one replica that only delays the replica's start and the old primary's
+        # return as a replica after a failover.
+        "--repl-diskless-sync-delay",
+        "0",
     ]
     if replica_of is not None:
         args += ["--replicaof", HOST, str(replica_of)]
@@ -79,6 +100,15 @@ def _sentinel_conf(path: Path, port: int, primary_port: int, down_after_ms: int)
             ]
         )
     )
+
+
+def _speed_up(sentinel_port: int) -> None:
+    """Shorter internal periods for one Sentinel (see ``SENTINEL_DEBUG_PERIODS_MS``)."""
+    args = [str(part) for item in SENTINEL_DEBUG_PERIODS_MS.items() for part in item]
+    with contextlib.suppress(redis.ResponseError):  # Redis < 7.0: no SENTINEL DEBUG
+        _client(sentinel_port).execute_command(  # type: ignore[no-untyped-call]
+            "SENTINEL", "DEBUG", *args
+        )
 
 
 def _client(port: int) -> redis.Redis:
@@ -121,6 +151,7 @@ class SentinelCluster:
             self.sentinel_ports.append(port)
         for port, child in zip(self.sentinel_ports, self.sentinels, strict=True):
             wait_until(_client(port).ping, 15, f"sentinel on {port}", child)
+            _speed_up(port)
         # Every Sentinel has found the replica and the other two Sentinels: a failover needs that.
         wait_until(self._sentinels_ready, 30, "sentinels discovering each other")
         return self

@@ -19,6 +19,7 @@ prints one ``failover summary`` line with the figures of the issue's closing not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -91,34 +92,44 @@ def failover(tmp_path: Path) -> Iterator[FailoverStack]:
     try:
         with sentinel_cluster(tmp_path / "redis") as cluster:
             env = {**TEST_ENV, **cluster.env(), "MCE_BASE_URL": sandbox_url}
-            overrides: dict[str, Any] = {
-                key.removeprefix("REFUNDS_").lower(): value
-                for key, value in TEST_ENV.items()
-                if key.startswith("REFUNDS_")
-            }
             settings = load_settings(
-                **overrides,
+                **_test_timings(),
                 redis_url=env["REDIS_URL"],
                 redis_sentinels=env["REDIS_SENTINELS"],
                 redis_sentinel_master=env["REDIS_SENTINEL_MASTER"],
                 mce_base_url=sandbox_url,
             )
             assert settings.uses_sentinel
-            worker = start_worker(tmp_path / "logs", env, name="fo-worker", concurrency=4)
-            children.append(worker)
-            wait_for_worker(worker)
-            beat = start_beat(tmp_path / "logs", env)
-            children.append(beat)
-            yield FailoverStack(
-                cluster=cluster,
-                settings=settings,
-                producer=Producer(settings),
-                sandbox=SandboxAdmin(sandbox_url),
-                worker=worker,
-                beat=beat,
-            )
+            try:
+                worker = start_worker(tmp_path / "logs", env, name="fo-worker", concurrency=4)
+                children.append(worker)
+                wait_for_worker(worker)
+                beat = start_beat(tmp_path / "logs", env)
+                children.append(beat)
+                yield FailoverStack(
+                    cluster=cluster,
+                    settings=settings,
+                    producer=Producer(settings),
+                    sandbox=SandboxAdmin(sandbox_url),
+                    worker=worker,
+                    beat=beat,
+                )
+            finally:
+                _stop_before_the_cluster(children)
     finally:
         for child in reversed(children):
+            child.stop()
+
+
+def _stop_before_the_cluster(children: list[Child]) -> None:
+    """Stop the Celery and web processes (newest first) while their Redis is still up.
+
+    Stopped after the cluster, each one's warm shutdown hangs on a broker that is gone until
+    ``Child.stop`` gives up on it (10 s) and SIGKILLs it. The sandbox needs no Redis; the
+    ``finally`` that started it stops it (stopping a stopped child again is a no-op).
+    """
+    for child in reversed(children):
+        if child.name != "sandbox":
             child.stop()
 
 
@@ -462,7 +473,8 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
     children: list[Child] = [sandbox_child]
     merchant: Merchant | None = None
     try:
-        with sentinel_cluster(tmp_path / "redis") as cluster:
+        with sentinel_cluster(tmp_path / "redis") as cluster, contextlib.ExitStack() as cleanup:
+            cleanup.callback(_stop_before_the_cluster, children)
             env = {
                 **TEST_ENV,
                 **cluster.env(),
@@ -483,9 +495,10 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
             children.append(beat)
             wait_until(lambda: requests.get(web_url + "/healthz", timeout=1).ok, 60, "web", web)
             pids = {c.name: c.proc.pid for c in (web, beat, *workers) if c.proc is not None}
-            # The operator's settings: the same deployment, WAIT included.
+            # The operator's settings: the same deployment, WAIT included, and the same timings
+            # as the workers (an approval's safety-net timer is the operator's lease_seconds).
             ops = load_settings(
-                profile="sandbox",
+                **_test_timings(),
                 **_redis(env),
                 min_replica_acks=1,
                 replica_ack_timeout_ms=1000,
@@ -557,7 +570,8 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
                 new = cluster.wait_promotion(old, timeout=60)
                 promoted = time.time() - killed_wall
                 # Until the old primary is back as a replica (Sentinel converts it on its next
-                # INFO round, up to 10 s), WAIT cannot be satisfied: intake and operators get
+                # INFO round: 2-3 s with the test cluster's periods, 10 s or more with Sentinel's
+                # defaults), WAIT cannot be satisfied: intake and operators get
                 # 503s (retried) while the steps (no WAIT: redone under the same key) go on.
                 cluster.restart_node(old, timeout=60)
                 assert cluster.role(old) == "slave" and cluster.primary_port() == new
@@ -652,6 +666,15 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
             merchant.stop.set()
         for child in reversed(children):
             child.stop()
+
+
+def _test_timings() -> dict[str, Any]:
+    """The suite's ``TEST_ENV`` timings as ``load_settings`` arguments (what the workers run)."""
+    return {
+        key.removeprefix("REFUNDS_").lower(): value
+        for key, value in TEST_ENV.items()
+        if key.startswith("REFUNDS_")
+    }
 
 
 def _redis(env: dict[str, str]) -> dict[str, Any]:
