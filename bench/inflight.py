@@ -145,10 +145,16 @@ def _history_key(ref: str) -> str | None:
     return str(make(ref)) if make is not None else None
 
 
+def _history_is_list() -> bool:
+    """Whether this version of the ledger keeps the history as a list (RPUSH) rather than a
+    string (it then also has the key of the string that came before)."""
+    return getattr(ledger_module, "legacy_history_key", None) is not None
+
+
 @dataclass
 class _Row:
     fields: dict[str, str]
-    history: str | None  # the history key's value, when the ledger keeps one
+    history: str | list[str] | None  # the history key's value (a list's lines), if it has one
 
 
 def _layout_cost(r: redis.Redis, rows: list[_Row], layout: str) -> float:
@@ -168,7 +174,9 @@ def _layout_cost(r: redis.Redis, rows: list[_Row], layout: str) -> float:
             fields = dict(row.fields)
             if layout == "split" and "hist" in fields:
                 pipe.set(f"bench:probe:h:{i}", fields.pop("hist"))
-            if row.history is not None:
+            if isinstance(row.history, list):
+                pipe.rpush(f"bench:probe:h:{i}", *row.history)
+            elif row.history is not None:
                 pipe.set(f"bench:probe:h:{i}", row.history)
             pipe.hset(f"bench:probe:r:{i}", mapping=cast("dict[Any, Any]", fields))
         pipe.execute()
@@ -189,7 +197,9 @@ def _memory_details(stack: BenchStack, names: list[str], n: int) -> dict[str, An
     for ref in picks:
         pipe.hgetall(record_key(ref))
         history = _history_key(ref)
-        if history is not None:
+        if history is not None and _history_is_list():
+            pipe.lrange(history, 0, -1)
+        elif history is not None:
             pipe.get(history)
     answers = iter(pipe.execute())
     rows = []
@@ -202,7 +212,9 @@ def _memory_details(stack: BenchStack, names: list[str], n: int) -> dict[str, An
     history_usage = [int(r.memory_usage(k, samples=0) or 0) for k in history_keys]
     encodings = Counter(str(r.object("encoding", record_key(ref))) for ref in some)
     in_hash = "hist" in rows[0].fields
-    history_text = rows[0].fields.get("hist", "") if in_hash else (rows[0].history or "")
+    stored = rows[0].history
+    stored_text = "\n".join(stored) if isinstance(stored, list) else (stored or "")
+    history_text = rows[0].fields.get("hist", "") if in_hash else stored_text
     indexes = {
         key: int(r.memory_usage(key, samples=0) or 0)
         for key in (TIMERS, ALL, state_key(State.PROCESSING))
@@ -427,7 +439,7 @@ def _breakdown_figures(b: dict[str, Any]) -> list[Figure]:
     if b["history_key_memory_usage_avg"] is not None:
         figures.append(
             Figure(
-                "  history string key, MEMORY USAGE",
+                "  history key (list; a string before), MEMORY USAGE",
                 round(b["history_key_memory_usage_avg"]),
                 "bytes",
                 note=f"{b['history_bytes']} B of history",
