@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from config.settings import Settings
@@ -50,7 +52,10 @@ class SentinelCredentials(CredentialProvider):
 
 
 def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT}
+    """The Sentinels' own clients: one try each (redis-py's default retries a refused connection
+    about ten times with backoff, seconds per dead Sentinel before the next one is asked, often
+    during the very incident that causes a failover). The data client keeps its retries."""
+    kwargs: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
     if settings.redis_sentinel_password is not None:
         kwargs["credential_provider"] = SentinelCredentials(
             settings.redis_sentinel_password.get_secret_value()

@@ -700,3 +700,24 @@ def _reconnected_after(workers: list[Child], killed_wall: float) -> float:
         assert first is not None, f"{worker.name} never reconnected:\n{worker.tail(30)}"
         latest = max(latest, first)
     return latest
+
+
+def test_a_dead_sentinel_listed_first_costs_no_seconds(tmp_path: Path) -> None:
+    """The Sentinels' own clients try each Sentinel once: a dead one (often part of the very
+    incident that causes a failover) is skipped at once, not retried with backoff for seconds
+    (redis-py's default retry) before the next Sentinel is asked for the primary."""
+    _redis_server_or_skip()
+    with sentinel_cluster(tmp_path / "redis") as cluster:
+        env = cluster.env()
+        dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+        settings = load_settings(
+            profile="sandbox",
+            redis_url=env["REDIS_URL"],
+            redis_sentinels=f"{dead},{env['REDIS_SENTINELS']}",
+            redis_sentinel_master=env["REDIS_SENTINEL_MASTER"],
+        )
+        client = redis_client(settings)
+        started = time.monotonic()
+        assert client.ping()
+        took = time.monotonic() - started
+        assert took < 1.0, f"finding the primary past a dead Sentinel took {took:.1f}s"
