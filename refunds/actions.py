@@ -25,8 +25,14 @@ from refunds.webhooks import replay_with
 
 @dataclass(frozen=True)
 class ActionResult:
+    """The record after an action, the step to nudge (None: none) and the dispatch id that
+    nudge must carry (None: unfenced). A fenced nudge is a dispatch like the tick's: the refund's
+    timer is one dispatch lease ahead, so a nudge lost with a crashing process costs
+    ``REFUNDS_DISPATCH_LEASE_SECONDS``, and a late one the tick already replaced does nothing."""
+
     record: RefundRecord
     next_task: NextTask | None = None
+    fence: int | None = None
 
 
 def _replayed(ledger: Ledger, settings: Settings, result: ActionResult) -> ActionResult:
@@ -40,10 +46,11 @@ def _replayed(ledger: Ledger, settings: Settings, result: ActionResult) -> Actio
     replayed = replay_with(ledger, settings, ref)
     if not replayed:
         return result
-    nudge = result.next_task
+    nudge, fence = result.next_task, result.fence
     for one in replayed:
-        nudge = one.next_task or nudge
-    return ActionResult(ledger.get(ref), nudge)
+        if one.next_task is not None:
+            nudge, fence = one.next_task, None  # a webhook's nudge is unfenced
+    return ActionResult(ledger.get(ref), nudge, fence)
 
 
 def _check_words(ref: str, action: str, actor: str, reason: str) -> None:
@@ -65,10 +72,14 @@ def _move(
     timer: TimerAction = "keep",
     due_in: float | None = None,
     outbox: Sequence[str] = (),
-) -> RefundRecord:
-    """One operator transition; ``due_in`` is seconds from Redis TIME (the one clock)."""
+    dispatch: bool = False,
+) -> tuple[RefundRecord, int | None]:
+    """One operator transition; ``due_in`` is seconds from Redis TIME (the one clock).
+
+    ``dispatch``: the action nudges a step: the write records a new dispatch id (answered, the
+    nudge carries it) and the timer is at most one dispatch lease ahead."""
     try:
-        return ledger.transition(
+        written = ledger.write(
             record,
             target,
             f"{action}: {reason}",
@@ -77,7 +88,10 @@ def _move(
             timer=timer,
             due_in=due_in,
             outbox=outbox,
+            dispatch=dispatch,
+            history=True,
         )
+        return written.record, written.fence if dispatch else None
     except TransitionError as exc:
         raise OperatorActionError(
             record.client_reference, action, f"it changed meanwhile ({exc.why}); look again"
@@ -92,7 +106,7 @@ def approve(
     record = ledger.get(ref)
     if record.state != State.AWAITING_APPROVAL:
         raise OperatorActionError(ref, "approve", f"it is {record.state}, not awaiting_approval")
-    new = _move(
+    new, fence = _move(
         ledger,
         record,
         State.CONFIRMING,
@@ -102,10 +116,11 @@ def approve(
         # Recorded as fields, so "already approved" never depends on the wording of a history line.
         fields={"attempts": 0, "approved_by": actor.strip(), "approved_at": now()},
         timer="set",
-        due_in=settings.lease_seconds,
+        due_in=min(settings.lease_seconds, settings.dispatch_lease),
+        dispatch=True,
     )
     ledger.ensure_durable(settings)  # NotDurableError: the operator is told to retry
-    return _replayed(ledger, settings, ActionResult(new, "confirm"))
+    return _replayed(ledger, settings, ActionResult(new, "confirm", fence))
 
 
 def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str) -> ActionResult:
@@ -139,7 +154,8 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         if target == State.AWAITING_APPROVAL
         else settings.lease_seconds
     )
-    new = _move(
+    nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
+    new, fence = _move(
         ledger,
         record,
         target,
@@ -149,11 +165,11 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         # A fresh give-up window: clearing last_error ends the failure streak it carried.
         fields={"attempts": 0, "key_generation": record.key_generation + 1, "last_error": None},
         timer="set",
-        due_in=delay,
+        due_in=delay if nudge is None else min(delay, settings.dispatch_lease),
+        dispatch=nudge is not None,
     )
     ledger.ensure_durable(settings)
-    nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
-    return _replayed(ledger, settings, ActionResult(new, nudge))
+    return _replayed(ledger, settings, ActionResult(new, nudge, fence))
 
 
 _CANCELLABLE = frozenset(
@@ -182,7 +198,7 @@ def cancel(
             "refund to finish"
         )
         raise OperatorActionError(ref, "cancel", why)
-    new = _move(
+    new, _ = _move(
         ledger,
         record,
         State.CANCELLED,
@@ -250,6 +266,7 @@ class BulkRetryReport:
     dry_run: bool
     retried: dict[str, NextTask | None] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    fences: dict[str, int] = field(default_factory=dict)  # reference -> its nudge's dispatch id
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -296,6 +313,8 @@ def retry_many(
                 on_each(ref, None, why)
             continue
         report.retried[ref] = result.next_task
+        if result.fence is not None:
+            report.fences[ref] = result.fence
         if on_each is not None:
             on_each(ref, result, None)
     return report

@@ -93,17 +93,24 @@ class Producer:
         return result
 
     def _nudge(self, ref: str) -> None:
-        """Send ``refunds.create`` for ``ref``; a failed publish is logged, never raised.
+        self.nudge(ref, "create")
 
-        The record is already durable, so raising would tell the merchant "not accepted" about an
-        intent that was. Instead the timer is brought due now, and the tick hands it out.
+    def nudge(self, ref: str, step: str, fence: int | None = None) -> None:
+        """Send the step task ``refunds.{step}`` for ``ref`` (with the dispatch id ``fence`` the
+        write before it recorded, if any); a failed publish is logged, never raised.
+
+        The write that asked for the step is already durable, so raising would tell the caller
+        it failed when it did not. Instead the timer is brought due now, and the tick hands the
+        refund out.
         """
+        args: list[object] = [ref] if fence is None else [ref, fence]
         try:
-            self.celery.send_task("refunds.create", args=[ref])
+            self.celery.send_task(f"refunds.{step}", args=args)
         except Exception as exc:  # noqa: BLE001 - any publish failure: the timer covers it
             log.warning(
-                "could not publish the create task (%s); the scheduler tick will pick the "
+                "could not publish the %s task (%s); the scheduler tick will pick the "
                 "refund up from its timer",
+                step,
                 type(exc).__name__,
                 extra={"client_reference": ref, "operation": "publish"},
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,6 +17,9 @@ from config.settings import parse_duration
 from refunds.cli import common
 from refunds.cli.common import EXIT_PROBLEM, EXIT_USAGE, err, fail, out, print_json
 from refunds.errors import OperatorActionError
+
+if TYPE_CHECKING:
+    from refunds.actions import ActionResult
 
 HELP = {
     "approve": "Approve a refund held in awaiting_approval: it goes on to Confirm.",
@@ -65,7 +69,7 @@ def operator_command(name: str) -> click.Command:
         except OperatorActionError as exc:
             fail(str(exc), EXIT_PROBLEM)
         if result.next_task is not None:
-            producer.celery.send_task(f"refunds.{result.next_task}", args=[ref])
+            producer.nudge(ref, result.next_task, result.fence)
         if as_json:
             print_json(result.record.to_public())
             return
@@ -122,10 +126,9 @@ def _bulk_retry(
     with Progress(*columns, console=err, transient=as_json) as progress:
         bar = progress.add_task(label, total=len(records))
 
-        def each(ref: str, result: object, skipped: str | None) -> None:
-            next_task = getattr(result, "next_task", None)
-            if next_task is not None:
-                producer.celery.send_task(f"refunds.{next_task}", args=[ref])
+        def each(ref: str, result: ActionResult | None, skipped: str | None) -> None:
+            if result is not None and result.next_task is not None:
+                producer.nudge(ref, result.next_task, result.fence)
             progress.advance(bar)
 
         try:

@@ -49,7 +49,7 @@ async def webhook(request: Request, context: ContextDep, producer: ProducerDep) 
         context.stats.record_webhook(f"rejected_{exc.status}")
         return problem(exc.status, exc.reason)
     if result.next_task is not None and result.client_reference:
-        producer.celery.send_task(f"refunds.{result.next_task}", args=[result.client_reference])
+        producer.nudge(result.client_reference, result.next_task)
     return JSONResponse(
         status_code=result.http_status,
         content={

@@ -44,7 +44,7 @@ def _route(name: str) -> None:
         except OperatorActionError as exc:
             return problem(409, str(exc))
         if result.next_task is not None:
-            producer.celery.send_task(f"refunds.{result.next_task}", args=[client_reference])
+            producer.nudge(client_reference, result.next_task, result.fence)
         return PublicRefund.of(result.record)
 
     router.post(
@@ -115,7 +115,7 @@ def retry_bulk(
         return problem(422, exc.why)
     for ref, next_task in report.retried.items():
         if next_task is not None and not report.dry_run:
-            producer.celery.send_task(f"refunds.{next_task}", args=[ref])
+            producer.nudge(ref, next_task, report.fences.get(ref))
     return report.to_public()
 
 
