@@ -143,7 +143,12 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         record.provider_status
     ):
         policy = Policy.from_settings(settings)
-        held = policy.needs_approval(record.amount, record.currency) and not record.approved_by
+        # A refund once held stays held until approved, whatever this process's thresholds (the
+        # CLI's shell may not carry the workers' REFUNDS_APPROVAL_THRESHOLDS; a Confirm task's
+        # worker applies its own rule again before calling).
+        was_held = any(h.to_state == State.AWAITING_APPROVAL for h in record.history)
+        needs = was_held or policy.needs_approval(record.amount, record.currency)
+        held = needs and not record.approved_by
         # A retry must not stand in for an approval the policy still asks for.
         target = State.AWAITING_APPROVAL if held else State.CREATED
     else:

@@ -49,7 +49,7 @@ from refunds.errors import (
     TransitionError,
 )
 from refunds.mce.client import idempotency_key
-from refunds.mce.contract import STATUS_NAMES, Code
+from refunds.mce.contract import Code
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State, now
 from refunds.notify import outbox_members
@@ -325,13 +325,11 @@ def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
 
 
 _CREATE = Begin(State.CREATING, (State.RECEIVED, State.CREATING), "create attempt 1")
-# A record in ``created`` whose provider status we do not know is read (Get), never confirmed.
+# Only an attempt already under way (``confirming``: past the approval rule, or approved) is
+# resumed with the lease; a Confirm task for a refund in ``created`` (after an operator's retry,
+# a slow Create, or REFUNDS_CONFIRM_INLINE=false) first applies this worker's approval rule.
 _CONFIRM = Begin(
-    State.CONFIRMING,
-    (State.CREATED, State.CONFIRMING),
-    "confirm attempt 1",
-    requires="crypto_refund_id",
-    known_statuses=tuple(STATUS_NAMES),
+    State.CONFIRMING, (State.CONFIRMING,), "confirm attempt 1", requires="crypto_refund_id"
 )
 
 
@@ -400,19 +398,50 @@ def confirm(p: Context, ref: str, fence: int | None = None) -> StepResult:
     """
 
     def body(record: RefundRecord, begun: bool) -> StepResult:
-        refund_id = record.crypto_refund_id
         if begun:
             return _confirm_attempt(p, record)
-        if (
-            record.state == State.CREATED
-            and refund_id
-            and record.provider_status is not None
-            and not known_status(record.provider_status)
-        ):
-            return _read(p, record, refund_id)
+        if record.state == State.CREATED and record.crypto_refund_id:
+            return _confirm_created(p, record, record.crypto_refund_id)
         return StepResult(f"nothing to confirm in state {record.state}", record)
 
     return _locked(p, ref, body, fence, _CONFIRM)
+
+
+def _confirm_created(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
+    """A Confirm task for a refund in ``created``: read it while its provider status is one we do
+    not know; hold it when this worker's approval rule says so and nobody approved it (the
+    process that sent the task, an operator's CLI say, may not carry the thresholds); else begin
+    the attempt and call."""
+    if record.provider_status is not None and not known_status(record.provider_status):
+        return _read(p, record, refund_id)
+    policy = Policy.from_settings(p.settings)
+    if not record.approved_by and policy.needs_approval(record.amount, record.currency):
+        held = _write(
+            p,
+            record,
+            State.AWAITING_APPROVAL,
+            "confirm: amount above the approval threshold (or not known), not approved",
+            timer="set",
+            due_in=policy.held_poll_seconds,
+        ).record
+        log.warning(
+            "confirm held for approval: %s %s above the threshold, not approved",
+            held.amount,
+            held.currency,
+            extra=_extra(held, state=str(held.state)),
+        )
+        return StepResult("held for approval", held)
+    begun = _write(
+        p,
+        record,
+        State.CONFIRMING,
+        _CONFIRM.reason,
+        last=False,
+        fields={"attempts": 1},
+        timer="set",
+        due_in=p.settings.step_lease_seconds,
+    ).record
+    return _confirm_attempt(p, begun)
 
 
 def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:

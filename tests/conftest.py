@@ -24,6 +24,7 @@ from devstack.stack import LocalStack
 from devstack.wait import wait_until
 from refunds.models import FINAL_STATES, RefundRecord
 from refunds.producer import Producer
+from refunds.store.counters import flush_all
 from refunds.store.ledger import Ledger
 
 # Fast timings for tests: short polls and backoff, short leases so a killed worker's refunds come
@@ -112,9 +113,16 @@ def redis_dbs(redis_url: str) -> RedisDatabases:
 
 @pytest.fixture
 def redis_db(redis_dbs: RedisDatabases) -> Iterator[str]:
-    """A fresh database of the private Redis for one test; flushed again after it."""
+    """A fresh database of the private Redis for one test; flushed again after it.
+
+    Counts the test's contexts still hold in their per-process buffers are written first, so a
+    buffer flushed late (a second later, or by the next test's ``flush_all``) never lands in the
+    database after it went to another test.
+    """
     url = redis_dbs.take()
     yield url
+    with contextlib.suppress(redis.RedisError):
+        flush_all()
     redis_dbs.give_back(url)
 
 
