@@ -233,6 +233,13 @@ def test_clients_and_worker_follow_a_sentinel_failover(failover: FailoverStack) 
 API_KEY = "failover-test-key"
 
 
+# The replica-ack budget of the durability test. Not a latency claim (bench 7 measures that: p99
+# under 5 ms): the replica fsyncs each write (appendfsync always) on a disk the parallel CI run
+# shares, and 300 ms once ran out under that load with the replica up. The failing half still
+# proves the wait is bounded by it.
+ACK_TIMEOUT_MS = 1000
+
+
 def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -> None:
     _redis_server_or_skip()
     with sentinel_cluster(tmp_path / "redis") as cluster:
@@ -240,7 +247,7 @@ def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -
             **TEST_ENV,
             **cluster.env(),
             "REFUNDS_MIN_REPLICA_ACKS": "1",
-            "REFUNDS_REPLICA_ACK_TIMEOUT_MS": "300",
+            "REFUNDS_REPLICA_ACK_TIMEOUT_MS": str(ACK_TIMEOUT_MS),
             "REFUNDS_API_KEY": API_KEY,
         }
         settings = load_settings(
@@ -249,7 +256,7 @@ def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -
             redis_sentinels=env["REDIS_SENTINELS"],
             redis_sentinel_master=env["REDIS_SENTINEL_MASTER"],
             min_replica_acks=1,
-            replica_ack_timeout_ms=300,
+            replica_ack_timeout_ms=ACK_TIMEOUT_MS,
         )
         producer = Producer(settings)
         primary = cluster.primary_port()
@@ -276,7 +283,7 @@ def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -
             producer.submit(_intents(prefix + "lone", 1)[0])
         waited = time.monotonic() - started
         assert (caught.value.acked, caught.value.required) == (0, 1)
-        assert 0.25 <= waited < 5, waited
+        assert ACK_TIMEOUT_MS / 1000 - 0.05 <= waited < ACK_TIMEOUT_MS / 1000 + 4, waited
         with pytest.raises(NotDurableError):
             actions.cancel(
                 producer.ledger, settings, str(kept[1]["clientReference"]), actor="ops", reason="t"
