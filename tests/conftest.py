@@ -226,9 +226,20 @@ def producer(settings: Settings, ledger: Ledger) -> Producer:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A unique reference prefix per test: records and sandbox counters never mix across tests."""
-    return f"t{uuid.uuid4().hex[:10]}-"
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique reference prefix per test: records and sandbox counters never mix across tests.
+
+    A test's refunds do not outlive it: their timers are cleared at its end, so the session's
+    workers never pick up a refund a test left due (records written straight to the ledger, with
+    no worker running) while a later test counts what the workers do.
+    """
+    value = f"t{uuid.uuid4().hex[:10]}-"
+    yield value
+    if "ledger" in request.fixturenames:
+        ledger = request.getfixturevalue("ledger")
+        with contextlib.suppress(redis.RedisError):
+            for ref in ledger.timed(value):
+                ledger.clear_timer(ref)
 
 
 def wait_final(

@@ -200,6 +200,10 @@ class Timers:
     def clear_timer(self, ref: str) -> None:
         self.redis.zrem(TIMERS, ref)
 
+    def timed(self, ref_prefix: str) -> list[str]:
+        """References starting with ``ref_prefix`` that have a timer (ZSCAN, in chunks)."""
+        return [str(member) for member, _ in self.redis.zscan_iter(TIMERS, match=ref_prefix + "*")]
+
     def due_at(self, ref: str) -> float | None:
         score = self.redis.zscore(TIMERS, ref)
         return None if score is None else float(score)

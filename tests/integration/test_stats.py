@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -209,21 +208,6 @@ def test_stats_reads_no_record_and_costs_one_zscore_per_refund_in_flight(own_red
 # --- after a real run on the session's stack --------------------------------------------------
 
 
-def _settled(counters: Stats) -> tuple[Counter[str], dict[tuple[str, str], int]]:
-    """Error and call counts once no more arrive: the session's workers write their buffered
-    counts up to a second late (store/counters.py), so a baseline read right after an earlier
-    test would count that test's last calls as this one's (seen: 17 NOT_PENDING for 3)."""
-    before = (counters.errors_since(3600), counters.calls())
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        time.sleep(1.2)  # longer than the buffers' flush interval
-        now = (counters.errors_since(3600), counters.calls())
-        if now == before:
-            break
-        before = now
-    return before
-
-
 @pytest.mark.usefixtures("stack")
 def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
     sandbox: SandboxAdmin,
@@ -233,7 +217,8 @@ def test_stats_json_after_a_run_agrees_with_ledger_counters_and_records(
     prefix: str,
 ) -> None:
     counters = Stats(ledger.redis)
-    errors_before, calls_before = _settled(counters)
+    errors_before = counters.errors_since(3600)
+    calls_before = counters.calls()
     flagged = [f"{prefix}ok{i}" for i in range(4)]
     unflagged = [f"{prefix}np{i}" for i in range(3)]  # no pending refund at the provider
     sandbox.flag([f"tx-{r}" for r in flagged])
