@@ -89,11 +89,8 @@ class Producer:
         if result.created or result.record.state == State.RECEIVED:
             # New, or a retry of an intent whose create has not happened yet (its nudge may be
             # the one that was lost): nudge a worker.
-            self._nudge(intent.client_reference)
+            self.nudge(intent.client_reference, "create")
         return result
-
-    def _nudge(self, ref: str) -> None:
-        self.nudge(ref, "create")
 
     def nudge(self, ref: str, step: str, fence: int | None = None) -> None:
         """Send the step task ``refunds.{step}`` for ``ref`` (with the dispatch id ``fence`` the

@@ -123,9 +123,6 @@ class _Heartbeat:
         self.stopped = True
         _HEARTBEATS.remove(self)
 
-    def stop(self) -> None:
-        self.stop_soon()
-
 
 class _Heartbeats:
     """The process's running steps and the one thread that renews their locks.
@@ -275,7 +272,7 @@ def _locked(
     finally:
         _running.run = None
         if run is not None:
-            run.heartbeat.stop()
+            run.heartbeat.stop_soon()
         if run is None or not run.released:
             p.ledger.unlock(ref, token)
 
