@@ -24,6 +24,7 @@ import annotated_types
 from pydantic import AliasChoices, AliasPath, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings
 
 from config.settings import Settings
 from devstack.config_notes import NOTES
@@ -166,8 +167,13 @@ def rows(model: type[BaseModel] = Settings, prefix: str | None = None) -> Iterat
     delimiter = config.get("env_nested_delimiter")
     for name, info in model.model_fields.items():
         nested = _nested_model(info.annotation)
-        if nested is not None and not issubclass(nested, SecretStr):
-            inner = f"{prefix}{name}{delimiter}" if delimiter else prefix
+        if nested is not None:
+            # A group that is settings of its own reads the environment with its own prefix;
+            # a plain model is read by its parent, through the nested delimiter if one is set.
+            if issubclass(nested, BaseSettings):
+                inner = str(nested.model_config.get("env_prefix", ""))
+            else:
+                inner = f"{prefix}{name}{delimiter}" if delimiter else prefix
             yield from rows(nested, inner)
             continue
         names = env_names(name, info, prefix)

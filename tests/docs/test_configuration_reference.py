@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack import config_docs
 
@@ -38,3 +40,31 @@ def test_check_mode_reports_a_stale_page(tmp_path: Path, monkeypatch: pytest.Mon
     assert config_docs.main(["--check"]) == 1
     stale.write_text(config_docs.render())
     assert config_docs.main(["--check"]) == 0
+
+
+class _Timeouts(BaseModel):
+    connect: float = Field(3.0, gt=0, validation_alias=AliasChoices("REFUNDS_CONNECT", "connect"))
+    read: float = Field(10.0, description="read timeout")
+
+
+class _Grouped(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFUNDS_")
+
+    url: str = Field("redis://x", validation_alias=AliasChoices("REDIS_URL", "url"))
+    timeouts: _Timeouts = Field(default_factory=_Timeouts)
+    secret: SecretStr | None = None
+
+
+def test_rows_read_any_settings_shape_generically() -> None:
+    found = {r.names: r for r in config_docs.rows(_Grouped)}
+    assert set(found) == {
+        ("REDIS_URL",),
+        ("REFUNDS_CONNECT",),
+        ("REFUNDS_READ",),
+        ("REFUNDS_SECRET",),
+    }
+    assert found[("REFUNDS_CONNECT",)].type == "float (> 0)"
+    assert found[("REFUNDS_CONNECT",)].default == "3"
+    assert found[("REFUNDS_READ",)].meaning == "read timeout"
+    assert found[("REFUNDS_SECRET",)].type == "secret, optional"
+    assert found[("REDIS_URL",)].default == "`redis://x`"
