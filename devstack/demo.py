@@ -39,6 +39,11 @@ from config.settings import (
     Settings,
     load_settings,
 )
+from devstack.demo_env import (
+    flag_example_payments,
+    refuse_foreign_refunds,
+    write_env_file,
+)
 from devstack.processes import free_port, redis_reachable, wait_for_worker
 from devstack.stack import LocalStack
 from refunds.cli.progress import RefundView, follow, make_console
@@ -108,6 +113,8 @@ def run_demo(opts: DemoOptions) -> int:
             f"REDIS_URL {checked.safe_summary()['redis_url']} is not reachable "
             "(unset it and the demo starts a private Redis)"
         )
+    if external:
+        refuse_foreign_refunds(external, checked.safe_summary()["redis_url"])
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="refunds-demo-")))
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     code = EXIT_FAILED
@@ -288,15 +295,15 @@ def _run(
 
 
 def _serve(console: Console, stack: LocalStack, web_url: str, sandbox_url: str, ref: str) -> None:
-    """Keep everything running for the README's curl examples, until Ctrl-C."""
+    """Keep everything running for the examples, until Ctrl-C; their environment in .demo/env."""
+    flag_example_payments(sandbox_url)
+    env_file = write_env_file(stack.redis_url, sandbox_url, web_url)
     console.print(
         f"\ndemo: serving until Ctrl-C. HTTP API {web_url} (X-API-Key: sandbox-api-key), "
-        f"sandbox {sandbox_url}. Try:\n"
-        f"  curl -s -H 'X-API-Key: sandbox-api-key' {web_url}/refunds/{ref}\n"
-        f"  curl -s -H 'X-API-Key: sandbox-api-key' '{web_url}/refunds?state=completed&limit=5'\n"
-        "The CLI against this demo: "
-        f"REFUNDS_PROFILE=sandbox REDIS_URL={stack.redis_url} MCE_BASE_URL={sandbox_url} "
-        "refunds stats"
+        f"sandbox {sandbox_url}; payments TX-1001, TX-1002 and TX-1003 are flagged for the "
+        f"examples. In another shell, here: source {env_file}\n"
+        f"  curl -s -H 'X-API-Key: sandbox-api-key' \"$DEMO_API/refunds/{ref}\"\n"
+        "  refunds stats"
     )
     try:
         while True:
@@ -304,6 +311,9 @@ def _serve(console: Console, stack: LocalStack, web_url: str, sandbox_url: str, 
             time.sleep(1)
     except KeyboardInterrupt:  # also SIGTERM (_Terminated): the normal end of serving
         console.print("demo: done serving")
+    finally:
+        # Its URLs die with the stack: a stale file would point the next shell at nothing.
+        env_file.unlink(missing_ok=True)
 
 
 class _Timeout(Exception):  # noqa: N818 - internal control flow, not an error type
