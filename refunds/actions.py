@@ -17,7 +17,6 @@ from refunds.decisions import STEP_FOR_STATE, NextTask, known_status
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
-from refunds.notify import outbox_members
 from refunds.policy import Policy
 from refunds.store.ledger import Ledger, TimerAction
 from refunds.webhooks import replay_with
@@ -210,7 +209,7 @@ def cancel(
         action="cancelled",
         actor=actor,
         reason=reason,
-        outbox=outbox_members(settings, ref),
+        outbox=Policy.from_settings(settings).outbox_members(ref),
     )
     ledger.ensure_durable(settings)
     return _replayed(ledger, settings, ActionResult(new, None))
