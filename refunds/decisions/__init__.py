@@ -4,7 +4,7 @@ complete write plan (:class:`Decision`); the steps and the webhook handler perfo
 - ``plan``: the Decision and the shared vocabulary (states per status, the step per state);
 - ``answers``: :func:`decide`, what a provider answer or a webhook does;
 - ``stops``: news that is refused (another refund, invalid amounts, contradicting a final state);
-- ``holds``: the approval hold, one rule for every path to Confirm;
+- ``holds``: the gate before Confirm (the approval hold), one rule for every path there;
 - ``failures``: what a failed provider call does (retry on the timer, or stop).
 """
 
@@ -16,7 +16,7 @@ from refunds.decisions.failures import (
     decide_failure,
     within_read_lag,
 )
-from refunds.decisions.holds import approval_hold, hold_before_confirm
+from refunds.decisions.holds import hold_before_confirm, hold_created_news
 from refunds.decisions.plan import (
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
@@ -41,11 +41,11 @@ __all__ = [
     "Outcome",
     "Source",
     "Timer",
-    "approval_hold",
     "decide",
     "decide_failed_call",
     "decide_failure",
     "hold_before_confirm",
+    "hold_created_news",
     "known_status",
     "state_for_status",
     "within_read_lag",

@@ -27,7 +27,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from refunds.decisions.holds import THRESHOLD_REASON, approval_hold
+from refunds.decisions.holds import hold_created_news
 from refunds.decisions.plan import (
     LABEL,
     RANK,
@@ -111,14 +111,8 @@ def _follow(
         )
     target = _target(record.state, status, source)
     if target == State.CREATED and record.state != State.CREATED:
-        held = approval_hold(
-            record,
-            policy,
-            amount=news.amount if news.amount is not None else record.amount,
-            currency=news.currency or record.currency,
-            reason=f"{LABEL[source]}: {THRESHOLD_REASON}",
-            fields=fields,
-        )
+        # The gate before Confirm (``holds``): every check a refund passes on its way there.
+        held = hold_created_news(record, news, policy, source=source, fields=fields)
         if held is not None:
             return held
     return _moved(record, target, status, policy, source=source, fields=fields, polls=polls)
