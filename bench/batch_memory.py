@@ -74,7 +74,7 @@ def child(path: Path) -> dict[str, Any]:
     scan_seconds = time.perf_counter() - started
     after_scan_kib = _peak_kib()
     started = time.perf_counter()
-    count = sum(1 for _ in iter_intents(path, report.format))
+    count = sum(1 for _ in iter_intents(path, report.format, expect=report.stamp))
     iter_seconds = time.perf_counter() - started
     return {
         "ok": report.ok,

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
-from refunds.decisions import STEP_FOR_STATE, NextTask, known_status
+from refunds.decisions import STEP_FOR_STATE, NextTask, hold_before_confirm, known_status
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
-from refunds.notify import outbox_members
 from refunds.policy import Policy
 from refunds.store.ledger import Ledger, TimerAction
 from refunds.webhooks import replay_with
@@ -137,27 +136,26 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         raise OperatorActionError(
             ref, "retry", f"it is {record.state}; only needs_attention refunds are retried"
         )
+    policy = Policy.from_settings(settings)
     if not record.crypto_refund_id:
         target = State.RECEIVED
     elif record.provider_status in (None, STATUS_CREATED) or not known_status(
         record.provider_status
     ):
-        policy = Policy.from_settings(settings)
         # A refund once held stays held until approved, whatever this process's thresholds (the
         # CLI's shell may not carry the workers' REFUNDS_APPROVAL_THRESHOLDS; a Confirm task's
-        # worker applies its own rule again before calling).
+        # worker applies its own rule again before calling, the same gate as here).
         was_held = any(h.to_state == State.AWAITING_APPROVAL for h in record.history)
-        needs = was_held or policy.needs_approval(record.amount, record.currency)
-        held = needs and not record.approved_by
+        held = (was_held and not record.approved_by) or hold_before_confirm(
+            record, policy
+        ) is not None
         # A retry must not stand in for an approval the policy still asks for.
         target = State.AWAITING_APPROVAL if held else State.CREATED
     else:
         target = State.PROCESSING
     # A held refund is read slowly (it must not drift from the provider); others come due now.
     delay = (
-        Policy.from_settings(settings).held_poll_seconds
-        if target == State.AWAITING_APPROVAL
-        else settings.lease_seconds
+        policy.held_poll_seconds if target == State.AWAITING_APPROVAL else settings.lease_seconds
     )
     nudge = None if target == State.AWAITING_APPROVAL else STEP_FOR_STATE.get(target)
     new, fence = _move(
@@ -210,7 +208,7 @@ def cancel(
         action="cancelled",
         actor=actor,
         reason=reason,
-        outbox=outbox_members(settings, ref),
+        outbox=Policy.from_settings(settings).outbox_members(ref),
     )
     ledger.ensure_durable(settings)
     return _replayed(ledger, settings, ActionResult(new, None))

@@ -17,6 +17,7 @@ from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
+from refunds.policy import Policy
 from refunds.store.connection import redis_client
 from refunds.store.events import EventStore
 from refunds.store.ledger import Ledger
@@ -27,13 +28,24 @@ from refunds.store.tokens import TokenStore
 
 @dataclass
 class Context:
-    """What a step needs: settings, ledger, provider client and counters (one set per process)."""
+    """What a step needs: settings and their policy, ledger, provider client and counters (one
+    set per process)."""
 
     settings: Settings
     ledger: Ledger
     client: MceClient
     stats: Stats
     rng: random.Random = field(default_factory=random.Random)
+    _policy: tuple[Settings, Policy] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def policy(self) -> Policy:
+        """The domain rules of these settings (``refunds.policy``), built once per Settings:
+        the decisions take it as it is, nothing after them reads the settings' raw values
+        again. Rebuilt only when ``settings`` is replaced (tests swap a Context's settings)."""
+        if self._policy is None or self._policy[0] is not self.settings:
+            self._policy = (self.settings, Policy.from_settings(self.settings))
+        return self._policy[1]
 
     # Derived from the ledger (built on first use), so a Context built by hand has them too.
     @cached_property

@@ -50,16 +50,6 @@ TIMESTAMP_HEADER = "X-Refunds-Timestamp"
 ID_HEADER = "X-Refunds-Notification-Id"
 
 
-def outbox_members(settings: Settings, ref: str) -> list[str]:
-    """The outbox entries a final refund gets, one per configured channel."""
-    members = []
-    if settings.notify_task:
-        members.append(f"task:{ref}")
-    if settings.callback_url:
-        members.append(f"http:{ref}")
-    return members
-
-
 def notification_id(ref: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"outcome:{ref}"))
 

@@ -3,8 +3,10 @@ how long transient failures are retried.
 
 Settings carry only the raw values (``REFUNDS_APPROVAL_THRESHOLDS``, ``REFUNDS_POLL_SCHEDULE``,
 ``REFUNDS_HELD_POLL_SECONDS``, ``REFUNDS_NOT_FOUND_GRACE_SECONDS``, ``REFUNDS_GIVE_UP_AFTER``,
-``REFUNDS_WEBHOOKS_EXPECTED``, ``REFUNDS_WEBHOOK_GRACE_SECONDS``); what they mean lives here, so
-the decision function (``refunds.decisions``) and the operator actions apply one rule.
+``REFUNDS_WEBHOOKS_EXPECTED``, ``REFUNDS_WEBHOOK_GRACE_SECONDS``, and which outcome notification
+channels are configured); what they mean lives here, so the decision function
+(``refunds.decisions``) and the operator actions apply one rule. A worker builds its Policy once,
+in its ``Context``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Policy:
     give_up_after: float = 24 * 3600.0  # seconds a streak of transient failures may last
     # Seconds in which MCE's webhook normally arrives; None: no webhook is expected.
     webhook_grace_seconds: float | None = None
+    # The outcome notification channels ("task", "http") a final refund gets an outbox entry for.
+    notify_channels: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -56,7 +60,20 @@ class Policy:
             webhook_grace_seconds=(
                 settings.webhook_grace_seconds if settings.webhooks_expected else None
             ),
+            notify_channels=tuple(
+                channel
+                for channel, configured in (
+                    ("task", settings.notify_task),
+                    ("http", settings.callback_url),
+                )
+                if configured
+            ),
         )
+
+    def outbox_members(self, ref: str) -> tuple[str, ...]:
+        """The outbox entries a final refund gets, one per configured channel
+        (``refunds.notify`` delivers them: ``task:{ref}``, ``http:{ref}``)."""
+        return tuple(f"{channel}:{ref}" for channel in self.notify_channels)
 
     def needs_approval(self, amount: Any, currency: str | None) -> bool:
         """Whether Confirm waits for an operator. Fails closed.

@@ -6,7 +6,8 @@ no countdown exceeds a minute. A task that dies (SIGKILL, hard time limit, lost 
 stops its step's heartbeat, so the step lock and the refund's timer run out within one short step
 lease (``REFUNDS_STEP_LEASE_SECONDS``) and the scheduler tick hands it out again with a new
 dispatch id; a soft time limit makes the refund due at once. A message redelivered for a dispatch
-that already started, or sent for an older dispatch, does nothing (see ``refunds.steps._locked``).
+that already started, or sent for an older dispatch, does nothing (see
+``refunds.steps.lease.locked``).
 """
 
 from __future__ import annotations

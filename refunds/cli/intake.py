@@ -141,7 +141,13 @@ def _submit_batch(
         report = scan_batch(spooled or path, kind)
         if not report.ok:
             _refuse_batch(path, report.problems, report.problem_count)
-        total = _send_batch(settings, spooled or path, report, quiet=quiet)
+        try:
+            total = _send_batch(settings, spooled or path, report, quiet=quiet)
+        except BatchError as exc:  # pass 2 found the file changed since pass 1 validated it
+            for e in exc.errors:
+                click.echo(str(e), err=True)
+            name = "standard input" if str(path) == "-" else str(path)
+            fail(f"{name}: refused in the second pass", EXIT_USAGE)
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
@@ -174,7 +180,7 @@ def _send_batch(settings: Settings, path: Path, report: BatchReport, *, quiet: b
         disable=quiet or not err.is_terminal,
         transient=True,
     )
-    intents = iter_intents(path, report.format)
+    intents = iter_intents(path, report.format, expect=report.stamp)
     with progress:
         task = progress.add_task("submit", total=report.intents)
         while chunk := list(islice(intents, CHUNK)):

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 
 from devstack.sandbox_admin import SandboxAdmin
-from refunds import actions
+from refunds import actions, steps, webhooks
 from refunds.context import Context
 from refunds.models import State
 from refunds.store.keys import record_key
@@ -98,6 +99,55 @@ def test_an_event_parked_before_an_operator_cancel_is_replayed_by_the_action(
     assert result.record.conflict["kind"] == "completed_after_cancelled"
     assert ctx.events.parked("cx-parked") == []
     assert ctx.events.get("n-cx-parked")["status"] == "contradiction"
+
+
+def test_a_parked_event_whose_replay_fails_is_kept_and_the_others_still_apply(
+    ctx: Context,
+    sandbox: SandboxAdmin,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two events parked while "received"; the first one's replay meets a Redis blip. It is not
+    lost: marked with its error, logged, parked again, and applied by the next replay; the second
+    one is applied by the same replay that failed on the first."""
+    sandbox.configure(processing_seconds=30)
+    received(ctx, sandbox, "blip")
+    made = ctx.client.create(
+        original_transaction_type=1,
+        original_transaction_id="tx-blip",
+        client_reference="blip",
+        key="create:blip:0",
+    )
+    ctx.client.confirm(crypto_refund_id=made.crypto_refund_id, refund_address=None, key="c-blip")
+    news = {**provider_view(ctx, made.crypto_refund_id), "status": 2}
+    assert deliver(ctx, "n-blip-1", news).outcome == "parked"
+    assert deliver(ctx, "n-blip-2", news).outcome == "parked"
+    assert ctx.events.parked("blip") == ["n-blip-1", "n-blip-2"]
+    steps.create(ctx, "blip")  # the record moves on (replayed by hand below)
+    assert ctx.ledger.get("blip").state == State.PROCESSING
+
+    find = ctx.ledger.find
+    blips = [redis.exceptions.ConnectionError("Connection reset by peer")]
+
+    def flaky_find(ref: str) -> Any:
+        if blips:
+            raise blips.pop()
+        return find(ref)
+
+    monkeypatch.setattr(ctx.ledger, "find", flaky_find)
+    with caplog.at_level(logging.ERROR, logger="refunds.webhooks"):
+        replayed = webhooks.replay_parked(ctx, "blip")
+    assert [r.state for r in replayed] == ["processing"]  # the second one, applied
+    assert ctx.events.get("n-blip-2")["status"] in ("applied", "stale")
+    assert ctx.events.parked("blip") == ["n-blip-1"]  # kept for the next replay
+    stored = ctx.events.get("n-blip-1")
+    assert stored["status"] == "error" and "Connection reset by peer" in stored["error"]
+    assert any("parked again" in r.getMessage() for r in caplog.records)
+
+    again = webhooks.replay_parked(ctx, "blip")
+    assert [r.state for r in again] == ["processing"]
+    assert ctx.events.parked("blip") == []
+    assert ctx.events.get("n-blip-1")["status"] in ("applied", "stale")
 
 
 def test_no_event_is_parked_against_a_record_that_moved_since_it_was_read(

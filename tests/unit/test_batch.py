@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -323,7 +324,7 @@ def test_problems_are_capped_for_display_and_all_counted(tmp_path: Path) -> None
 def test_a_line_longer_than_the_limit_is_refused_without_holding_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("refunds.batch.MAX_LINE_BYTES", 200)
+    monkeypatch.setattr("refunds.batch.read.MAX_LINE_BYTES", 200)
     path = write(tmp_path, "long.jsonl",
                  jsonl(intent("r-1"), intent("r-2", refundAddress="x" * 1000), intent("r-3")))
     assert problems(path) == ["line 2: line: longer than 200 bytes; skipped"]
@@ -370,21 +371,19 @@ def test_stdin_needs_a_format(tmp_path: Path) -> None:
     ]
 
 
-def test_the_reference_table_keeps_every_key_through_growth_and_collisions() -> None:
-    from refunds.batch import _Seen  # noqa: PLC0415 - the private table, tested on its own
+def test_the_reference_table_keeps_the_first_occurrence_of_every_key(tmp_path: Path) -> None:
+    from refunds.batch.references import ReferenceTable  # noqa: PLC0415 - tested on its own
 
-    table = _Seen(capacity=8)
-    keys = [(n << 20) | 5 for n in range(1, 3000)]  # same low bits: every insert probes
-    for line, key in enumerate(keys, start=1):
-        assert table.get(key) is None
-        table.add(key, key ^ 0xFFFF, line)
-    assert all(table.get(k) == (k ^ 0xFFFF, n) for n, k in enumerate(keys, start=1))
-    assert table.get(7) is None
-    keys_only = _Seen(capacity=8, values=False)
-    for key in keys:
-        keys_only.add(key, 1, 1)
-    assert all(keys_only.get(k) == (0, 0) for k in keys)
-    assert keys_only.get(7) is None
+    keys = [(n << 20) | 5 for n in range(1, 3000)] + [-(2**63), 2**63 - 1]  # SQLite's extremes
+    with ReferenceTable(tmp_path) as table:
+        for line, key in enumerate(keys, start=1):
+            assert table.first(key, key ^ 0xFFFF, line) is None
+        assert all(
+            table.first(k, 0, 99_999) == (k ^ 0xFFFF, n) for n, k in enumerate(keys, start=1)
+        )
+        assert table.first(7, 1, 1) is None
+        assert len(list(tmp_path.iterdir())) == 1  # the database, in its own directory
+    assert list(tmp_path.iterdir()) == []  # dropped when closed
 
 
 def test_duplicates_and_conflicts_are_found_across_a_large_file(tmp_path: Path) -> None:
@@ -398,3 +397,41 @@ def test_duplicates_and_conflicts_are_found_across_a_large_file(tmp_path: Path) 
         "line 20002: clientReference: 'r-19999' is also on line 20000 with different "
         "originalTransactionId"
     ]
+
+
+def test_a_file_changed_after_validation_is_refused_before_anything_is_yielded(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "b.jsonl", jsonl(intent("r-1"), intent("r-2")))
+    report = scan_batch(path)
+    assert report.ok and report.stamp is not None
+    with path.open("a", encoding="utf-8") as out:  # an export job appends a row meanwhile
+        out.write(jsonl(intent("r-3", txn="tx-unvalidated")))
+    intents = iter_intents(path, report.format, expect=report.stamp)
+    with pytest.raises(BatchError) as caught:
+        next(intents)
+    assert [str(e) for e in caught.value.errors] == [
+        "file: changed since it was validated; nothing was submitted from it"
+    ]
+
+
+def test_a_file_whose_bytes_changed_under_the_same_size_and_time_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "b.jsonl", jsonl(intent("r-1", txn="tx-1"), intent("r-2", txn="tx-2")))
+    report = scan_batch(path)
+    assert report.stamp is not None
+    stat = path.stat()
+    path.write_text(jsonl(intent("r-1", txn="tx-1"), intent("r-2", txn="tx-9")), encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same time: bytes differ
+    with pytest.raises(BatchError) as caught:
+        list(iter_intents(path, report.format, expect=report.stamp))
+    assert "changed while it was being submitted" in str(caught.value.errors[0])
+
+
+def test_an_unchanged_file_passes_the_second_pass_check(tmp_path: Path) -> None:
+    path = write(tmp_path, "b.csv", HEADER + "1,tx-1,r-1,\n1,tx-1,r-1,\n2,tx-2,r-2,\n")
+    report = scan_batch(path)
+    assert (report.intents, report.duplicate_count) == (2, 1)
+    got = list(iter_intents(path, report.format, expect=report.stamp))
+    assert [i.client_reference for i in got] == ["r-1", "r-2"]

@@ -21,13 +21,13 @@ from refunds.decisions import (
     STEP_FOR_STATE,
     Decision,
     Source,
-    continue_inline,
     decide,
 )
 from refunds.mce.client import MceClient
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State, iso
 from refunds.policy import Policy
+from refunds.steps.lease import continue_inline
 
 NOW = 1_800_000_000.0
 POLICY = Policy(
