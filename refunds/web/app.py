@@ -22,6 +22,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from config.settings import Settings
 from refunds.context import Context, build_context
@@ -59,6 +60,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.add_exception_handler(RefundNotFoundError, errors.not_found)
     app.add_exception_handler(NotDurableError, errors.not_durable)
     app.add_exception_handler(RequestValidationError, errors.invalid)
+    app.add_exception_handler(ClientDisconnect, errors.client_gone)
     for unavailable in errors.UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, errors.redis_unavailable)
     return app
