@@ -43,7 +43,7 @@ from refunds.cli.common import EXIT_USAGE, fail
     type=click.IntRange(min=1),
     default=None,
     help="Connections per worker process; past it the longest-idle one is closed, or the new "
-    "one gets 503 if all are busy  [default: the open-files limit minus 128]",
+    "one gets 503 if all are busy  [default: the open-files limit minus 512]",
 )
 def web(
     *,
