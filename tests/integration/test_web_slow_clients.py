@@ -193,6 +193,34 @@ def test_a_kept_alive_connection_closes_after_the_keep_alive_timeout(
         assert time.monotonic() - started <= 2.5
 
 
+def test_a_next_request_trickled_on_a_kept_alive_connection_meets_the_deadline(
+    tmp_path: Path, broker: str
+) -> None:
+    # Its first byte stops the keep-alive timer; from then on the read deadline counts.
+    with (
+        refunds_web(tmp_path, broker, "--keep-alive", "1", "--read-deadline", str(DEADLINE)) as web,
+        socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        sock.setblocking(False)
+        started = time.monotonic()
+        answer = b""
+        for byte in HEAD[: int((DEADLINE + 5) / 0.2)]:
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                sock.send(bytes([byte]))
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if ready:
+                with contextlib.suppress(ConnectionError):
+                    chunk = sock.recv(4096)
+                    answer += chunk
+                    if not chunk:
+                        break
+        took = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert DEADLINE - 0.1 <= took <= DEADLINE + 1.5
+
+
 def open_idle(port: int, count: int, within: float) -> list[socket.socket]:
     """``count`` connections that never send a byte (non-blocking connects, then established).
 
