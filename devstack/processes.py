@@ -206,14 +206,11 @@ def start_worker(
 def start_flower(
     logdir: Path, env: Mapping[str, str], *, port: int, basic_auth: str, name: str = "flower"
 ) -> Child:
-    """Flower as the Procfile starts it: local address, basic auth (``user:password``)."""
-    args = [
-        *celery_command("worker.app", "flower"),
-        "--address=127.0.0.1",
-        f"--port={port}",
-        f"--basic-auth={basic_auth}",
-    ]
-    return Child(name, args, logdir / f"{name}.log", dict(env)).start()
+    """Flower as the Procfile starts it (``refunds flower``): local address, basic auth given
+    as ``user:password`` through FLOWER_BASIC_AUTH, never on the command line."""
+    args = [sys.executable, "-m", "refunds.cli", "flower", "--address=127.0.0.1", f"--port={port}"]
+    child_env = {**env, "FLOWER_BASIC_AUTH": basic_auth}
+    return Child(name, args, logdir / f"{name}.log", child_env).start()
 
 
 def start_beat(logdir: Path, env: Mapping[str, str], name: str = "beat") -> Child:

@@ -23,25 +23,58 @@ from refunds.cli.common import EXIT_USAGE, fail
     show_default=True,
     help="uvicorn worker processes.",
 )
-def web(host: str, port: int, workers: int) -> None:
-    """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json)."""
-    import uvicorn  # noqa: PLC0415
+@click.option(
+    "--read-deadline",
+    type=click.FloatRange(0, 60, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request (head and body), from connecting or "
+    "from the request's first byte; then 408 and the connection closes.",
+)
+@click.option(
+    "--keep-alive",
+    type=click.IntRange(1, 300),
+    default=5,
+    show_default=True,
+    help="Seconds an idle kept-alive connection stays open between requests.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Connections per worker process; past it the longest-idle one is closed, or the new "
+    "one gets 503 if all are busy  [default: the open-files limit minus 512]",
+)
+def web(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    read_deadline: float,
+    keep_alive: int,
+    max_connections: int | None,
+) -> None:
+    """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json).
 
+    Slow and idle clients are bounded: a read deadline per request, a keep-alive timeout and a
+    connection cap below the open-files limit (whose soft value is raised to the hard one).
+    """
     from refunds.ops.logs import configure  # noqa: PLC0415
     from refunds.web.deps import api_key_of, operator_keys_of  # noqa: PLC0415
+    from refunds.web.server import ServerLimits, serve  # noqa: PLC0415
 
     settings = common.settings()
     # Refuse to start without a real API key (or with bad operator keys), before binding a port.
     operator_keys_of(settings, api_key_of(settings))
     configure(settings.log_level, settings.log_json)
-    uvicorn.run(
+    serve(
         "refunds.web.app:app_from_env",
-        factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
-        access_log=False,
+        limits=ServerLimits(
+            read_deadline=read_deadline, keep_alive=keep_alive, max_connections=max_connections
+        ),
     )
 
 

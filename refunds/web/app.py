@@ -9,8 +9,9 @@ is synchronous Redis.
 
 Security: merchant and operator routes need the ``X-API-Key`` header (``REFUNDS_API_KEY``),
 compared in constant time. The webhook route is authenticated by MCE's signature instead, over the
-raw bytes, before anything is parsed or stored. ``/healthz`` and ``/metrics`` are open (no data
-beyond counts).
+raw bytes, before anything is parsed or stored. ``/`` (where to go), the API reference
+(``/docs``, ``/redoc``, ``/openapi.json``, assets served by the app), ``/healthz`` and ``/metrics``
+are open (no data beyond counts).
 
 Answers every route may give: 413 for a body above ``REFUNDS_MAX_BODY_BYTES``, 503 with
 ``Retry-After`` while Redis (or the broker) cannot be reached, and all errors as
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from config.settings import Settings
 from refunds.context import Context, build_context
@@ -29,7 +32,7 @@ from refunds.errors import NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
 from refunds.web import errors
 from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of, operator_keys_of
-from refunds.web.routers import intake, mce_webhook, operator, ops
+from refunds.web.routers import home, intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
 
 __all__ = ["SANDBOX_API_KEY", "api_key_of", "app_from_env", "create_app"]
@@ -40,10 +43,13 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     api_key = api_key_of(settings)
     operator_keys = operator_keys_of(settings, api_key)
     ctx = context or build_context(settings)
-    app = FastAPI(
+    # /docs and /redoc with their scripts served by the app itself (no CDN: they work offline);
+    # no validator badge, which would call out to swagger.io.
+    app = FastAPIOffline(
         title="refund-pipeline",
         version="0.1.0",
         description="Submit and follow MCE crypto refunds; receive MCE's refund webhooks.",
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.services = Services(
         settings=settings,
@@ -52,13 +58,14 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
         api_key=api_key,
         operator_keys=operator_keys,
     )
-    for router in (intake.router, operator.router, mce_webhook.router, ops.router):
+    for router in (home.router, intake.router, operator.router, mce_webhook.router, ops.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(RefundNotFoundError, errors.not_found)
     app.add_exception_handler(NotDurableError, errors.not_durable)
     app.add_exception_handler(RequestValidationError, errors.invalid)
+    app.add_exception_handler(ClientDisconnect, errors.client_gone)
     for unavailable in errors.UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, errors.redis_unavailable)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import redis
@@ -68,3 +69,14 @@ def redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
 def not_durable(_: Request, exc: Exception) -> JSONResponse:
     """Applied on the primary, not yet on enough replicas: the same request again is safe."""
     return problem(503, str(exc), headers={"Retry-After": "1"})
+
+
+def client_gone(request: Request, _: Exception) -> JSONResponse:
+    """The client went away (or was cut off by the read deadline) before its body arrived.
+
+    Nothing was read, so nothing was done: one line, no traceback. The answer goes nowhere.
+    """
+    logging.getLogger("refunds.web").info(
+        "client left before its request was read", extra={"operation": request.url.path}
+    )
+    return problem(400, "request body incomplete")

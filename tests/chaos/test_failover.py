@@ -342,12 +342,12 @@ def test_flower_reads_the_broker_through_sentinel(tmp_path: Path) -> None:
     with sentinel_cluster(tmp_path / "redis") as cluster:
         env = {**TEST_ENV, **cluster.env()}
         port = free_port()
-        flower = start_flower(tmp_path / "logs", env, port=port, basic_auth="ops:flower-pw")
+        flower = start_flower(tmp_path / "logs", env, port=port, basic_auth="ops:flower-chaos-pw")
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until(lambda: requests.get(url + "/healthcheck", timeout=1).ok, 60, "flower")
             # The broker page asks the primary (found through Sentinel) for the queue lengths.
-            page = requests.get(url + "/broker", auth=("ops", "flower-pw"), timeout=10)
+            page = requests.get(url + "/broker", auth=("ops", "flower-chaos-pw"), timeout=10)
             assert page.status_code == 200, flower.tail(40)
             assert "refunds.provider" in page.text, flower.tail(40)
             log = flower.log_path.read_text(errors="replace")

@@ -53,14 +53,14 @@ def procfile_flower_args(port: int) -> list[str]:
         for raw in (REPO / "Procfile").read_text().splitlines()
         if raw.startswith("flower:")
     )
-    values = {"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+    values = {"FLOWER_PORT": str(port)}
 
     def fill(match: re.Match[str]) -> str:
         return values.get(match.group(1), match.group(2) or "")
 
     args = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", fill, line).split()
-    assert args[:3] == ["celery", "-A", "worker.app"]
-    return [sys.executable, "-m", *args]
+    assert args[:2] == ["refunds", "flower"]
+    return [sys.executable, "-m", "refunds.cli", *args[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +72,18 @@ def flower_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_procfile_flower_is_bounded() -> None:
     args = procfile_flower_args(5555)
-    assert "--max_tasks=10000" in args
-    assert "--purge_offline_workers=300" in args
+    assert args[args.index("--max-tasks") + 1] == "10000"
+    assert args[args.index("--purge-offline-workers") + 1] == "300"
     compose = (REPO / "docker-compose.yml").read_text()
-    assert "--max_tasks=10000" in compose
-    assert "--purge_offline_workers=300" in compose
-    assert "celery -A worker.app flower" in compose
+    assert "--max-tasks=10000" in compose
+    assert "--purge-offline-workers=300" in compose
+    assert "- flower" in compose
 
 
 def test_flower_lists_refund_steps_and_no_ticks(
     flower_redis: str, env: dict[str, str], sandbox: SandboxAdmin, prefix: str, tmp_path: Path
 ) -> None:
-    run_env = {**env, "REDIS_URL": flower_redis}
+    run_env = {**env, "REDIS_URL": flower_redis, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
     children: list[Child] = []
     try:
         worker = start_worker(tmp_path, run_env, name="flower-worker", concurrency=2)
