@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from refunds.addresses import ADDRESS_INVALID, problem_for_chain
 from refunds.mce.contract import (
     STATUS_COMPLETED,
     STATUS_CREATED,
@@ -95,7 +96,7 @@ _LABEL: dict[Source, str] = {
     "webhook": "webhook",
 }
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
-_HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID})
+_HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID, ADDRESS_INVALID})
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,11 @@ def _follow(
             notify=True,
         )
     target = _target(record.state, status, source)
+    if target in (State.CREATED, State.AWAITING_APPROVAL):  # on the way to Confirm
+        chain = news.blockchain or record.blockchain
+        stop = address_stop(record, chain, fields, when=_LABEL[source])
+        if stop is not None:
+            return stop
     held = _held_for_approval(record, news, policy, target, source=source, fields=fields)
     if held is not None:
         return held
@@ -365,6 +371,38 @@ def _target(current: State, status: int | None, source: Source) -> State:
             target = State.CREATED
         return target
     return state_for_status(current, status)
+
+
+def address_stop(
+    record: RefundRecord, blockchain: str | None, fields: Mapping[str, Any], *, when: str
+) -> Decision | None:
+    """Stop a refund whose address is not one of ``blockchain``'s before Confirm sends money to
+    it (``ADDRESS_INVALID``, kept for a human: cancel it, and submit the payment again under a
+    new reference with the right address). None: no address, no known chain, or a valid one."""
+    address = record.refund_address
+    problem = problem_for_chain(address, blockchain) if address else None
+    if problem is None:
+        return None
+    return Decision(
+        "anomaly",
+        State.NEEDS_ATTENTION,
+        "refund address invalid for its chain",
+        reason=f"{when}: {ADDRESS_INVALID}",
+        fields={
+            **fields,
+            "last_error": _error(
+                ADDRESS_INVALID,
+                f"refundAddress: {problem}",
+                "confirm",
+                field="refundAddress",
+                blockchain=blockchain,
+            ),
+            "attempts": 0,
+        },
+        timer="clear",
+        code=ADDRESS_INVALID,
+        level=logging.ERROR,
+    )
 
 
 def _held_for_approval(

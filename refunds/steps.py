@@ -35,6 +35,7 @@ from refunds.decisions import (
     Decision,
     NextTask,
     Source,
+    address_stop,
     continue_inline,
     decide,
     decide_failure,
@@ -411,6 +412,9 @@ def _confirm_created(p: Context, record: RefundRecord, refund_id: str) -> StepRe
     the attempt and call."""
     if record.provider_status is not None and not known_status(record.provider_status):
         return _read(p, record, refund_id)
+    stop = address_stop(record, record.blockchain, {}, when="before Confirm")  # addresses.py
+    if stop is not None:
+        return perform(p, record, stop, actor="pipeline")
     policy = Policy.from_settings(p.settings)
     if not record.approved_by and policy.needs_approval(record.amount, record.currency):
         held = _write(
@@ -446,6 +450,9 @@ def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:
     ref, refund_id = record.client_reference, record.crypto_refund_id
     if record.state != State.CONFIRMING or not refund_id:  # not expected: begun records are
         return StepResult(f"nothing to confirm in state {record.state}", record)
+    stop = address_stop(record, record.blockchain, {}, when="before Confirm")  # never sent
+    if stop is not None:
+        return perform(p, record, stop, actor="pipeline")
     _log_attempt(record, "confirm")
     return _post_then_apply(
         p,
