@@ -94,7 +94,10 @@ class BulkRetryOut(BaseModel):
     status_code=410,
     name="retry_refunds_moved",
     deprecated=True,
-    responses={410: {"model": Problem, "description": "Moved: use POST /operator/retry"}},
+    responses={
+        410: {"model": Problem, "description": "Moved: use POST /operator/retry"},
+        **JSON_BODY,
+    },
     summary="Gone: the bulk retry is POST /operator/retry (this path retries nothing)",
 )
 def retry_bulk_moved() -> Any:
