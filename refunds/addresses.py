@@ -106,7 +106,7 @@ def problem_for_chain(address: str, blockchain: str | None) -> str | None:
         return None
     check = {"evm": _evm_problem, "tron": _tron_problem, "btc": _btc_problem, "sol": _sol_problem}
     problem = check[kind](address)
-    return None if problem is None else f"not a {blockchain} address: {problem}"
+    return None if problem is None else f"not an address on {blockchain}: {problem}"
 
 
 def comparable(address: str | None) -> str | None:

@@ -58,7 +58,7 @@ def test_an_address_invalid_for_the_created_chain_stops_before_confirm(
     assert record.last_error["code"] == "ADDRESS_INVALID"
     assert record.last_error["field"] == "refundAddress"
     assert record.last_error["blockchain"] == chain
-    assert record.last_error["message"].startswith(f"refundAddress: not a {chain} address")
+    assert record.last_error["message"].startswith(f"refundAddress: not an address on {chain}: ")
     assert record.blockchain == chain and record.crypto_refund_id  # the Create's answer, kept
     assert requests_sent(sandbox, "confirm") == []
     # An operator's retry goes back to Confirm's door, and it stays shut.
