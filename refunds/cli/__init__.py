@@ -20,7 +20,7 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, inspection, intake, notifications, serve
+from refunds.cli import actions, inspection, intake, notifications, serve, upgrade
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -71,6 +71,7 @@ for _command in (
     *actions.COMMANDS,
     notifications.notifications,
     serve.web,
+    upgrade.index_payments,
 ):
     cli.add_command(_command)
 

@@ -16,7 +16,7 @@ import requests
 
 from devstack.localstack import Child
 from refunds.addresses import eip55
-from refunds.store.keys import record_key
+from refunds.store.keys import ALL, payment_key, record_key
 from tests.integration.test_cli import assert_no_traceback, record_keys, run, run_json
 from tests.integration.test_cli_batch import cli_redis, db, env  # noqa: F401 - fixtures
 from tests.integration.test_web_intake import JSON, KEY, Api, _start
@@ -257,3 +257,25 @@ def test_a_batch_refunding_one_payment_under_two_references_reports_the_conflict
     ]
     assert record_keys(db) == [record_key("ORDER-7")]
     assert run_json(env, "status", "ORDER-7")["originalTransactionId"] == "tx-7"
+
+
+def test_index_payments_covers_records_from_before_the_index_and_lists_shared_payments(
+    env: dict[str, str], db: redis.Redis, tmp_path: Path  # noqa: F811 - fixtures
+) -> None:
+    for ref, txn in (("old-1", "tx-old"), ("old-2", "tx-old"), ("old-3", "tx-3")):
+        assert run(env, "submit", "--type", "1", "--txn-id", txn, "--ref", ref).returncode in (0, 1)
+    # As an earlier release left them: records, no index entries, and one payment twice.
+    db.delete(payment_key(1, "tx-old"), payment_key(1, "tx-3"))
+    first = {"type": "1", "txn": "tx-old"}
+    db.hset(record_key("old-2"), mapping=first)  # old-2 was refused above: make it as it was
+    db.zadd(ALL, {"old-2": 9e9})
+    result = run(env, "index-payments", "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {
+        "indexed": 2, "present": 0, "shared": {"1/tx-old": ["old-1", "old-2"]},
+    }
+    again = run(env, "index-payments", "--json")
+    assert json.loads(again.stdout)["present"] == 3 - 1  # old-2 is still not the holder
+    # Now a new reference for an old payment is refused, naming the first.
+    late = run(env, "submit", "--type", "1", "--txn-id", "tx-3", "--ref", "new-3")
+    assert late.returncode == 1 and "already refunded under clientReference 'old-3'" in late.stderr
