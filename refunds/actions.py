@@ -145,10 +145,13 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         # A refund once held stays held until approved, whatever this process's thresholds (the
         # CLI's shell may not carry the workers' REFUNDS_APPROVAL_THRESHOLDS; a Confirm task's
         # worker applies its own rule again before calling, the same gate as here).
+        # The gate's other stops (an address invalid for its chain) are the Confirm task's to
+        # make again: the retry only decides between the hold and Confirm's door.
         was_held = any(h.to_state == State.AWAITING_APPROVAL for h in record.history)
-        held = (was_held and not record.approved_by) or hold_before_confirm(
-            record, policy
-        ) is not None
+        gate = hold_before_confirm(record, policy)
+        held = (was_held and not record.approved_by) or (
+            gate is not None and gate.target == State.AWAITING_APPROVAL
+        )
         # A retry must not stand in for an approval the policy still asks for.
         target = State.AWAITING_APPROVAL if held else State.CREATED
     else:

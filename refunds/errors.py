@@ -87,8 +87,47 @@ class ConflictError(RefundsError):
             f"{', '.join(self.differences)}"
         )
 
+    @property
+    def field_message(self) -> str:
+        """What each field named in ``differences`` is told (the HTTP problem's ``errors``)."""
+        return "differs from the existing intent"
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.client_reference, self.differences))
+
+
+class PaymentConflictError(ConflictError):
+    """The original payment is already being refunded under another ``clientReference``.
+
+    One payment, one reference: a second reference for the same (type, id) would be a second
+    Create at MCE for the same money. The id is compared byte-exact, as MCE compares it.
+    """
+
+    def __init__(
+        self, client_reference: str, existing_reference: str, transaction_type: int,
+        transaction_id: str,
+    ) -> None:
+        self.existing_reference = existing_reference
+        self.transaction_type = transaction_type
+        self.transaction_id = transaction_id
+        RefundsError.__init__(
+            self,
+            f"payment {transaction_type}/{transaction_id!r} is already refunded under "
+            f"clientReference {existing_reference!r}; {client_reference!r} was not created",
+        )
+        self.client_reference = client_reference
+        self.differences = ["originalTransactionId"]
+
+    @property
+    def field_message(self) -> str:
+        return f"already refunded under clientReference {self.existing_reference!r}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.client_reference, self.existing_reference, self.transaction_type,
+             self.transaction_id),
+        )
 
 
 class RefundNotFoundError(RefundsError):

@@ -21,10 +21,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from refunds import addresses, identifiers
 from refunds.errors import FieldError, InvalidIntentError
 from refunds.mce.contract import ORIGINAL_TRANSACTION_TYPES
 from refunds.money import format_money
@@ -115,11 +117,18 @@ class RefundIntent(BaseModel):
         alias="originalTransactionType",
         json_schema_extra=_type_enum,
     )
+    # The character sets and why: ``refunds.identifiers`` (refused with the character named).
     original_transaction_id: str = Field(
-        alias="originalTransactionId", min_length=1, max_length=128
+        alias="originalTransactionId",
+        min_length=1,
+        max_length=identifiers.TRANSACTION_ID_MAX,
+        pattern=identifiers.TRANSACTION_ID_PATTERN,
     )
     client_reference: str = Field(
-        alias="clientReference", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$"
+        alias="clientReference",
+        min_length=1,
+        max_length=identifiers.REFERENCE_MAX,
+        pattern=identifiers.REFERENCE_PATTERN,
     )
     refund_address: str | None = Field(None, alias="refundAddress", max_length=256)
 
@@ -135,15 +144,31 @@ class RefundIntent(BaseModel):
             raise ValueError(f"must be one of {known}")
         return value
 
-    @field_validator("original_transaction_id", "refund_address", mode="before")
+    @field_validator("original_transaction_id", "client_reference", mode="before")
     @classmethod
-    def _strip(cls, value: Any) -> Any:
-        return value.strip() if isinstance(value, str) else value
+    def _identifier_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the pattern, so a refusal names the character and its position (not trimmed:
+        # what is accepted is byte for byte what MCE and the ledger get).
+        if isinstance(value, str):
+            check = (
+                identifiers.reference_problem
+                if info.field_name == "client_reference"
+                else identifiers.transaction_id_problem
+            )
+            problem = check(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @field_validator("refund_address", mode="after")
     @classmethod
-    def _empty_address_is_none(cls, value: str | None) -> str | None:
-        return value or None
+    def _address_characters(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty address is no address (the provider's default applies)
+        problem = addresses.intake_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("original_transaction_id", "client_reference", mode="after")
     @classmethod
@@ -159,7 +184,9 @@ class RefundIntent(BaseModel):
 
     def fingerprint(self) -> str:
         """Identifies the content of an intent, so a resubmission can be told from a conflict."""
-        return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()[:32]
+        # Compared as "same intent" compares: an EVM address in any case is the same address.
+        content = {**self.content(), "refundAddress": addresses.comparable(self.refund_address)}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
     def content(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
@@ -255,6 +282,22 @@ class RefundRecord:
                 "refundAddress": self.refund_address,
             }
         )
+
+    def differences(self, intent: RefundIntent) -> list[str]:
+        """The contract fields in which ``intent`` asks for something else than this record.
+
+        Compared as "same intent" means: byte-exact, but an EVM refund address in any case is
+        the same address (``addresses.comparable``). Read from the record's fields, not
+        re-validated: a record kept from before a rule was added still compares.
+        """
+        theirs = {
+            "originalTransactionType": self.original_transaction_type,
+            "originalTransactionId": self.original_transaction_id,
+            "clientReference": self.client_reference,
+            "refundAddress": addresses.comparable(self.refund_address),
+        }
+        ours = {**intent.content(), "refundAddress": addresses.comparable(intent.refund_address)}
+        return sorted(k for k in ours if ours[k] != theirs.get(k))
 
     def to_public(self) -> dict[str, Any]:
         """The record as the CLI's ``--json`` and the HTTP API show it: ``PublicRefund``'s JSON."""

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, flower, inspection, intake, notifications, serve
+from refunds.cli import actions, flower, inspection, intake, notifications, serve, upgrade
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -72,6 +72,7 @@ for _command in (
     notifications.notifications,
     serve.web,
     flower.flower,
+    upgrade.index_payments,
 ):
     cli.add_command(_command)
 

@@ -15,7 +15,13 @@ from refunds.batch import BatchReport, detect_format, iter_intents, scan_batch, 
 from refunds.cli import common
 from refunds.cli.common import EXIT_PROBLEM, EXIT_USAGE, err, fail, out, print_json
 from refunds.cli.views import record_view
-from refunds.errors import BatchError, ConflictError, FieldError, InvalidIntentError
+from refunds.errors import (
+    BatchError,
+    ConflictError,
+    FieldError,
+    InvalidIntentError,
+    PaymentConflictError,
+)
 from refunds.models import RefundIntent
 
 if TYPE_CHECKING:
@@ -199,7 +205,15 @@ def _print_batch(total: BatchResult, report: BatchReport, *, as_json: bool) -> N
         "created": len(total.created),
         "existing": len(total.existing),
         "conflicts": [
-            {"clientReference": c.client_reference, "differences": c.differences}
+            {
+                "clientReference": c.client_reference,
+                "differences": c.differences,
+                **(
+                    {"existingReference": c.existing_reference}
+                    if isinstance(c, PaymentConflictError)
+                    else {}
+                ),
+            }
             for c in total.conflicts
         ],
     }

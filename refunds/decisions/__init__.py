@@ -16,7 +16,7 @@ from refunds.decisions.failures import (
     decide_failure,
     within_read_lag,
 )
-from refunds.decisions.holds import hold_before_confirm, hold_created_news
+from refunds.decisions.holds import address_stop, hold_before_confirm, hold_created_news
 from refunds.decisions.plan import (
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
@@ -41,6 +41,7 @@ __all__ = [
     "Outcome",
     "Source",
     "Timer",
+    "address_stop",
     "decide",
     "decide_failed_call",
     "decide_failure",

@@ -8,8 +8,12 @@ for a refund already in ``created`` (after an operator's retry, a slow Create, o
 carry the thresholds, so the worker applies its own rule again). Both pass through
 :func:`_gate`, the one place for every check before Confirm: a check added there holds every path.
 
-The approval rule: an approved refund is never held again; otherwise the policy's thresholds
-decide, failing closed.
+The checks, in order:
+- the refund address must be valid for the refund's chain (``refunds.addresses``), once the chain
+  is known (the Create answer's ``blockchain``): otherwise the refund stops in ``needs_attention``
+  with ``ADDRESS_INVALID``, kept for a human, and Confirm is never sent;
+- the approval rule: an approved refund is never held again; otherwise the policy's thresholds
+  decide, failing closed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from refunds.addresses import ADDRESS_INVALID, problem_for_chain
 from refunds.decisions.plan import LABEL, Decision, Source
+from refunds.decisions.stops import stop_error
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
 from refunds.policy import Policy
@@ -40,6 +46,8 @@ def hold_created_news(
     return _gate(
         record,
         policy,
+        blockchain=news.blockchain or record.blockchain,
+        when=LABEL[source],
         amount=news.amount if news.amount is not None else record.amount,
         currency=news.currency or record.currency,
         reason=f"{LABEL[source]}: {THRESHOLD_REASON}",
@@ -54,6 +62,8 @@ def hold_before_confirm(record: RefundRecord, policy: Policy) -> Decision | None
     return _gate(
         record,
         policy,
+        blockchain=record.blockchain,
+        when="before Confirm",
         amount=record.amount,
         currency=record.currency,
         reason=f"confirm: {THRESHOLD_REASON}, not approved",
@@ -63,10 +73,48 @@ def hold_before_confirm(record: RefundRecord, policy: Policy) -> Decision | None
     )
 
 
+def address_stop(
+    record: RefundRecord, blockchain: str | None, fields: Mapping[str, Any], *, when: str
+) -> Decision | None:
+    """Stop a refund whose address is not one of ``blockchain``'s before Confirm sends money to
+    it (``ADDRESS_INVALID``, kept for a human: cancel it, and submit the payment again under a
+    new reference with the right address). None: no address, no known chain, or a valid one.
+
+    Also asked right before a resumed Confirm call (``steps.operations``), so that a record that
+    reached ``confirming`` some other way (an older release, an operator) still never sends it.
+    """
+    address = record.refund_address
+    problem = problem_for_chain(address, blockchain) if address else None
+    if problem is None:
+        return None
+    return Decision(
+        "anomaly",
+        State.NEEDS_ATTENTION,
+        "refund address invalid for its chain",
+        reason=f"{when}: {ADDRESS_INVALID}",
+        fields={
+            **fields,
+            "last_error": stop_error(
+                ADDRESS_INVALID,
+                f"refundAddress: {problem}",
+                "confirm",
+                field="refundAddress",
+                blockchain=blockchain,
+            ),
+            "attempts": 0,
+        },
+        timer="clear",
+        code=ADDRESS_INVALID,
+        level=logging.ERROR,
+    )
+
+
 def _gate(
     record: RefundRecord,
     policy: Policy,
     *,
+    blockchain: str | None,
+    when: str,
     amount: Any,
     currency: str | None,
     reason: str,
@@ -81,6 +129,9 @@ def _gate(
     the refund ``created``). A held refund is read slowly, so it cannot drift from the provider
     while it waits.
     """
+    invalid = address_stop(record, blockchain, fields, when=when)
+    if invalid is not None:
+        return invalid
     if record.approved_by or not policy.needs_approval(amount, currency):
         return None
     return Decision(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from refunds.addresses import ADDRESS_INVALID
 from refunds.decisions.plan import (
     LABEL,
     PROVIDER_AMOUNT_INVALID,
@@ -30,7 +31,7 @@ from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, iso
 
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
-HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID})
+HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID, ADDRESS_INVALID})
 
 
 def stopped_for_human(record: RefundRecord) -> bool:
@@ -51,7 +52,7 @@ def refused(record: RefundRecord, news: RefundData, source: Source, now: float) 
             f"mismatch: {name}",
             reason=f"{LABEL[source]}: {PROVIDER_MISMATCH} ({name})",
             fields={
-                "last_error": _error(
+                "last_error": stop_error(
                     PROVIDER_MISMATCH, message, source, field=name, ours=ours, theirs=theirs
                 ),
                 "attempts": 0,
@@ -71,7 +72,7 @@ def refused(record: RefundRecord, news: RefundData, source: Source, now: float) 
             "invalid provider amount",
             reason=f"{LABEL[source]}: {PROVIDER_AMOUNT_INVALID}",
             fields={
-                "last_error": _error(
+                "last_error": stop_error(
                     PROVIDER_AMOUNT_INVALID,
                     f"provider amount is not a finite, non-negative decimal: {shown}",
                     source,
@@ -88,7 +89,7 @@ def refused(record: RefundRecord, news: RefundData, source: Source, now: float) 
     return None
 
 
-def _error(code: str, message: str, source: Source, **more: Any) -> dict[str, Any]:
+def stop_error(code: str, message: str, source: Source, **more: Any) -> dict[str, Any]:
     """A ``last_error`` shaped like ``MceError.as_dict`` plus the details of the stop."""
     return {
         "type": "ProviderNews",

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from refunds.context import Context
-from refunds.decisions import NextTask, Source, hold_before_confirm, known_status
+from refunds.decisions import NextTask, Source, address_stop, hold_before_confirm, known_status
 from refunds.errors import MceError, McePermanentError
 from refunds.mce.client import idempotency_key
 from refunds.mce.contract import Code
@@ -151,6 +151,9 @@ def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:
     ref, refund_id = record.client_reference, record.crypto_refund_id
     if record.state != State.CONFIRMING or not refund_id:  # not expected: begun records are
         return StepResult(f"nothing to confirm in state {record.state}", record)
+    invalid = address_stop(record, record.blockchain, {}, when="before Confirm")  # never sent
+    if invalid is not None:
+        return perform(p, record, invalid, actor="pipeline")
     _log_attempt(record, "confirm")
     return _post_then_apply(
         p,

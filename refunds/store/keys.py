@@ -20,6 +20,12 @@ key                        type   lifetime         holds
                                                    ``conflict`` mark (``list --conflicts``)
 ``rp:rid:{refundId}``      string forever          the reference whose record first recorded
                                                    this cryptoRefundId (webhooks match on it)
+``rp:pay:{type}:{txnId}``  string forever          the reference that refunds this original
+                                                   payment (written by the intake script with
+                                                   the record: one payment, one reference; the
+                                                   id byte-exact, as MCE compares it). A later
+                                                   reference takes it over only once the holder
+                                                   is ``cancelled`` (nothing was confirmed)
 ``rp:timers``              zset   until final/held references by due time (leased by the tick)
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
 ``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
@@ -82,6 +88,14 @@ def state_key(state: str) -> str:
     return f"{STATE_PREFIX}{state}"
 
 
+RECORD_PREFIX = PREFIX + "r:"  # for the intake script, which reads the payment's holder's record
+
+
+def payment_key(transaction_type: int, transaction_id: str) -> str:
+    """(originalTransactionType, originalTransactionId) -> the clientReference refunding it."""
+    return f"{PREFIX}pay:{transaction_type}:{transaction_id}"
+
+
 def refund_id_key(crypto_refund_id: str) -> str:
     """cryptoRefundId -> clientReference, written by the ledger's transition script."""
     return f"{PREFIX}rid:{crypto_refund_id}"
@@ -93,7 +107,7 @@ CONFLICTS = PREFIX + "conflicts"  # references whose record carries a provider c
 
 def record_pattern(ref_prefix: str) -> str:
     """SCAN pattern over the records whose reference starts with ``ref_prefix`` (references
-    hold no glob characters: ``models.RefundIntent`` allows only ``A-Za-z0-9._:-``)."""
+    hold no glob characters: ``refunds.identifiers`` allows only ``A-Za-z0-9`` and ``-_.:@+=``)."""
     return f"{record_key(ref_prefix)}*"
 
 

@@ -32,7 +32,12 @@ from typing import Any, Literal, cast
 import redis
 
 from config.settings import Settings
-from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
+from refunds.errors import (
+    ConflictError,
+    PaymentConflictError,
+    RefundNotFoundError,
+    TransitionError,
+)
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line, new_record
 from refunds.store.connection import ensure_durable
@@ -40,10 +45,12 @@ from refunds.store.keys import (
     ALL,
     CONFLICTS,
     OUTBOX,
+    RECORD_PREFIX,
     TIMERS,
     history_key,
     legacy_history_key,
     parked_key,
+    payment_key,
     record_key,
     refund_id_key,
     state_key,
@@ -70,14 +77,23 @@ __all__ = [
 TimerAction = Literal["keep", "set", "clear"]
 
 
-# KEYS: record, timers, all, state set of the new state, history list
-# ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, then field/value pairs
+# KEYS: record, timers, all, state set of the new state, history list, payment index
+# ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, record key prefix, then
+#       field/value pairs
+# Answers the existing record's fp, {'payment', the reference that holds the payment} (nothing
+# written: one original payment is refunded under one reference), or false (written).
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGET', KEYS[1], 'fp')
 end
+local holder = redis.call('GET', KEYS[6])
+if holder and holder ~= ARGV[1]
+    and redis.call('HGET', ARGV[6] .. holder, 'state') ~= 'cancelled' then
+  return {'payment', holder}
+end
+redis.call('SET', KEYS[6], ARGV[1])
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
@@ -211,6 +227,22 @@ class Written:
 Edge = tuple[State, str, Mapping[str, Any]]
 
 
+def _fp(answer: Any) -> str | None:
+    """The existing record's fingerprint from the intake script's answer (None: not that)."""
+    return answer if isinstance(answer, str) else None
+
+
+def _payment_taken(intent: RefundIntent, answer: Any) -> PaymentConflictError:
+    """The intake script's ``{'payment', holder}``: the payment is another reference's."""
+    holder = str(answer[1])
+    return PaymentConflictError(
+        intent.client_reference,
+        holder,
+        intent.original_transaction_type,
+        intent.original_transaction_id,
+    )
+
+
 class Ledger(Timers, StepLocks):
     """The refund records, their timers and locks, in one Redis database."""
 
@@ -245,8 +277,10 @@ class Ledger(Timers, StepLocks):
             fields["addr"] = intent.refund_address
         flat = [encode(x) for kv in fields.items() for x in kv]
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
-        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
-        argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, *flat]
+        payment = payment_key(intent.original_transaction_type, intent.original_transaction_id)
+        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref), payment]
+        argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, RECORD_PREFIX]
+        argv += flat
         return keys, argv
 
     def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
@@ -258,8 +292,8 @@ class Ledger(Timers, StepLocks):
         """
         at = now()
         keys, argv = self._submit_args(intent, at, due_in)
-        existing_fp = self._submit(keys=keys, args=argv)
-        return self._submit_outcome(intent, existing_fp)
+        answer = self._submit(keys=keys, args=argv)
+        return self._submit_outcome(intent, answer)
 
     def submit_many(
         self, intents: list[RefundIntent], due_in: float
@@ -275,36 +309,43 @@ class Ledger(Timers, StepLocks):
             keys, argv = self._submit_args(intent, at, due_in)
             self._submit(keys=keys, args=argv, client=pipe)
         answers = pipe.execute()
-        seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]
+        seen = [i.client_reference for i, a in zip(intents, answers, strict=True) if _fp(a)]
         existing = {r.client_reference: r for r in self.get_many(seen)} if seen else {}
         results: list[SubmitResult | ConflictError] = []
-        for intent, existing_fp in zip(intents, answers, strict=True):
-            if existing_fp is None:
+        for intent, answer in zip(intents, answers, strict=True):
+            if answer is None:
                 results.append(SubmitResult(new_record(intent, at), created=True))
                 continue
             try:
+                fp = _fp(answer)
+                if fp is None:
+                    raise _payment_taken(intent, answer)
                 results.append(
-                    self._existing_outcome(intent, existing_fp, existing[intent.client_reference])
+                    self._existing_outcome(intent, fp, existing[intent.client_reference])
                 )
             except ConflictError as exc:
                 results.append(exc)
         return results
 
-    def _submit_outcome(self, intent: RefundIntent, existing_fp: str | None) -> SubmitResult:
+    def _submit_outcome(self, intent: RefundIntent, answer: Any) -> SubmitResult:
+        if answer is not None and _fp(answer) is None:
+            raise _payment_taken(intent, answer)
         record = self.get(intent.client_reference)
-        if existing_fp is None:
+        if answer is None:
             return SubmitResult(record, created=True)
-        return self._existing_outcome(intent, existing_fp, record)
+        return self._existing_outcome(intent, str(answer), record)
 
     @staticmethod
     def _existing_outcome(
         intent: RefundIntent, existing_fp: str, record: RefundRecord
     ) -> SubmitResult:
         if existing_fp != intent.fingerprint():
-            theirs = record.intent().content()
-            ours = intent.content()
-            diffs = sorted(k for k in ours if ours[k] != theirs.get(k))
-            raise ConflictError(intent.client_reference, diffs or ["content"])
+            # Compared field by field as "same intent" compares (an EVM address in any case is
+            # the same address): a record whose fingerprint was computed another way still
+            # answers an identical resubmission with itself.
+            diffs = record.differences(intent)
+            if diffs:
+                raise ConflictError(intent.client_reference, diffs)
         return SubmitResult(record, created=False)
 
     # --- reading --------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Bulk operator retry after an outage (issue 11): ``refunds retry --state needs_attention
-[--code] [--since] [--dry-run]`` and ``POST /refunds/retry``, each refund through the single retry.
+[--code] [--since] [--dry-run]`` and ``POST /operator/retry``, each refund through the single
+retry; the old ``POST /refunds/retry`` (and the paths clients normalize to it) retries nothing.
 
 A database of the private Redis with no worker: nothing moves unless the test (or the command)
 moves it. The CLI runs as a subprocess, the web app as a real ``refunds web`` process.
@@ -77,7 +78,7 @@ def web(redis_db: str, tmp_path: Path) -> Iterator[str]:
 
 def post(url: str, body: dict[str, Any], key: str | None = OPERATOR_KEY) -> requests.Response:
     headers = {"X-API-Key": key} if key else {}
-    return requests.post(url + "/refunds/retry", json=body, headers=headers, timeout=30)
+    return requests.post(url + "/operator/retry", json=body, headers=headers, timeout=30)
 
 
 def test_bulk_retry_by_code_and_since_from_the_cli_and_over_http(
@@ -197,6 +198,29 @@ def test_bulk_retry_by_code_and_since_from_the_cli_and_over_http(
     bad_state = post(web, {"state": "received", "by": "o", "reason": "x"})
     assert bad_state.status_code == 422
     assert ledger.counts().get("needs_attention", 0) == 0
+
+
+def test_no_reference_path_reaches_the_bulk_retry(redis_db: str, web: str) -> None:
+    """``POST /refunds/./retry`` is sent by requests as ``POST /refunds/retry`` (dot segments are
+    removed, RFC 3986): it once retried every refund in needs_attention."""
+    ledger = Ledger.from_url(redis_db)
+    stop(ledger, "dot-1", "SERVICE_UNAVAILABLE")
+    stop(ledger, "dot-2", "CRYPTO_REFUND_NOT_PENDING")
+    headers = {"X-API-Key": OPERATOR_KEY}
+    answers = {
+        path: requests.post(web + path, json={"reason": "x"}, headers=headers, timeout=30)
+        for path in ("/refunds/./retry", "/refunds/../retry", "/refunds/retry")
+    }
+    assert answers["/refunds/../retry"].status_code == 404  # sent as /retry
+    for path in ("/refunds/./retry", "/refunds/retry"):
+        assert answers[path].status_code == 410, path
+        assert "POST /operator/retry" in answers[path].json()["detail"]
+    assert ledger.get("dot-1").state == State.NEEDS_ATTENTION
+    assert ledger.get("dot-2").state == State.NEEDS_ATTENTION
+    assert all(len(ledger.get(r).history) == 2 for r in ("dot-1", "dot-2"))
+    # The new path does retry (the operator meant it).
+    moved = post(web, {"code": "SERVICE_UNAVAILABLE", "reason": "outage over"})
+    assert moved.status_code == 200 and moved.json()["references"] == ["dot-1"]
 
 
 def test_a_refund_that_moved_meanwhile_is_skipped_with_the_reason(redis_db: str) -> None:

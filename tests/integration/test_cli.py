@@ -134,7 +134,7 @@ def test_invalid_single_intent_exits_2_and_writes_nothing(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("originalTransactionType (--type): must be one of")
-    assert lines[1].startswith("clientReference (--ref): String should match pattern")
+    assert lines[1].startswith("clientReference (--ref): U+0020 SPACE at position 4 is not allowed")
     assert lines[-1] == "refunds: invalid intent; nothing was submitted"
     assert record_keys(db) == []
 
@@ -154,7 +154,7 @@ def test_invalid_batch_lists_every_bad_line_and_writes_nothing(
     assert result.returncode == 2
     assert_no_traceback(result)
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("line 2: clientReference: String should match pattern")
+    assert lines[0].startswith("line 2: clientReference: U+0020 SPACE at position 2 is not allowed")
     assert lines[1].startswith("line 3: line: not valid JSON: ")
     assert lines[2].startswith("line 4: originalTransactionType: must be one of")
     assert lines[3] == f"refunds: {batch}: 3 problems; nothing was submitted"

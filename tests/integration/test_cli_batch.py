@@ -51,8 +51,9 @@ def env(cli_redis: str) -> dict[str, str]:
     return {**base_env(), "REDIS_URL": cli_redis, "REFUNDS_PROFILE": "sandbox"}
 
 
-def line(ref: str, txn: str = "tx-1", kind: int = 1) -> str:
-    return json.dumps({"originalTransactionType": kind, "originalTransactionId": txn,
+def line(ref: str, txn: str | None = None, kind: int = 1) -> str:
+    """One JSONL intent; its own payment unless ``txn`` says (one payment, one reference)."""
+    return json.dumps({"originalTransactionType": kind, "originalTransactionId": txn or f"tx-{ref}",
                        "clientReference": ref}) + "\n"
 
 

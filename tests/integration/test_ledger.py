@@ -14,7 +14,7 @@ import pytest
 
 from config.settings import Settings
 from refunds import actions
-from refunds.errors import ConflictError, TransitionError
+from refunds.errors import ConflictError, PaymentConflictError, TransitionError
 from refunds.mce.auth import TokenCache
 from refunds.mce.schemas import TokenData
 from refunds.models import RefundIntent, State
@@ -25,9 +25,14 @@ from refunds.store.outbox import Outbox
 from refunds.store.tokens import TokenStore
 
 
-def intent(ref: str, txn: str = "tx") -> RefundIntent:
+def intent(ref: str, txn: str | None = None) -> RefundIntent:
+    """One payment per reference (one payment is refunded under one reference)."""
     return RefundIntent.parse(
-        {"originalTransactionType": 1, "originalTransactionId": txn, "clientReference": ref}
+        {
+            "originalTransactionType": 1,
+            "originalTransactionId": txn or f"tx-{ref}",
+            "clientReference": ref,
+        }
     )
 
 
@@ -39,7 +44,44 @@ def test_submit_is_idempotent_and_detects_conflicts(ledger: Ledger, prefix: str)
     with pytest.raises(ConflictError) as info:
         ledger.submit(intent(prefix + "a", txn="other"), due_in=30)
     assert info.value.differences == ["originalTransactionId"]
-    assert ledger.get(prefix + "a").original_transaction_id == "tx"  # nothing changed
+    assert ledger.get(prefix + "a").original_transaction_id == f"tx-{prefix}a"  # nothing changed
+
+
+def test_one_payment_is_refunded_under_one_reference(ledger: Ledger, prefix: str) -> None:
+    txn = f"tx-{prefix}ORDER-7"
+    first = ledger.submit(intent(prefix + "ORDER-7", txn), due_in=30)
+    with pytest.raises(PaymentConflictError) as info:
+        ledger.submit(intent(prefix + "order-7", txn), due_in=30)
+    assert info.value.existing_reference == prefix + "ORDER-7"
+    assert f"already refunded under clientReference '{prefix}ORDER-7'" in str(info.value)
+    assert ledger.find(prefix + "order-7") is None  # nothing written
+    # The id compares byte-exact, as MCE compares it: another case is another payment.
+    assert ledger.submit(intent(prefix + "lower", txn.lower()), due_in=30).created
+    # In a batch, the second reference is a conflict naming the first.
+    out = ledger.submit_many([intent(prefix + "b-1", txn), intent(prefix + "ORDER-7", txn)], 0)
+    assert isinstance(out[0], PaymentConflictError)
+    assert out[0].existing_reference == prefix + "ORDER-7"
+    assert not isinstance(out[1], ConflictError) and out[1].record == first.record
+    # Once the holder is cancelled (nothing was confirmed), a new reference may refund it.
+    ledger.transition(first.record, State.CANCELLED, "cancelled: wrong address")
+    assert ledger.submit(intent(prefix + "ORDER-7b", txn), due_in=30).created
+    with pytest.raises(PaymentConflictError):
+        ledger.submit(intent(prefix + "ORDER-7c", txn), due_in=30)
+
+
+def test_an_evm_address_in_another_case_is_the_same_intent(ledger: Ledger, prefix: str) -> None:
+    checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    data = {"originalTransactionType": 1, "originalTransactionId": f"tx-{prefix}evm",
+            "clientReference": prefix + "evm"}
+    first = ledger.submit(RefundIntent.parse({**data, "refundAddress": checksummed}), due_in=30)
+    again = ledger.submit(
+        RefundIntent.parse({**data, "refundAddress": checksummed.lower()}), due_in=30
+    )
+    assert first.created and not again.created
+    assert again.record.refund_address == checksummed  # the merchant's first spelling, exactly
+    with pytest.raises(ConflictError) as info:
+        ledger.submit(RefundIntent.parse({**data, "refundAddress": "0x" + "1" * 40}), due_in=30)
+    assert info.value.differences == ["refundAddress"]
 
 
 def test_submit_many_builds_records_and_reports_conflicts(ledger: Ledger, prefix: str) -> None:

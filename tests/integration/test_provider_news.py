@@ -81,7 +81,7 @@ def test_1_confirm_is_sent_once_and_the_refund_is_then_polled(
     assert p.client.calls["create"] == 1
 
 
-@pytest.mark.parametrize("address", ["TMerchantChosenAddr", None])
+@pytest.mark.parametrize("address", ["T9yED5xMV5ARV98BexN97aLZ1UUq7eKSxm", None])
 def test_2_confirm_sends_the_merchants_address_or_none(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str, address: str | None
 ) -> None:

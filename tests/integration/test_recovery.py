@@ -297,7 +297,7 @@ def test_timers_are_redis_time(rec: Recovery) -> None:
     """A relative due time is taken from Redis TIME inside the script."""
     ref = f"clk{uuid.uuid4().hex[:8]}"
     intent = RefundIntent.parse(
-        {"originalTransactionType": 1, "originalTransactionId": "x", "clientReference": ref}
+        {"originalTransactionType": 1, "originalTransactionId": f"tx-{ref}", "clientReference": ref}
     )
     record = rec.ledger.submit(intent, due_in=3600).record
     rec.ledger.transition(record, record.state, "", timer="set", due_in=100.0)
@@ -386,7 +386,7 @@ def test_a_nudge_is_a_fenced_dispatch(rec: Recovery) -> None:
     so a nudge the tick had to replace is stale, like any older dispatch."""
     ref = f"ndg{uuid.uuid4().hex[:8]}"
     intent = RefundIntent.parse(
-        {"originalTransactionType": 1, "originalTransactionId": "x", "clientReference": ref}
+        {"originalTransactionType": 1, "originalTransactionId": f"tx-{ref}", "clientReference": ref}
     )
     record = rec.ledger.submit(intent, due_in=3600).record
     before = rec.field(ref, "disp")

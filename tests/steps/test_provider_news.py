@@ -85,7 +85,7 @@ def test_1_already_confirmed_whose_get_still_says_1_is_followed_not_reconfirmed(
 # --- 2. The merchant's refund address ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("address", ["TMerchantChosenAddress1", None])
+@pytest.mark.parametrize("address", ["T9yED5xMV5ARV98BexN97aLZ1UUq7eKSxm", None])
 def test_2_confirm_sends_the_merchants_address_or_none_despite_the_echo(
     ctx: Context, sandbox: SandboxAdmin, address: str | None
 ) -> None:

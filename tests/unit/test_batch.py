@@ -82,15 +82,18 @@ def test_csv_errors_name_every_bad_field_with_its_physical_line(tmp_path: Path) 
         "line 3: originalTransactionType: must be one of 1 (crypto deposit), 2 (crypto "
         "collection), 3 (crypto checkout)",
         "line 5: originalTransactionId: is required",
-        "line 5: clientReference: String should match pattern '^[A-Za-z0-9._:\\-]+$'",
+        "line 5: clientReference: U+0020 SPACE at position 4 is not allowed (allowed: ASCII "
+        "letters, digits and - _ . : @ + =)",
     ]
 
 
 def test_csv_line_numbers_count_a_quoted_cell_that_spans_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "multi.csv", HEADER + '1,"tx\nsplit",r-1,\nx,tx-2,r-2,\n')
     errors = problems(path)
-    assert len(errors) == 1
-    assert errors[0].startswith("line 4: originalTransactionType: ")
+    assert len(errors) == 2
+    # The record of lines 2-3 names its first line; a newline is no part of an id.
+    assert errors[0].startswith("line 2: originalTransactionId: U+000A LINE FEED at position 3")
+    assert errors[1].startswith("line 4: originalTransactionType: ")
 
 
 def test_csv_row_with_the_wrong_number_of_cells_is_an_error(tmp_path: Path) -> None:
@@ -275,10 +278,13 @@ def test_a_jsonl_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> Non
 def test_jsonl_lines_split_on_newline_only(tmp_path: Path, char: str) -> None:
     raw = '{"originalTransactionType": 1, "originalTransactionId": "tx-1", ' \
           f'"clientReference": "r-1", "refundAddress": "a{char}b"}}\n'
-    path = write(tmp_path, "sep.jsonl", raw + jsonl(intent("r-2")))
-    intents = parse_batch(path)
-    assert [i.client_reference for i in intents] == ["r-1", "r-2"]
-    assert intents[0].refund_address == f"a{char}b"
+    path = write(tmp_path, "sep.jsonl", raw + jsonl(intent("r-2", kind=9)))
+    # Two lines, not three: the separator is refused inside line 1's address, and line 2 is
+    # line 2.
+    errors = problems(path)
+    assert len(errors) == 2
+    assert errors[0].startswith(f"line 1: refundAddress: U+{ord(char):04X} ")
+    assert errors[1].startswith("line 2: originalTransactionType: must be one of")
 
 
 @pytest.mark.parametrize("char", ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e"])
@@ -299,13 +305,13 @@ def test_crlf_bom_and_quoted_cells_still_work(tmp_path: Path) -> None:
     path.write_bytes(
         b"\xef\xbb\xbfclientReference,originalTransactionId,originalTransactionType,"
         b"refundAddress\r\n"
-        b'r-1,"tx,1",1,"addr ""quoted"""\r\n\r\nr-2,tx-2,2,\r\n'
+        b'r-1,"tx:1",1,"a,""quoted"""\r\n\r\nr-2,tx-2,2,\r\n'
     )
     intents = parse_batch(path)
     assert [(i.client_reference, i.original_transaction_id) for i in intents] == [
-        ("r-1", "tx,1"), ("r-2", "tx-2"),
+        ("r-1", "tx:1"), ("r-2", "tx-2"),
     ]
-    assert intents[0].refund_address == 'addr "quoted"'
+    assert intents[0].refund_address == 'a,"quoted"'
     crlf = write(tmp_path, "crlf.jsonl", jsonl(intent("r-1")).replace("\n", "\r\n") + "\r\n")
     assert [i.client_reference for i in parse_batch(crlf)] == ["r-1"]
 

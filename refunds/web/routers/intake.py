@@ -26,7 +26,11 @@ router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
     response_model=PublicRefund,
     responses={
         200: {"model": PublicRefund, "description": "The existing identical intent"},
-        409: {"model": Problem, "description": "Same reference, other content"},
+        409: {
+            "model": Problem,
+            "description": "Same reference, other content; or the payment is already refunded "
+            "under another reference (named)",
+        },
         **JSON_BODY,
         **SECURED_ERRORS,
     },
@@ -67,7 +71,7 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
         return problem(
             409,
             str(exc),
-            [{"field": f, "message": "differs from the existing intent"} for f in exc.differences],
+            [{"field": f, "message": exc.field_message} for f in exc.differences],
         )
     response.status_code = 201 if result.created else 200
     return PublicRefund.of(result.record)

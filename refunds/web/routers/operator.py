@@ -61,8 +61,15 @@ def _route(name: str) -> None:
     )(act)
 
 
+#: The bulk retry's path, outside ``/refunds/{client_reference}/...``: no reference, and no path a
+#: client normalizes (``/refunds/./retry`` is sent as ``/refunds/retry``), can reach it.
+BULK_RETRY_PATH = "/operator/retry"
+#: Where it was until then: answers 410 naming the new path, and retries nothing.
+OLD_BULK_RETRY_PATH = "/refunds/retry"
+
+
 class BulkRetryIn(BaseModel):
-    """``POST /refunds/retry``: the filters of ``refunds retry --state ...``, who and why."""
+    """``POST /operator/retry``: the filters of ``refunds retry --state ...``, who and why."""
 
     state: Literal["needs_attention"] = "needs_attention"
     code: str | None = Field(None, max_length=100, description="Only refunds stopped with it.")
@@ -82,9 +89,29 @@ class BulkRetryOut(BaseModel):
     skippedReasons: dict[str, str]  # noqa: N815
 
 
-# Declared before the per-refund routes: "retry" is not a client reference.
 @router.post(
-    "/refunds/retry",
+    OLD_BULK_RETRY_PATH,
+    status_code=410,
+    name="retry_refunds_moved",
+    deprecated=True,
+    responses={
+        410: {"model": Problem, "description": "Moved: use POST /operator/retry"},
+        **JSON_BODY,
+    },
+    summary="Gone: the bulk retry is POST /operator/retry (this path retries nothing)",
+)
+def retry_bulk_moved() -> Any:
+    # Kept answering so an old client learns where the bulk retry went, and so that a path a
+    # client normalized from ``/refunds/./retry`` or ``/refunds/../retry`` never retries anything.
+    return problem(
+        410,
+        f"the bulk retry moved to POST {BULK_RETRY_PATH}; POST {OLD_BULK_RETRY_PATH} retries "
+        "nothing (a single refund's retry is POST /refunds/{clientReference}/retry)",
+    )
+
+
+@router.post(
+    BULK_RETRY_PATH,
     response_model=BulkRetryOut,
     name="retry_refunds",
     responses={**JSON_BODY, **OPERATOR},
