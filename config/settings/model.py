@@ -20,7 +20,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from config.settings import approvals, notifications, provider, redis, timing, web
 from config.settings.common import UNUSABLE_FIELDS, Rule
@@ -43,6 +48,19 @@ _SECRET_FIELDS = (
     "operator_api_key",
     "redis_sentinel_password",
 )
+
+
+class DocumentedNamesOnly(EnvSettingsSource):
+    """The environment, read by each field's documented name only.
+
+    ``populate_by_name`` lets Python callers pass field names (``profile="sandbox"``); on the
+    environment it would also read a variable named like the field (``api_key``, ``profile``),
+    which is how another service's variable became our intake key. Here it is off.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.config = {**self.config, "populate_by_name": False, "validate_by_name": False}
 
 
 class Settings(
@@ -78,6 +96,18 @@ class Settings(
     )
 
     _implicit_redis: bool = PrivateAttr(False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment by documented names; no .env file, no secrets dir."""
+        return (init_settings, DocumentedNamesOnly(settings_cls))
 
     @model_validator(mode="after")
     def _check_rules(self) -> Settings:
