@@ -18,7 +18,7 @@ from config.settings.common import (
     parse_duration,
 )
 from config.settings.loading import get_settings, implicit_redis_notice, load_settings
-from config.settings.model import Settings, env_names
+from config.settings.model import Settings, env_names, groups
 from config.settings.notifications import DEFAULT_NOTIFY_QUEUE, PIPELINE_QUEUES
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "env_names",
     "get_settings",
+    "groups",
     "implicit_redis_notice",
     "load_settings",
     "parse_currency_amounts",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -63,13 +63,25 @@ class DocumentedNamesOnly(EnvSettingsSource):
         self.config = {**self.config, "populate_by_name": False, "validate_by_name": False}
 
 
+# Listed last-group-first: pydantic orders fields from the last base to the first, so
+# ``Settings.model_fields`` (and the generated configuration reference) reads provider first.
+GROUPS: dict[str, type[BaseModel]] = {
+    "provider": provider.ProviderSettings,
+    "redis": redis.RedisSettings,
+    "timing": timing.TimingSettings,
+    "approvals": approvals.ApprovalSettings,
+    "notifications": notifications.NotificationSettings,
+    "web": web.WebSettings,
+}
+
+
 class Settings(
-    provider.ProviderSettings,
-    redis.RedisSettings,
-    timing.TimingSettings,
-    approvals.ApprovalSettings,
-    notifications.NotificationSettings,
     web.WebSettings,
+    notifications.NotificationSettings,
+    approvals.ApprovalSettings,
+    timing.TimingSettings,
+    redis.RedisSettings,
+    provider.ProviderSettings,
     BaseSettings,
 ):
     """Everything a process of the pipeline needs to know, validated at start."""
@@ -185,6 +197,14 @@ def redact_url(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0] if ":" in creds else ""
     return f"{scheme}://{user}:***@{host}"
+
+
+def groups() -> dict[str, list[str]]:
+    """Concern -> its field names, in declaration order ("process": profile and logs)."""
+    out = {name: list(group.model_fields) for name, group in GROUPS.items()}
+    grouped = {field for fields in out.values() for field in fields}
+    out["process"] = [field for field in Settings.model_fields if field not in grouped]
+    return out
 
 
 def env_names() -> dict[str, tuple[str, ...]]:

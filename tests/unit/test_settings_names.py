@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from config.settings import Settings, env_names, load_settings
+from config.settings import Settings, env_names, groups, load_settings
 from refunds.errors import ConfigError
 from refunds.web.deps import api_key_of, operator_keys_of
 
@@ -107,3 +107,10 @@ def test_python_callers_still_pass_field_names() -> None:
 def test_an_unknown_override_is_refused_not_ignored() -> None:
     with pytest.raises(ConfigError, match="tick_intervall"):
         load_settings(profile="sandbox", tick_intervall=0.5)
+
+
+def test_every_setting_belongs_to_exactly_one_group() -> None:
+    grouped = [field for fields in groups().values() for field in fields]
+    assert sorted(grouped) == sorted(Settings.model_fields)
+    assert groups()["process"] == ["profile", "log_level", "log_json"]
+    assert "redis_url" in groups()["redis"] and "approval_thresholds" in groups()["approvals"]
