@@ -107,6 +107,16 @@ class JsonFormatter(_LibraryJsonFormatter):
         return {key: redact(value, key) for key, value in log_data.items() if value is not None}
 
 
+class PlainFormatter(logging.Formatter):
+    """Plain text for a terminal (``REFUNDS_LOG_JSON=false``), with the same text redaction."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(redact(super().format(record)))
+
+
 class TickAtDebug(logging.Filter):
     """Celery's per-tick INFO lines become DEBUG lines (kept only when the level is DEBUG)."""
 
@@ -133,11 +143,7 @@ def _about_the_tick(record: logging.LogRecord) -> bool:
 def configure(level: str = "INFO", json_lines: bool = True) -> None:
     """Route the root logger to stderr, as JSON lines (or plain text for a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()
     root.setLevel(level.upper())
     handler.addFilter(TickAtDebug(root.level))

@@ -142,3 +142,12 @@ def test_other_tasks_keep_their_info_lines() -> None:
 def test_the_tick_name_is_the_one_beat_sends() -> None:
     schedule = celery_config(load_settings(profile="sandbox"))["beat_schedule"]
     assert {entry["task"] for entry in schedule.values()} == {logs.TICK_TASK}
+
+
+def test_plain_text_logs_mask_url_passwords_and_bearer_tokens() -> None:
+    record = logging.LogRecord(
+        "refunds.cli", logging.INFO, __file__, 1, "redis://:pw-1@h/0 Bearer tok-1", None, None
+    )
+    text = logs.PlainFormatter().format(record)
+    assert "pw-1" not in text and "tok-1" not in text
+    assert text.endswith("INFO redis://:***@h/0 Bearer [redacted]")
