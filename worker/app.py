@@ -14,7 +14,7 @@ from typing import Any
 from celery.signals import setup_logging, worker_process_shutdown
 
 from config.celery import make_celery
-from config.settings import get_settings
+from config.settings import get_settings, implicit_redis_notice
 from refunds.errors import ConfigError
 from refunds.ops import logs
 from refunds.store.counters import flush_all
@@ -24,6 +24,9 @@ try:
 except ConfigError as exc:
     sys.stderr.write(f"refunds: {exc}\n")
     raise SystemExit(2) from None
+_notice = implicit_redis_notice(settings)
+if _notice is not None:  # before Celery's banner: the sandbox's Redis is never a silent choice
+    sys.stderr.write(f"refunds: {_notice}\n")
 
 app = make_celery(settings)
 # Only the holder of the Redis beat lock sends the tick: a second beat, or ``worker -B`` on every

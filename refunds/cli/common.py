@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from config.settings import Settings, load_settings
+from config.settings import Settings, implicit_redis_notice, load_settings
 from refunds.cli.progress import make_console
 from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
@@ -33,7 +33,12 @@ def fail(message: str, code: int = EXIT_PROBLEM) -> NoReturn:
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The command's Settings; says on stderr when the sandbox fell back to its local Redis."""
+    loaded = load_settings()
+    notice = implicit_redis_notice(loaded)
+    if notice is not None:
+        click.echo(f"refunds: {notice}", err=True)
+    return loaded
 
 
 def ledger(settings: Settings) -> Ledger:

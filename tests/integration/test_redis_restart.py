@@ -33,7 +33,7 @@ DONE_KEY = "restart-test:done"
 
 # The worker builds the app from its environment; the test process only needs the task's name.
 app = make_celery(
-    load_settings(profile="sandbox", redis_url=os.environ.get("REDIS_URL", "memory://"))
+    load_settings(profile="sandbox", redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:1/0"))
 )
 
 

@@ -535,3 +535,61 @@ def test_worker_and_beat_log_json_lines_with_refund_ids(run: Run) -> None:
     held = [e for e in steps if str(e.get("msg", "")).startswith("needs attention")]
     assert {e["client_reference"] for e in held} == set(run.not_pending)
     assert all(e.get("code") == "CRYPTO_REFUND_NOT_PENDING" and e.get("log_id") for e in held)
+
+
+# --- extra fields ---------------------------------------------------------------------------------
+
+# A process that logs secrets in extra fields, as a careless caller (or a library) might: under a
+# secret's name, nested in headers, inside a URL or a bearer header in some text, as a SecretStr.
+CARELESS_LOGGER = """
+import json, logging, sys
+from pydantic import SecretStr
+from refunds.ops.logs import configure
+s = json.loads(sys.argv[1])
+configure("DEBUG", json_lines=True)
+log = logging.getLogger("refunds.careless")
+log.info("token call", extra={
+    "client_reference": "careless-1",
+    "client_secret": s["client_secret"],
+    "MCE_WEBHOOK_SECRET": s["webhook_secret"],
+    "api_key": s["api_key"],
+    "request": {"headers": {"Authorization": "Bearer " + s["token"]}, "path": "/oauth/token"},
+    "attempts": [{"password": s["redis_password"]}],
+    "broker": "redis://:" + s["redis_password"] + "@redis:6379/0",
+    "note": "replayed with Bearer " + s["token"],
+    "callback_secret": SecretStr(s["callback_secret"]),
+    "outcome": "retry",
+})
+log.warning("connecting to redis://app:%s@redis:6379/0", s["redis_password"])
+"""
+
+
+def test_no_secret_in_extra_fields_of_a_log_line() -> None:
+    found = {
+        name: secrets.token_urlsafe(24)
+        for name in (
+            "client_secret",
+            "webhook_secret",
+            "api_key",
+            "token",
+            "redis_password",
+            "callback_secret",
+        )
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CARELESS_LOGGER, json.dumps(found)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert leaks(proc.stderr, found) == []
+    # Not vacuous: both lines are there with their harmless fields, and the search finds a secret
+    # in the same text once one is put back.
+    first, second = (json.loads(line) for line in proc.stderr.splitlines())
+    assert (first["client_reference"], first["outcome"]) == ("careless-1", "retry")
+    assert first["request"]["path"] == "/oauth/token"
+    assert second["msg"] == "connecting to redis://app:***@redis:6379/0"
+    assert leaks(proc.stderr + found["token"], found) == ["token"]

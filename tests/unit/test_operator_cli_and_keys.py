@@ -16,6 +16,7 @@ PRODUCTION = {
     "mce_client_id": "id",
     "mce_client_secret": "a-real-client-secret-1",
     "mce_webhook_secret": "a-real-webhook-secret-1",
+    "redis_url": "redis://redis.example:6379/0",  # production has no implicit Redis
 }
 
 

@@ -15,6 +15,7 @@ PROD = {
     "MCE_CLIENT_ID": "merchant-1",
     "MCE_CLIENT_SECRET": "s3cr3t-value-abc",
     "MCE_WEBHOOK_SECRET": "whsec-value-xyz",
+    "REDIS_URL": "redis://redis.example:6379/0",  # production has no implicit Redis
 }
 
 

@@ -1,0 +1,71 @@
+"""The web app: the intake key, the operators' keys, the webhook's replay window and the body
+limit. The keys themselves are checked when the app starts (``refunds.web.deps``), since only the
+web app needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+
+from config.settings.common import Rule
+
+if TYPE_CHECKING:
+    from config.settings.model import Settings
+
+#: The production ceiling of the webhook tolerance: the window in which a captured delivery can
+#: be replayed; a few minutes cover any clock skew between MCE and us.
+MAX_WEBHOOK_TOLERANCE_SECONDS = 600.0
+
+
+class WebSettings(BaseModel):
+    """Keys of the HTTP API, the webhook's timestamp tolerance, the request body limit."""
+
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias="REFUNDS_API_KEY",
+        description="the HTTP API's intake key, header X-API-Key (secret; the sandbox profile "
+        "defaults to sandbox-api-key)",
+    )
+    # Operator credentials (approve/retry/cancel over HTTP), never the intake key:
+    # ``name:key,name:key`` -- the name is what the history and ``approvedBy`` record.
+    operator_keys: SecretStr | None = Field(
+        None,
+        validation_alias="REFUNDS_OPERATOR_KEYS",
+        description="operator credentials, name:key,name:key; the name is recorded as who "
+        "acted (secret)",
+    )
+    operator_api_key: SecretStr | None = Field(
+        None,
+        validation_alias="REFUNDS_OPERATOR_API_KEY",
+        description="one operator key, recorded as operator (secret); with neither set, the "
+        "operator routes answer 403",
+    )
+    webhook_tolerance_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias="REFUNDS_WEBHOOK_TOLERANCE_SECONDS",
+        description="how old a webhook's signed timestamp may be, seconds (at most "
+        f"{MAX_WEBHOOK_TOLERANCE_SECONDS:g} in production)",
+    )
+    # Every request body, webhooks included (413 above it); the old webhook-only name still works
+    # (REFUNDS_MAX_BODY_BYTES wins when both are set).
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("REFUNDS_MAX_BODY_BYTES", "REFUNDS_WEBHOOK_MAX_BODY_BYTES"),
+        description="request body limit of every HTTP route, webhooks included (413 above it); "
+        "REFUNDS_WEBHOOK_MAX_BODY_BYTES is its old name",
+    )
+
+
+def _webhook_tolerance_bounded(s: Settings) -> Iterator[str]:
+    if s.profile == "production" and s.webhook_tolerance_seconds > MAX_WEBHOOK_TOLERANCE_SECONDS:
+        yield (
+            f"REFUNDS_WEBHOOK_TOLERANCE_SECONDS must be at most {MAX_WEBHOOK_TOLERANCE_SECONDS:g} "
+            "in production (a captured webhook can be replayed within it)"
+        )
+
+
+RULES = (Rule(("profile", "webhook_tolerance_seconds"), _webhook_tolerance_bounded),)
