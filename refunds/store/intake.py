@@ -1,0 +1,118 @@
+"""Intake: a merchant's intent becomes a record in ``received``, once per reference.
+
+One script per intent (``lua/ledger_submit.lua``) creates the record, its first history line,
+its state-set and creation-index entries and its safety-net timer, or, when the reference exists,
+answers its fingerprint, so a resubmission of the same content is told from a conflict
+(different content under the same reference) without a race. Batches are pipelined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from refunds.errors import ConflictError
+from refunds.models import RefundIntent, RefundRecord, State, now
+from refunds.store.codec import encode, history_line, new_record
+from refunds.store.keys import ALL, TIMERS, history_key, record_key, state_key
+from refunds.store.records import Records
+from refunds.store.scripts import Script, ScriptBatch
+
+__all__ = ["Intake", "SubmitResult"]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    record: RefundRecord
+    created: bool
+
+
+class Intake:
+    """Submitting intents (one, or a batch in one round trip)."""
+
+    def __init__(self, client: redis.Redis, records: Records) -> None:
+        self.redis = client
+        self.records = records
+        self._submit = Script(client, "ledger_submit")
+
+    def _submit_args(
+        self, intent: RefundIntent, at: float, due_in: float
+    ) -> tuple[list[str], list[str]]:
+        ref = intent.client_reference
+        fields: dict[str, Any] = {
+            "state": State.RECEIVED,
+            "type": intent.original_transaction_type,
+            "txn": intent.original_transaction_id,
+            "fp": intent.fingerprint(),
+            "created": at,
+            "updated": at,
+            "ver": 1,
+            "attempts": 0,
+            "polls": 0,
+        }
+        if intent.refund_address:
+            fields["addr"] = intent.refund_address
+        flat = [encode(x) for kv in fields.items() for x in kv]
+        hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
+        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
+        argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, *flat]
+        return keys, argv
+
+    def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
+        """Store a new intent in ``received`` with its timer, or return the existing record.
+
+        ``due_in`` is the safety-net delay: the caller nudges a worker at once, and the timer makes
+        the refund come due anyway if that nudge is lost. Raises ConflictError when the reference
+        exists with different content.
+        """
+        at = now()
+        keys, argv = self._submit_args(intent, at, due_in)
+        existing_fp = self._submit(keys, argv)
+        return self._submit_outcome(intent, existing_fp)
+
+    def submit_many(
+        self, intents: list[RefundIntent], due_in: float
+    ) -> list[SubmitResult | ConflictError]:
+        """Submit a batch in one pipelined round trip; conflicts are returned, not raised.
+
+        New records are built locally instead of read back, so a batch costs two round trips at
+        most (the second only for references that existed already).
+        """
+        at = now()
+        batch = ScriptBatch(self.redis)
+        for intent in intents:
+            batch.add(self._submit, *self._submit_args(intent, at, due_in))
+        answers = batch.execute()
+        seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]
+        existing = {r.client_reference: r for r in self.records.get_many(seen)} if seen else {}
+        results: list[SubmitResult | ConflictError] = []
+        for intent, existing_fp in zip(intents, answers, strict=True):
+            if existing_fp is None:
+                results.append(SubmitResult(new_record(intent, at), created=True))
+                continue
+            try:
+                results.append(
+                    self._existing_outcome(intent, existing_fp, existing[intent.client_reference])
+                )
+            except ConflictError as exc:
+                results.append(exc)
+        return results
+
+    def _submit_outcome(self, intent: RefundIntent, existing_fp: str | None) -> SubmitResult:
+        record = self.records.get(intent.client_reference)
+        if existing_fp is None:
+            return SubmitResult(record, created=True)
+        return self._existing_outcome(intent, existing_fp, record)
+
+    @staticmethod
+    def _existing_outcome(
+        intent: RefundIntent, existing_fp: str, record: RefundRecord
+    ) -> SubmitResult:
+        if existing_fp != intent.fingerprint():
+            theirs = record.intent().content()
+            ours = intent.content()
+            diffs = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise ConflictError(intent.client_reference, diffs or ["content"])
+        return SubmitResult(record, created=False)
