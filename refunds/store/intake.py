@@ -9,13 +9,12 @@ answers its fingerprint, so a resubmission of the same content is told from a co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord, State, now
-from refunds.store.codec import encode, history_line, new_record
+from refunds.store.codec import encode, history_line, new_record, stored_fields
 from refunds.store.keys import ALL, TIMERS, history_key, record_key, state_key
 from refunds.store.records import Records
 from refunds.store.scripts import Script, ScriptBatch
@@ -41,19 +40,8 @@ class Intake:
         self, intent: RefundIntent, at: float, due_in: float
     ) -> tuple[list[str], list[str]]:
         ref = intent.client_reference
-        fields: dict[str, Any] = {
-            "state": State.RECEIVED,
-            "type": intent.original_transaction_type,
-            "txn": intent.original_transaction_id,
-            "fp": intent.fingerprint(),
-            "created": at,
-            "updated": at,
-            "ver": 1,
-            "attempts": 0,
-            "polls": 0,
-        }
-        if intent.refund_address:
-            fields["addr"] = intent.refund_address
+        # The record's own fields, as the record the caller gets back has them (codec).
+        fields = stored_fields(new_record(intent, at))
         flat = [encode(x) for kv in fields.items() for x in kv]
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
