@@ -1,13 +1,14 @@
 """The webhook event store: raw MCE events by ``notificationId`` and the parked set per refund.
 
 The Redis part of ``refunds.webhooks`` (keys ``rp:wh:{notificationId}``, ``rp:wh:parked:{ref}``
-in ``refunds.store.keys``; both kept ``EVENT_TTL``). Parking checks the refund's record version in
-the same script (``_PARK``), so no event is parked after the last replay. Storing a delivery is
-ONE script: the body (first delivery wins), its hash, status ``received``, the time and the
-expiry are written together, and the same script tells a new delivery from a retry, a duplicate
-or a conflicting body. It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left
-an event with a body but no status that every redelivery answered "duplicate" and that never
-applied; an event found in that state (written by the old code) is taken as new.
+in ``refunds.store.keys``; both kept ``EVENT_TTL``). Parking checks the refund's record version
+in the same script (``lua/event_park.lua``), so no event is parked after the last replay. Storing
+a delivery is ONE script (``lua/event_store.lua``): the body (first delivery wins), its hash,
+status ``received``, the time and the expiry are written together, and the same script tells a
+new delivery from a retry, a duplicate or a conflicting body. It used to be HSETNX, HSETs and
+EXPIRE apart, so a crash between them left an event with a body but no status that every
+redelivery answered "duplicate" and that never applied; an event found in that state (written by
+the old code) is taken as new.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class EventStore:
     def store(
         self, nid: str, body: bytes, at: float, claim_seconds: float = CLAIM_SECONDS
     ) -> StoreOutcome:
-        """Store and claim one delivery of the raw ``body`` atomically (see ``_STORE``): "new" or
-        "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
+        """Store and claim one delivery of the raw ``body`` atomically (``lua/event_store.lua``):
+        "new" or "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
         text = body.decode("utf-8", errors="replace")
         digest = hashlib.sha256(body).hexdigest()
         args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]

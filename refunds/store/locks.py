@@ -34,7 +34,7 @@ LEASE_FIELDS = ("lk", "lku")
 
 @dataclass(frozen=True)
 class Begin:
-    """The attempt a step begins in the script that takes its lock (see ``_ACQUIRE``).
+    """The attempt a step begins in the script that takes its lock (see ``lua/lease_acquire.lua``).
 
     A record in one of ``from_states`` moves to ``working`` (a history line ``reason`` when it
     enters it from another state) with ``attempts`` counted (1 on entering, else one more);
