@@ -1,8 +1,8 @@
 """The ledger: the one object callers hold for a Redis database of refunds.
 
 It composes the store's parts, each in a module of its own so each stays readable in one sitting,
-and offers their methods on one object (bound in ``__init__``), so callers keep ``ledger.get``,
-``ledger.write``, ``ledger.claim_dispatch`` and so on:
+and offers their methods on one object (:class:`Delegated` attributes), so callers keep
+``ledger.get``, ``ledger.write``, ``ledger.claim_dispatch`` and so on:
 
 - ``records`` (``refunds.store.records``): one record read, or moved by an atomic
   compare-and-set write (``find``, ``get``, ``get_many``, ``states_of``, ``write``,
@@ -22,6 +22,9 @@ the code that imports them from the ledger.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import redis
 
@@ -61,55 +64,93 @@ __all__ = [
 ]
 
 
+Part = TypeVar("Part")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Delegated(Generic[Part, P, R]):
+    """A ledger method that is one of its parts' methods (``part``: the attribute holding it).
+
+    On a ledger it answers the part's bound method, so callers keep calling ``ledger.get(...)``
+    with the part's own signature and docstring; on the class it answers the part's function
+    (``Ledger.submit`` is ``Intake.submit``), so introspection finds where the code lives.
+    """
+
+    def __init__(self, part: str, method: Callable[Concatenate[Part, P], R]) -> None:
+        self.part = part
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, ledger: None, owner: type) -> Callable[Concatenate[Part, P], R]: ...
+    @overload
+    def __get__(self, ledger: object, owner: type) -> Callable[P, R]: ...
+    def __get__(self, ledger: object | None, owner: type) -> Callable[..., R]:
+        if ledger is None:
+            return self.method
+        bound: Callable[P, R] = getattr(getattr(ledger, self.part), self.method.__name__)
+        return bound
+
+
 class Ledger:
     """The refund records, their intake, listings, timers and step leases, in one Redis database."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self.records = records = Records(client)
-        self.intake = intake = Intake(client, records)
-        self.queries = queries = Queries(client)
-        self.timers = timers = Timers(client)
-        self.locks = locks = StepLocks(client)
-        # The parts' methods, on the ledger: callers keep one object.
-        self.find = records.find
-        self.get = records.get
-        self.get_many = records.get_many
-        self.states_of = records.states_of
-        self.write = records.write
-        self.transition = records.transition
-        self.transition_dispatch = records.transition_dispatch
-        self.flag_conflict = records.flag_conflict
-        self.submit = intake.submit
-        self.submit_many = intake.submit_many
-        self.references = queries.references
-        self.iter_references = queries.iter_references
-        self.reference_of_refund_id = queries.reference_of_refund_id
-        self.counts = queries.counts
-        self.record_count = queries.record_count
-        self.conflicted = queries.conflicted
-        self.conflict_count = queries.conflict_count
-        self.oldest_in_state = queries.oldest_in_state
-        self.claim_due = timers.claim_due
-        self.claim_due_states = timers.claim_due_states
-        self.claim_dispatch = timers.claim_dispatch
-        self.claim_outbox = timers.claim_outbox
-        self.set_due = timers.set_due
-        self.set_due_in = timers.set_due_in
-        self.due_soon = timers.due_soon
-        self.clear_timer = timers.clear_timer
-        self.timed = timers.timed
-        self.due_at = timers.due_at
-        self.due_count = timers.due_count
-        self.timer_lag = timers.timer_lag
-        self.beat_heartbeat = timers.beat_heartbeat
-        self.since_last_tick = timers.since_last_tick
-        self.timer_count = timers.timer_count
-        self.outbox_count = timers.outbox_count
-        self.lock = locks.lock
-        self.try_lock = locks.try_lock
-        self.beat = locks.beat
-        self.unlock = locks.unlock
+        self.records = Records(client)
+        self.intake = Intake(client, self.records)
+        self.queries = Queries(client)
+        self.timers = Timers(client)
+        self.locks = StepLocks(client)
+
+    # --- records (refunds.store.records) ---------------------------------------------------------
+    find = Delegated("records", Records.find)
+    get = Delegated("records", Records.get)
+    get_many = Delegated("records", Records.get_many)
+    states_of = Delegated("records", Records.states_of)
+    write = Delegated("records", Records.write)
+    transition = Delegated("records", Records.transition)
+    transition_dispatch = Delegated("records", Records.transition_dispatch)
+    flag_conflict = Delegated("records", Records.flag_conflict)
+
+    # --- intake (refunds.store.intake) -----------------------------------------------------------
+    submit = Delegated("intake", Intake.submit)
+    submit_many = Delegated("intake", Intake.submit_many)
+
+    # --- queries (refunds.store.queries) ---------------------------------------------------------
+    references = Delegated("queries", Queries.references)
+    iter_references = Delegated("queries", Queries.iter_references)
+    reference_of_refund_id = Delegated("queries", Queries.reference_of_refund_id)
+    counts = Delegated("queries", Queries.counts)
+    record_count = Delegated("queries", Queries.record_count)
+    conflicted = Delegated("queries", Queries.conflicted)
+    conflict_count = Delegated("queries", Queries.conflict_count)
+    oldest_in_state = Delegated("queries", Queries.oldest_in_state)
+
+    # --- timers (refunds.store.timers) -----------------------------------------------------------
+    claim_due = Delegated("timers", Timers.claim_due)
+    claim_due_states = Delegated("timers", Timers.claim_due_states)
+    claim_dispatch = Delegated("timers", Timers.claim_dispatch)
+    claim_outbox = Delegated("timers", Timers.claim_outbox)
+    set_due = Delegated("timers", Timers.set_due)
+    set_due_in = Delegated("timers", Timers.set_due_in)
+    due_soon = Delegated("timers", Timers.due_soon)
+    clear_timer = Delegated("timers", Timers.clear_timer)
+    timed = Delegated("timers", Timers.timed)
+    due_at = Delegated("timers", Timers.due_at)
+    due_count = Delegated("timers", Timers.due_count)
+    timer_lag = Delegated("timers", Timers.timer_lag)
+    beat_heartbeat = Delegated("timers", Timers.beat_heartbeat)
+    since_last_tick = Delegated("timers", Timers.since_last_tick)
+    timer_count = Delegated("timers", Timers.timer_count)
+    outbox_count = Delegated("timers", Timers.outbox_count)
+
+    # --- locks (refunds.store.locks) -------------------------------------------------------------
+    lock = Delegated("locks", StepLocks.lock)
+    try_lock = Delegated("locks", StepLocks.try_lock)
+    beat = Delegated("locks", StepLocks.beat)
+    unlock = Delegated("locks", StepLocks.unlock)
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:

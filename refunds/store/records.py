@@ -165,7 +165,7 @@ class Records:
         ).record
 
     def transition_dispatch(
-        self, record: RefundRecord, target: State, reason: str, **kwargs: Any
+        self, /, record: RefundRecord, target: State, reason: str, **kwargs: Any
     ) -> tuple[RefundRecord, int]:
         """:meth:`transition` that also writes a new dispatch id (fence) for the step the caller
         sends next; answers the record and that fence (the message must carry it)."""
