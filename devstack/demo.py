@@ -19,7 +19,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,6 @@ from devstack.demo_env import (
 )
 from devstack.processes import free_port, redis_reachable, wait_for_worker
 from devstack.stack import LocalStack
-from refunds.cli.progress import RefundView, follow, make_console
 from refunds.errors import ConfigError
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State
 from refunds.store.ledger import Ledger
@@ -54,6 +53,21 @@ from refunds.store.ledger import Ledger
 POLL_SCHEDULE = "0.5,1,2"  # quick follow-ups: the sandbox completes refunds in seconds
 TICK_INTERVAL = "0.5"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Where the demo shows itself, handed in by ``refunds demo`` (``refunds.cli.serve``): the CLI
+    owns the consoles and the live view, and devstack never imports the CLI (no import cycle;
+    pyproject's import-linter contracts).
+
+    ``follow(ledger, refs, title, console, on_tick)`` shows ``refs`` live until every one is final;
+    ``on_tick`` runs at each refresh and may raise to stop it (the deadline, a dead child).
+    """
+
+    console: Console  # progress and messages (stderr)
+    stdout: Console  # the summary
+    follow: Callable[[Ledger, list[str], str, Console, Callable[[], None]], object]
 
 
 @dataclass(frozen=True)
@@ -98,10 +112,9 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run_demo(opts: DemoOptions) -> int:
+def run_demo(opts: DemoOptions, screen: Screen) -> int:
     """Run the demo; returns the exit code (0 only if every refund completed)."""
-    console = make_console(stderr=True)
-    stdout = make_console()
+    console = screen.console
     started = time.monotonic()
     external = os.environ.get("REDIS_URL") or None
     # Settings first: a bad REFUNDS_* variable must stop the demo before anything starts.
@@ -119,7 +132,7 @@ def run_demo(opts: DemoOptions) -> int:
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     code = EXIT_FAILED
     try:
-        code = _run(opts, stack, external, console=console, stdout=stdout, started=started)
+        code = _run(opts, stack, external, screen=screen, started=started)
     except _Terminated:
         console.print("demo: terminated; shutting down")
         code = EXIT_TERMINATED
@@ -232,10 +245,10 @@ def _run(
     stack: LocalStack,
     external: str | None,
     *,
-    console: Console,
-    stdout: Console,
+    screen: Screen,
     started: float,
 ) -> int:
+    console, stdout = screen.console, screen.stdout
     run_id = secrets.token_hex(3)
     prefix = f"demo-{run_id}-"
     console.print(f"demo: run {run_id}, {opts.count} refunds, working dir {stack.workdir}")
@@ -251,18 +264,21 @@ def _run(
     console.print(f"demo: submitted {len(refs)} intents; following them")
 
     ledger = Ledger.from_url(redis_url)
-    view = RefundView(ledger, refs=refs)
     deadline = time.monotonic() + opts.timeout
 
-    def on_tick(_snap: object) -> None:
+    def on_tick() -> None:
         stack.check_alive()
         if time.monotonic() > deadline:
             raise _Timeout
 
     try:
-        follow(view, f"demo {run_id}", interval=0.25, console=console, on_tick=on_tick)
+        screen.follow(ledger, refs, f"demo {run_id}", console, on_tick)
     except _Timeout:
-        pending = view.not_final()
+        pending = {
+            ref: state or ""
+            for ref, state in zip(refs, ledger.states_of(refs), strict=True)
+            if state not in FINAL_STATES
+        }
         console.print(
             f"demo: [red]timed out[/] after {opts.timeout:.0f} s; {len(pending)} not final:"
         )

@@ -6,6 +6,7 @@ State names are a public interface (CLI ``--json``, HTTP API, metrics labels): d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -231,43 +233,60 @@ class HistoryEntry:
     actor: str = "pipeline"
 
 
-@dataclass(frozen=True)
-class RefundRecord:
-    """One refund as the ledger holds it."""
+def kept(stored: str | None, public: str | None = "") -> dict[str, str | None]:
+    """A record field's metadata: its Redis hash field (``stored``; None: not a hash field) and
+    its name in the public shape (``public``: "" the same name, None not shown).
 
-    client_reference: str
-    state: State
-    original_transaction_type: int
-    original_transaction_id: str
-    refund_address: str | None
-    fingerprint: str
-    created_at: float
-    updated_at: float
-    version: int
-    attempts: int = 0
-    polls: int = 0
-    crypto_refund_id: str | None = None
-    provider_status: int | None = None
-    amount: Decimal | None = None
-    currency: str | None = None
-    blockchain: str | None = None
-    fee_amount: Decimal | None = None
-    fee_currency: str | None = None
-    txn_hash: str | None = None
-    participant_code: str | None = None
-    last_error: dict[str, Any] | None = None
-    key_generation: int = 0  # bumped by an operator's retry: new idempotency keys (see client)
+    Every record field is declared once, in :class:`RefundRecord`, with this metadata; the rest
+    derives from there: the store's codec (``refunds.store.codec``: hash field names, decoding by
+    the declared type) and :data:`PublicRefund` (names, order, public types).
+    """
+    return {"stored": stored, "public": public}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundRecord:
+    """One refund as the ledger holds it. Fields are in the order the world sees them (the
+    public shape's order); the ones only the pipeline reads are declared ``public=None``."""
+
+    client_reference: str = field(metadata=kept(None))  # the key, not a hash field
+    state: State = field(metadata=kept("state"))
+    original_transaction_type: int = field(metadata=kept("type"))
+    original_transaction_id: str = field(metadata=kept("txn"))
+    refund_address: str | None = field(metadata=kept("addr"))
+    fingerprint: str = field(metadata=kept("fp", public=None))  # the intent's content hash
+    crypto_refund_id: str | None = field(default=None, metadata=kept("rid"))
+    provider_status: int | None = field(default=None, metadata=kept("pstatus"))
+    amount: Decimal | None = field(default=None, metadata=kept("amount"))
+    currency: str | None = field(default=None, metadata=kept("cur"))
+    blockchain: str | None = field(default=None, metadata=kept("chain"))
+    fee_amount: Decimal | None = field(default=None, metadata=kept("fee"))
+    fee_currency: str | None = field(default=None, metadata=kept("feecur"))
+    txn_hash: str | None = field(default=None, metadata=kept("hash"))
+    participant_code: str | None = field(default=None, metadata=kept("pcode", public=None))
     # The provider's view, beside the merchant's intent (never written over it; principle 7).
-    provider_refund_address: str | None = None
-    provider_transaction_id: str | None = None
-    status_info: str | None = None  # the provider's label for its status, when it sends one
-    provider_seen_at: float | None = None  # when the provider's refund id was first recorded
-    approved_by: str | None = None
-    approved_at: float | None = None
+    # status_info: the provider's label for its status, when it sends one.
+    status_info: str | None = field(default=None, metadata=kept("sinfo"))
+    provider_refund_address: str | None = field(default=None, metadata=kept("paddr"))
+    provider_transaction_id: str | None = field(
+        default=None, metadata=kept("ptxn", public="provider_original_transaction_id")
+    )
+    # When the provider's refund id was first recorded.
+    provider_seen_at: float | None = field(default=None, metadata=kept("pseen", public=None))
+    approved_by: str | None = field(default=None, metadata=kept("apby"))
+    approved_at: float | None = field(default=None, metadata=kept("apat"))
     # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
     # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
-    conflict: dict[str, Any] | None = None
-    history: tuple[HistoryEntry, ...] = field(default=())
+    conflict: dict[str, Any] | None = field(default=None, metadata=kept("conf"))
+    attempts: int = field(default=0, metadata=kept("attempts"))
+    polls: int = field(default=0, metadata=kept("polls"))
+    last_error: dict[str, Any] | None = field(default=None, metadata=kept("err"))
+    # Bumped by an operator's retry: new idempotency keys (see the MCE client).
+    key_generation: int = field(default=0, metadata=kept("gen", public=None))
+    created_at: float = field(metadata=kept("created"))
+    updated_at: float = field(metadata=kept("updated"))
+    version: int = field(default=0, metadata=kept("ver", public=None))
+    history: tuple[HistoryEntry, ...] = field(default=(), metadata=kept(None))  # its own list
 
     @property
     def is_final(self) -> bool:
@@ -326,73 +345,70 @@ class PublicHistoryEntry(BaseModel):
     actor: str
 
 
-class PublicRefund(BaseModel):
-    """The one public shape of a refund record: the HTTP API's ``response_model``, the JSON of
-    ``refunds status --json`` (via ``RefundRecord.to_public``) and the fields of the CLI's record
-    view, in this order. Keys are camelCase like the contract's; amounts are strings in plain
-    decimal notation (``refunds.money.format_money``); times are ISO 8601 UTC strings.
+class PublicShape(BaseModel):
+    """What :data:`PublicRefund` derives from: the config and the conversion of a record.
+
+    A record's time (a float, epoch seconds) shows as an ISO 8601 UTC string, an amount in plain
+    decimal notation, the history as :class:`PublicHistoryEntry` items; other values as they are.
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
-    client_reference: str
-    state: State
-    original_transaction_type: int
-    original_transaction_id: str
-    refund_address: str | None
-    crypto_refund_id: str | None
-    provider_status: int | None
-    amount: PublicMoney | None
-    currency: str | None
-    blockchain: str | None
-    fee_amount: PublicMoney | None
-    fee_currency: str | None
-    txn_hash: str | None
-    status_info: str | None
-    provider_refund_address: str | None
-    provider_original_transaction_id: str | None
-    approved_by: str | None
-    approved_at: str | None
-    conflict: dict[str, Any] | None
-    attempts: int
-    polls: int
-    last_error: dict[str, Any] | None
-    created_at: str | None
-    updated_at: str | None
-    history: list[PublicHistoryEntry]
-
     @classmethod
-    def of(cls, record: RefundRecord) -> PublicRefund:
-        return cls(
-            client_reference=record.client_reference,
-            state=record.state,
-            original_transaction_type=record.original_transaction_type,
-            original_transaction_id=record.original_transaction_id,
-            refund_address=record.refund_address,
-            crypto_refund_id=record.crypto_refund_id,
-            provider_status=record.provider_status,
-            amount=record.amount,
-            currency=record.currency,
-            blockchain=record.blockchain,
-            fee_amount=record.fee_amount,
-            fee_currency=record.fee_currency,
-            txn_hash=record.txn_hash,
-            status_info=record.status_info,
-            provider_refund_address=record.provider_refund_address,
-            provider_original_transaction_id=record.provider_transaction_id,
-            approved_by=record.approved_by,
-            approved_at=iso(record.approved_at),
-            conflict=record.conflict,
-            attempts=record.attempts,
-            polls=record.polls,
-            last_error=record.last_error,
-            created_at=iso(record.created_at),
-            updated_at=iso(record.updated_at),
-            history=[
-                PublicHistoryEntry(
-                    at=iso(h.at), from_state=h.from_state, to=h.to_state, reason=h.reason,
-                    actor=h.actor,
-                )
-                for h in record.history
-            ],
-        )
+    def of(cls, record: RefundRecord) -> Self:
+        values = {
+            public: _public_value(getattr(record, name)) for name, public in PUBLIC_FIELDS.items()
+        }
+        return cls.model_validate(values)
+
+
+def _public_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return iso(value)
+    if isinstance(value, tuple):  # the history
+        return [
+            PublicHistoryEntry(
+                at=iso(h.at), from_state=h.from_state, to=h.to_state, reason=h.reason, actor=h.actor
+            )
+            for h in value
+        ]
+    return value
+
+
+def _public_type(hint: Any) -> Any:
+    """The public type of a record field's declared type (see :class:`PublicShape`)."""
+    if hint in (float, float | None):
+        return str | None
+    if hint == Decimal | None:
+        return PublicMoney | None
+    if hint == tuple[HistoryEntry, ...]:
+        return list[PublicHistoryEntry]
+    return hint
+
+
+#: Record attribute -> its name in the public shape, in the public order (the record's).
+PUBLIC_FIELDS = {
+    f.name: f.metadata["public"] or f.name
+    for f in dataclasses.fields(RefundRecord)
+    if f.metadata["public"] is not None
+}
+
+# The one public shape of a refund record, derived from RefundRecord's declaration (``kept``): a
+# field declared there shows here, with its public name and type, in the record's order.
+_PUBLIC_REFUND_DOC = """\
+The one public shape of a refund record: the HTTP API's ``response_model``, the JSON of
+``refunds status --json`` (via ``RefundRecord.to_public``) and the fields of the CLI's record
+view, in this order. Keys are camelCase like the contract's; amounts are strings in plain
+decimal notation (``refunds.money.format_money``); times are ISO 8601 UTC strings."""
+
+if TYPE_CHECKING:
+    PublicRefund = PublicShape
+else:
+    _hints = get_type_hints(RefundRecord)
+    PublicRefund = create_model(
+        "PublicRefund",
+        __base__=PublicShape,
+        __module__=__name__,
+        __doc__=_PUBLIC_REFUND_DOC,
+        **{public: (_public_type(_hints[name]), ...) for name, public in PUBLIC_FIELDS.items()},
+    )

@@ -6,11 +6,15 @@ only when the command runs, so ``refunds status`` stays quick and the domain nev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import click
+from rich.console import Console
 
 from refunds.cli import common
 from refunds.cli.common import EXIT_USAGE, fail
+from refunds.cli.progress import RefundView, follow, make_console
+from refunds.store.ledger import Ledger
 
 
 @click.command()
@@ -192,7 +196,7 @@ def demo(
     Uses REDIS_URL when set (it must be reachable), else starts a private Redis. Exits 0 only if
     every refund ends `completed`.
     """
-    from devstack.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from devstack.demo import DemoOptions, Screen, run_demo  # noqa: PLC0415
 
     code = run_demo(
         DemoOptions(
@@ -208,6 +212,20 @@ def demo(
             sandbox_port=sandbox_port,
             as_json=as_json,
             timeout_seconds=timeout,
-        )
+        ),
+        Screen(make_console(stderr=True), make_console(), _follow_refunds),
     )
     raise click.exceptions.Exit(code)
+
+
+def _follow_refunds(
+    ledger: Ledger, refs: list[str], title: str, console: Console, on_tick: Callable[[], None]
+) -> None:
+    """The demo's live view: ``refunds watch``'s, over the demo's references."""
+    follow(
+        RefundView(ledger, refs=refs),
+        title,
+        interval=0.25,
+        console=console,
+        on_tick=lambda _snapshot: on_tick(),
+    )

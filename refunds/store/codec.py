@@ -1,56 +1,69 @@
 """The record codec: a ``RefundRecord`` to the fields of its Redis hash and back.
 
 A record is one hash (``rp:r:{ref}``) plus its history list (``rp:hl:{ref}``); see
-``refunds.store.keys``. The field names are short (``FIELDS``) because 100,000 refunds in flight
-must stay small; every value is a plain string. The mapping lives apart from the ledger's
-scripts because two modules share it: the ledger (submit, reads, transitions) and the step lock
-(``refunds.store.locks``, which reads the record in the round trip that takes it).
+``refunds.store.keys``. The field names are short because 100,000 refunds in flight must stay
+small; every value is a plain string. Nothing here lists the fields: each is declared once, in
+``refunds.models.RefundRecord`` (its ``kept`` metadata names the hash field), and ``FIELDS``, the
+decoders and :func:`stored_fields` are built from that declaration, so a field added there is
+stored, read back and shown without another edit. The mapping lives apart from the ledger's
+scripts because several store modules share it (records, intake, the step lock).
 
 Pure functions, no Redis calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from refunds.models import HistoryEntry, RefundIntent, RefundRecord, State
 
-__all__ = ["FIELDS", "decode", "encode", "history_line", "new_record"]
+__all__ = ["FIELDS", "decode", "encode", "history_line", "new_record", "stored_fields"]
 
-# Record fields: RefundRecord attribute -> hash field.
-FIELDS = {
-    "state": "state",
-    "original_transaction_type": "type",
-    "original_transaction_id": "txn",
-    "refund_address": "addr",
-    "fingerprint": "fp",
-    "created_at": "created",
-    "updated_at": "updated",
-    "version": "ver",
-    "attempts": "attempts",
-    "polls": "polls",
-    "crypto_refund_id": "rid",
-    "provider_status": "pstatus",
-    "amount": "amount",
-    "currency": "cur",
-    "blockchain": "chain",
-    "fee_amount": "fee",
-    "fee_currency": "feecur",
-    "txn_hash": "hash",
-    "participant_code": "pcode",
-    "status_info": "sinfo",
-    "last_error": "err",
-    "key_generation": "gen",
-    "provider_refund_address": "paddr",
-    "provider_transaction_id": "ptxn",
-    "provider_seen_at": "pseen",
-    "approved_by": "apby",
-    "approved_at": "apat",
-    "conflict": "conf",
-}
+_MISSING = dataclasses.MISSING
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    """How one declared record field is read back from its hash field."""
+
+    name: str  # RefundRecord attribute
+    stored: str  # hash field
+    parse: Callable[[str], Any]
+    optional: bool  # ``X | None``: a missing or empty hash field reads as None
+    default: Any  # for a missing field that is not optional (_MISSING: the hash must have it)
+
+
+def _parser(hint: Any) -> tuple[Callable[[str], Any], bool]:
+    """The parser of a declared type (``X`` or ``X | None``) and whether it is optional."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    optional = type(None) in get_args(hint)
+    base = args[0] if optional else hint
+    if getattr(base, "__origin__", base) is dict:
+        return json.loads, optional
+    if base in (str, int, float, Decimal, State):
+        return base, optional
+    raise TypeError(f"RefundRecord: no hash codec for the declared type {hint!r}")
+
+
+def _stored_fields() -> tuple[_Stored, ...]:
+    hints = get_type_hints(RefundRecord)
+    out = []
+    for f in dataclasses.fields(RefundRecord):
+        if f.metadata["stored"] is None:
+            continue
+        parse, optional = _parser(hints[f.name])
+        out.append(_Stored(f.name, f.metadata["stored"], parse, optional, f.default))
+    return tuple(out)
+
+
+_STORED = _stored_fields()
+
+#: Record fields: RefundRecord attribute -> hash field.
+FIELDS = {s.name: s.stored for s in _STORED}
 
 
 def encode(value: Any) -> str:
@@ -77,15 +90,16 @@ def decode(
     """The record ``ref`` from its hash ``raw`` (HGETALL, non-empty), the legacy history string
     ``hist`` (``rp:h:{ref}``, None: none) and the history list's ``lines`` (``rp:hl:{ref}``,
     LRANGE), oldest first. Raises KeyError/ValueError on a hash that is not a record."""
-
-    def opt(name: str) -> str | None:
-        value = raw.get(FIELDS[name])
-        return value if value not in (None, "") else None
-
-    def opt_dec(name: str) -> Decimal | None:
-        value = opt(name)
-        return Decimal(value) if value is not None else None
-
+    values: dict[str, Any] = {}
+    for s in _STORED:
+        value = raw.get(s.stored)
+        if s.optional:
+            values[s.name] = s.parse(value) if value not in (None, "") else None
+        elif value is not None:
+            values[s.name] = s.parse(value)
+        elif s.default is _MISSING:
+            raise KeyError(s.stored)
+        # else: a field at its default is not stored (see ``stored_fields``)
     history = []
     # A record from before the history had its own key keeps it in the hash (moved on its next
     # transition): read it from there, so an upgrade never shows an empty history.
@@ -95,42 +109,18 @@ def decode(
             history.append(
                 HistoryEntry(h["at"], h["from"], h["to"], h["reason"], h.get("actor", "pipeline"))
             )
-    err = opt("last_error")
-    conf = opt("conflict")
-    pstatus = opt("provider_status")
-    seen, approved_at = opt("provider_seen_at"), opt("approved_at")
-    return RefundRecord(
-        client_reference=ref,
-        state=State(raw["state"]),
-        original_transaction_type=int(raw["type"]),
-        original_transaction_id=raw["txn"],
-        refund_address=opt("refund_address"),
-        fingerprint=raw["fp"],
-        created_at=float(raw["created"]),
-        updated_at=float(raw["updated"]),
-        version=int(raw.get("ver", 0)),
-        attempts=int(raw.get("attempts", 0)),
-        polls=int(raw.get("polls", 0)),
-        crypto_refund_id=opt("crypto_refund_id"),
-        provider_status=int(pstatus) if pstatus is not None else None,
-        amount=opt_dec("amount"),
-        currency=opt("currency"),
-        blockchain=opt("blockchain"),
-        fee_amount=opt_dec("fee_amount"),
-        fee_currency=opt("fee_currency"),
-        txn_hash=opt("txn_hash"),
-        participant_code=opt("participant_code"),
-        status_info=opt("status_info"),
-        last_error=json.loads(err) if err else None,
-        key_generation=int(raw.get("gen", 0)),
-        provider_refund_address=opt("provider_refund_address"),
-        provider_transaction_id=opt("provider_transaction_id"),
-        provider_seen_at=float(seen) if seen is not None else None,
-        approved_by=opt("approved_by"),
-        approved_at=float(approved_at) if approved_at is not None else None,
-        conflict=json.loads(conf) if conf else None,
-        history=tuple(history),
-    )
+    return RefundRecord(client_reference=ref, history=tuple(history), **values)
+
+
+def stored_fields(record: RefundRecord) -> dict[str, Any]:
+    """The hash fields of a new ``record`` (hash field -> value, to :func:`encode`): every
+    declared field that is set and not at its declared default (``decode`` gives those back)."""
+    out = {}
+    for s in _STORED:
+        value = getattr(record, s.name)
+        if value is not None and (s.default is _MISSING or value != s.default):
+            out[s.stored] = value
+    return out
 
 
 def new_record(intent: RefundIntent, at: float) -> RefundRecord:

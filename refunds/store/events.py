@@ -1,13 +1,14 @@
 """The webhook event store: raw MCE events by ``notificationId`` and the parked set per refund.
 
 The Redis part of ``refunds.webhooks`` (keys ``rp:wh:{notificationId}``, ``rp:wh:parked:{ref}``
-in ``refunds.store.keys``; both kept ``EVENT_TTL``). Parking checks the refund's record version in
-the same script (``_PARK``), so no event is parked after the last replay. Storing a delivery is
-ONE script: the body (first delivery wins), its hash, status ``received``, the time and the
-expiry are written together, and the same script tells a new delivery from a retry, a duplicate
-or a conflicting body. It used to be HSETNX, HSETs and EXPIRE apart, so a crash between them left
-an event with a body but no status that every redelivery answered "duplicate" and that never
-applied; an event found in that state (written by the old code) is taken as new.
+in ``refunds.store.keys``; both kept ``EVENT_TTL``). Parking checks the refund's record version
+in the same script (``lua/event_park.lua``), so no event is parked after the last replay. Storing
+a delivery is ONE script (``lua/event_store.lua``): the body (first delivery wins), its hash,
+status ``received``, the time and the expiry are written together, and the same script tells a
+new delivery from a retry, a duplicate or a conflicting body. It used to be HSETNX, HSETs and
+EXPIRE apart, so a crash between them left an event with a body but no status that every
+redelivery answered "duplicate" and that never applied; an event found in that state (written by
+the old code) is taken as new.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import redis
 
 from refunds.store.keys import event_key, parked_key, record_key
+from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -26,52 +28,8 @@ EVENT_TTL = 30 * 24 * 3600  # seconds raw events are kept, for replays and audit
 
 CLAIM_SECONDS = 60.0  # a delivery "received" longer than this was abandoned: a repeat takes it
 
-# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
-# One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
-# delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
-# "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
-# An event without a status (half-written by the code before this script) is taken as new.
-_STORE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
-             'received_at', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return 'new'
-end
-local hash = redis.call('HGET', KEYS[1], 'hash')
-if (hash and hash ~= ARGV[2]) or (not hash and redis.call('HGET', KEYS[1], 'body') ~= ARGV[1]) then
-  redis.call('HINCRBY', KEYS[1], 'conflicts', 1)
-  redis.call('HSET', KEYS[1], 'conflict_hash', ARGV[2], 'conflict_at', ARGV[3])
-  return 'conflict'
-end
-local at = tonumber(redis.call('HGET', KEYS[1], 'received_at') or '0')
-if status == 'error' or (status == 'received' and tonumber(ARGV[3]) - at > tonumber(ARGV[5])) then
-  redis.call('HSET', KEYS[1], 'status', 'received', 'received_at', ARGV[3])
-  return 'retry'
-end
-return 'duplicate'
-"""
 
 StoreOutcome = Literal["new", "retry", "duplicate", "conflict"]
-
-# KEYS: parked set, the refund's record. ARGV: notificationId, now, ttl, the record version the
-# caller read ('' = it read no record). Parks only if the record is still as the caller read it:
-# every step and operator action changes the version and then replays the parked set, so an event
-# is either parked before that change (and replayed after it) or refused here (0: the caller reads
-# the record again and applies). No event can be parked after the last replay and stay there.
-_PARK = """
-local exists = redis.call('EXISTS', KEYS[2]) == 1
-if ARGV[4] == '' then
-  if exists then return 0 end
-else
-  local ver = redis.call('HGET', KEYS[2], 'ver') or (exists and '0') or ''
-  if ver ~= ARGV[4] then return 0 end
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
-"""
 
 
 class EventStore:
@@ -80,8 +38,8 @@ class EventStore:
     def __init__(self, client: redis.Redis, ttl: int = EVENT_TTL) -> None:
         self.redis = client
         self.ttl = ttl
-        self._store = client.register_script(_STORE)
-        self._park = client.register_script(_PARK)
+        self._store = Script(client, "event_store")
+        self._park = Script(client, "event_park")
 
     @classmethod
     def of(cls, ledger: Ledger) -> EventStore:
@@ -91,8 +49,8 @@ class EventStore:
     def store(
         self, nid: str, body: bytes, at: float, claim_seconds: float = CLAIM_SECONDS
     ) -> StoreOutcome:
-        """Store and claim one delivery of the raw ``body`` atomically (see ``_STORE``): "new" or
-        "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
+        """Store and claim one delivery of the raw ``body`` atomically (``lua/event_store.lua``):
+        "new" or "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
         text = body.decode("utf-8", errors="replace")
         digest = hashlib.sha256(body).hexdigest()
         args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]

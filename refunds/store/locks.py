@@ -10,7 +10,7 @@ step's heartbeat (:meth:`StepLocks.beat`) renews it and keeps the refund's timer
 so a worker that dies mid-step leaves the refund due again within one lease.
 
 Apart from the ledger's records and transitions because it is a protocol of its own (lease,
-heartbeat, fence); ``Ledger`` inherits :class:`StepLocks` so callers keep one object. A refund
+heartbeat, fence); ``Ledger`` holds a :class:`StepLocks` and offers its methods. A refund
 that does not exist has no lease to take: "taking" it answers no record and holds nothing.
 """
 
@@ -24,122 +24,17 @@ import redis
 from refunds.models import RefundRecord, State, now
 from refunds.store.codec import FIELDS, decode, encode, history_line
 from refunds.store.keys import STATE_PREFIX, TIMERS, history_key, record_key
-from refunds.store.lua import HISTORY, NOW
+from refunds.store.scripts import Script
 
 __all__ = ["LEASE_FIELDS", "Begin", "StepLock", "StepLocks"]
 
 #: The record hash's lease fields: the holder's token, and until when (epoch seconds, Redis TIME).
 LEASE_FIELDS = ("lk", "lku")
 
-# KEYS: record, timers. ARGV: lease token, lease ms, ref, version ('' = leave the timer), fence
-#       ('' = none)
-# The step's heartbeat (and its start): renew the lease if it is still ours and, while the record
-# is still at the version the step last wrote or read, keep the refund's timer at the lease's
-# expiry (Redis TIME), so a worker that dies mid-step leaves a refund due within one short lease.
-# Once the step has written its outcome (a new version) the timer is the outcome's and is left
-# alone. Answers 1, or 0 when the lease is no longer ours.
-_BEAT = (
-    NOW
-    + """
-local v = redis.call('HMGET', KEYS[1], 'lk', 'ver')
-if v[1] ~= ARGV[1] then return 0 end
-local due = string.format('%.6f', now() + tonumber(ARGV[2]) / 1000)
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'lku', due, 'start', ARGV[5])
-else
-  redis.call('HSET', KEYS[1], 'lku', due)
-end
-if ARGV[4] ~= '' and v[2] == ARGV[4] then
-  redis.call('ZADD', KEYS[2], 'XX', due, ARGV[3])
-end
-return 1
-"""
-)
-
-# KEYS: record. ARGV: lease token. Release the lease if it is still ours (an expired one that
-# another step took is theirs). Answers 1 when released.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'lk') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'lk', '', 'lku', '')
-return 1
-"""
-
-# KEYS: record, timers, history list.
-# ARGV: lease token, lease ms, ref, start ('' = only take the lease and read), fence ('' = none: a
-#       nudge), then the attempt to begin ('' = none): working state, the states it begins from
-#       (',a,b,'), the history line for entering the working state, now, the field the record
-#       must hold ('' = none), the provider statuses a record outside the working state must be
-#       in when it has one (',0,1,', '' = any), the state sets' key prefix.
-# Reads the record and takes its lease in one script. Answers {0, ms until the lease expires}
-# when another step holds it, else {1, record (as written), started, begun, the record's
-# ``start`` before this script, held}; ``held`` is 0 when nothing was taken (no record, or a
-# stale or duplicate message, which does nothing).
-# With ``start``, the step's start is written in the same HSET: unless the fence is stale (not
-# the record's ``disp``) or already started (``start`` >= fence), the dispatch is recorded as
-# started and the refund's timer moves to the lease's expiry (Redis TIME); ``started`` is 1 when
-# that was done. With an attempt to begin, a record in one of its states (and meeting its
-# conditions) is moved to the working state with the attempt counted (``begun`` 1): the write a
-# step made in a round trip of its own before its provider call.
-_ACQUIRE = (
-    NOW
-    + HISTORY
-    + """
-local raw = redis.call('HGETALL', KEYS[1])
-if #raw == 0 then return {1, raw, 0, 0, '0', 0} end
-local rec = {}
-for i = 1, #raw, 2 do rec[raw[i]] = raw[i + 1] end
-local until_ = tonumber(rec['lku']) or 0
-if (rec['lk'] or '') ~= '' and until_ > now() then
-  return {0, math.floor((until_ - now()) * 1000)}
-end
-local before = rec['start'] or '0'
-local due = string.format('%.6f', now() + tonumber(ARGV[2]) / 1000)
-local sets = {'lk', ARGV[1], 'lku', due}
-if ARGV[4] ~= '' and ARGV[5] ~= '' then
-  local fence = tonumber(ARGV[5])
-  if fence ~= (tonumber(rec['disp']) or 0) or (tonumber(before) or 0) >= fence then
-    return {1, raw, 0, 0, before, 0}
-  end
-  sets[#sets + 1] = 'start'; sets[#sets + 1] = ARGV[5]
-end
-local begun = 0
-local st, working = rec['state'], ARGV[6]
-local function listed(list, value) return string.find(list, ',' .. value .. ',', 1, true) end
-if ARGV[4] ~= '' and working ~= '' and listed(ARGV[7], st)
-    and (ARGV[10] == '' or (rec[ARGV[10]] or '') ~= '')
-    and (ARGV[11] == '' or st == working or (rec['pstatus'] or '') == ''
-         or listed(ARGV[11], rec['pstatus'])) then
-  local attempts = 1
-  if st == working then attempts = (tonumber(rec['attempts']) or 0) + 1 end
-  local more = {'attempts', tostring(attempts), 'state', working, 'updated', ARGV[9],
-    'ver', tostring((tonumber(rec['ver']) or 0) + 1)}
-  for _, v in ipairs(more) do sets[#sets + 1] = v end
-  if st ~= working then
-    push_history(rec, KEYS[1], KEYS[3], {ARGV[8]})
-    redis.call('SREM', ARGV[12] .. st, ARGV[3])
-    redis.call('SADD', ARGV[12] .. working, ARGV[3])
-  end
-  begun = 1
-end
-redis.call('HSET', KEYS[1], unpack(sets))
-for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
-if begun == 1 then
-  redis.call('ZADD', KEYS[2], due, ARGV[3])  -- an attempt always has a timer
-elseif ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[2], 'XX', due, ARGV[3])
-end
-local out = {}
-for f, v in pairs(rec) do out[#out + 1] = f; out[#out + 1] = v end
-local started = 0
-if ARGV[4] ~= '' then started = 1 end
-return {1, out, started, begun, before, 1}
-"""
-)
-
 
 @dataclass(frozen=True)
 class Begin:
-    """The attempt a step begins in the script that takes its lock (see ``_ACQUIRE``).
+    """The attempt a step begins in the script that takes its lock (see ``lua/lease_acquire.lua``).
 
     A record in one of ``from_states`` moves to ``working`` (a history line ``reason`` when it
     enters it from another state) with ``attempts`` counted (1 on entering, else one more);
@@ -237,13 +132,13 @@ def _text(value: object) -> str:
 
 
 class StepLocks:
-    """Taking, renewing and releasing the step leases (mixed into ``Ledger``)."""
+    """Taking, renewing and releasing the step leases (``Ledger.locks``)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._beat = client.register_script(_BEAT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+        self._beat = Script(client, "lease_beat")
+        self._acquire = Script(client, "lease_acquire")
+        self._release = Script(client, "lease_release")
 
     def lock(self, ref: str, seconds: float) -> StepLock | None:
         """Take the refund's step lease (non-blocking, expiring after ``seconds``); the answer's

@@ -29,95 +29,12 @@ from refunds.store.keys import (
     OUTBOX_DEAD_INFO,
     OUTBOX_FAILING,
 )
+from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
 
 _ERROR_CHARS = 500  # a last error is a one-line reason, never a response body
-
-# Redis TIME as float seconds, inside a script.
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-"""
-
-# KEYS: outbox, attempts, failing. ARGV: member. Delivered: forget the entry and its failures.
-_DONE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: attempts, failing. ARGV: member, error.
-# One failed attempt: count it, keep the first failure's time and the last error.
-# Returns {attempts, first failure, now} (times as strings: Lua numbers lose precision in replies).
-_FAILED = (
-    _NOW
-    + """
-local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-local first = now
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then
-  first = cjson.decode(old)['first'] or now
-end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({first = first, error = ARGV[2]}))
-return {attempts, tostring(first), tostring(now)}
-"""
-)
-
-# KEYS: outbox. ARGV: member, delay seconds. Come due again ``delay`` after Redis' now.
-_RETRY_IN = (
-    _NOW
-    + """
-local due = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], due, ARGV[1])
-return tostring(due)
-"""
-)
-
-# KEYS: outbox, dead, attempts, failing, dead info. ARGV: member, at ('' = Redis now).
-# Given up: out of the outbox into the dead letters, with its attempts, first failure and last
-# error, all in one step (a crash cannot leave it in both, or in neither).
-_BURY = (
-    _NOW
-    + """
-local at = now
-if ARGV[2] ~= '' then at = tonumber(ARGV[2]) end
-local attempts = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-local first, err = at, ''
-local old = redis.call('HGET', KEYS[4], ARGV[1])
-if old then
-  local f = cjson.decode(old)
-  first = f['first'] or at
-  err = f['error'] or ''
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], at, ARGV[1])
-redis.call('HSET', KEYS[5], ARGV[1],
-  cjson.encode({attempts = attempts, error = err, first = first, at = at}))
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-return 1
-"""
-)
-
-# KEYS: outbox, dead, dead info. ARGV: members. Back into the outbox, due now (Redis time), with a
-# fresh give-up window; members that are not dead letters are skipped. Returns the ones moved.
-_REPLAY = (
-    _NOW
-    + """
-local moved = {}
-for _, member in ipairs(ARGV) do
-  if redis.call('ZREM', KEYS[2], member) == 1 then
-    redis.call('HDEL', KEYS[3], member)
-    redis.call('ZADD', KEYS[1], now, member)
-    table.insert(moved, member)
-  end
-end
-return moved
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -157,11 +74,11 @@ class Outbox:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._done = client.register_script(_DONE)
-        self._failed = client.register_script(_FAILED)
-        self._retry_in = client.register_script(_RETRY_IN)
-        self._bury = client.register_script(_BURY)
-        self._replay = client.register_script(_REPLAY)
+        self._done = Script(client, "outbox_done")
+        self._failed = Script(client, "outbox_failed")
+        self._retry_in = Script(client, "outbox_retry_in")
+        self._bury = Script(client, "outbox_bury")
+        self._replay = Script(client, "outbox_replay")
 
     @classmethod
     def of(cls, ledger: Ledger) -> Outbox:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from refunds.store.keys import AUTH_PROBE, AUTH_REFUSED, PACE
+from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -39,43 +40,6 @@ if TYPE_CHECKING:
 PACE_KEY = PACE  # the GCRA schedule (see store.keys)
 # Without MCE_MAX_RPS, how stale a process's view of a cluster-wide push-back may be.
 _UNPACED_CHECK_SECONDS = 0.25
-
-# KEYS: tat. ARGV: interval seconds (0 = unlimited), max wait seconds. Returns {granted, wait}.
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local start = math.max(tat, now)
-local wait = start - now
-if wait > tonumber(ARGV[2]) then return {0, tostring(wait)} end
-local interval = tonumber(ARGV[1])
-if interval > 0 or tat > now then
-  local nxt = start + interval
-  redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
-end
-return {1, tostring(wait)}
-"""
-
-# KEYS: tat. ARGV: seconds. Moves the schedule to at least now + seconds.
-_PUSH_BACK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local until_ = now + tonumber(ARGV[1])
-if until_ > tat then
-  redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
-end
-return tostring(math.max(until_, tat) - now)
-"""
-
-
-# KEYS: tat. Seconds until the next slot is free (0 when free now). Reads only.
-_WAIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-return tostring(math.max(0, tat - now))
-"""
 
 
 @dataclass(frozen=True)
@@ -90,9 +54,9 @@ class Pacer:
     def __init__(self, client: redis.Redis, max_rps: float | None, max_wait: float) -> None:
         self.interval = 1.0 / max_rps if max_rps else 0.0
         self.max_wait = max_wait
-        self._reserve = client.register_script(_RESERVE)
-        self._push_back = client.register_script(_PUSH_BACK)
-        self._wait = client.register_script(_WAIT)
+        self._reserve = Script(client, "pace_reserve")
+        self._push_back = Script(client, "pace_push_back")
+        self._wait = Script(client, "pace_wait")
         self.max_rps = max_rps
         self._checked_at = float("-inf")
         self._paused_until = 0.0
@@ -142,41 +106,6 @@ class Pacer:
         return delay
 
 
-# KEYS: refused flag, probe slot, tat. ARGV: pause seconds, flag ttl ms, now (for the flag's value).
-# Raises the flag (1 when this call raised it: the caller logs), restarts the probe slot so the
-# next token call is one pause from now, and pushes the call schedule back by the pause.
-_REFUSED = """
-local first = redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2])
-if not first then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-local pause = tonumber(ARGV[1])
-redis.call('SET', KEYS[2], ARGV[3], 'PX', math.ceil(pause * 1000))
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
-if now + pause > tat then
-  redis.call('SET', KEYS[3], tostring(now + pause), 'PX', math.ceil(pause * 1000) + 1000)
-end
-if first then return 1 end
-return 0
-"""
-
-# KEYS: refused flag, probe slot. ARGV: pause seconds, now. Returns -1 when the token call may go
-# (no incident, or this caller took the probe slot), else milliseconds until the next probe.
-_PROBE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', math.ceil(tonumber(ARGV[1]) * 1000)) then
-  return -1
-end
-return math.max(1, redis.call('PTTL', KEYS[2]))
-"""
-
-# KEYS: refused flag, probe slot. Ends an incident; returns 1 when there was one.
-_ACCEPTED = """
-local had = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-return had
-"""
-
 # How much longer than one pause the flag outlives the last refusal: a probe refreshes it every
 # pause, so it stands for the whole incident and lapses on its own when nobody probes any more.
 FLAG_PAUSES = 10
@@ -192,9 +121,9 @@ class CredentialsGate:
     def __init__(self, client: redis.Redis, pause: float) -> None:
         self.redis = client
         self.pause = pause
-        self._refused = client.register_script(_REFUSED)
-        self._probe = client.register_script(_PROBE)
-        self._accepted = client.register_script(_ACCEPTED)
+        self._refused = Script(client, "auth_refused")
+        self._probe = Script(client, "auth_probe")
+        self._accepted = Script(client, "auth_accepted")
 
     def refused(self) -> bool:
         """Record a refusal; True for the one caller that noticed first (it logs the ERROR)."""

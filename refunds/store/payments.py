@@ -1,12 +1,12 @@
 """The payment index for records kept from before it existed: ``refunds index-payments``.
 
-Intake writes ``rp:pay:{type}:{txnId}`` with every new record (the intake script in
-``store.ledger``), so one original payment is refunded under one reference. Records submitted by
-an earlier release have no entry: until it is written, a second reference for such a payment is
-not caught. This fills the index from the records (SET NX, so a reference that holds it already
-keeps it, and running it twice changes nothing), oldest first, skipping cancelled refunds (a
-cancelled one leaves its payment free), and reports the payments that two references already
-share, for a human to look at.
+Intake writes ``rp:pay:{type}:{txnId}`` with every new record (the intake script,
+``store/lua/ledger_submit.lua``), so one original payment is refunded under one reference. Records
+submitted by an earlier release have no entry: until it is written, a second reference for such a
+payment is not caught. This fills the index from the records (SET NX, so a reference that holds it
+already keeps it, and running it twice changes nothing), oldest first, skipping cancelled refunds (a
+cancelled one leaves its payment free), and reports the payments that two references already share,
+for a human to look at.
 """
 
 from __future__ import annotations

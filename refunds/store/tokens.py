@@ -17,15 +17,10 @@ from redis.lock import Lock
 
 from refunds.store.keys import TOKEN, TOKEN_FETCHES, TOKEN_LOCK
 from refunds.store.pacing import CredentialsGate
+from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
-
-# Compare-and-delete: forget the token only if it is still the one that was refused.
-_INVALIDATE = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class TokenStore:
@@ -33,7 +28,7 @@ class TokenStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._invalidate = client.register_script(_INVALIDATE)
+        self._invalidate = Script(client, "token_invalidate")
 
     @classmethod
     def of(cls, ledger: Ledger) -> TokenStore:

@@ -125,7 +125,10 @@ def backdated(
     def scope() -> Iterator[None]:
         with monkeypatch.context() as patch:
             real = time.time
-            patch.setattr(sys.modules[Ledger.submit.__module__], "now", lambda: real() - seconds)
+            # The ledger stamps times where it writes: intake (created) and records (updated,
+            # history lines).
+            for method in (Ledger.submit, Ledger.write):
+                patch.setattr(sys.modules[method.__module__], "now", lambda: real() - seconds)
             yield
 
     return scope()

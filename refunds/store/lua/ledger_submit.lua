@@ -1,0 +1,26 @@
+-- Intake: store a new record in 'received' with its timer, or answer the existing one's fp.
+-- One original payment is refunded under one reference: the payment index (KEYS[6]) names the
+-- reference that holds the payment; another reference for it is refused (nothing written) unless
+-- the holder was cancelled.
+-- KEYS: record, timers, all, state set of the new state, history list, payment index
+-- ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, record key prefix, then
+--       field/value pairs
+-- Answers the existing record's fingerprint, {'payment', the reference that holds the payment},
+-- or false when the record was created.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGET', KEYS[1], 'fp')
+end
+local holder = redis.call('GET', KEYS[6])
+if holder and holder ~= ARGV[1]
+    and redis.call('HGET', ARGV[6] .. holder, 'state') ~= 'cancelled' then
+  return {'payment', holder}
+end
+redis.call('SET', KEYS[6], ARGV[1])
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('RPUSH', KEYS[5], ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], string.format('%.6f', now() + tonumber(ARGV[3])), ARGV[1])
+return false
