@@ -164,9 +164,11 @@ class Settings(BaseSettings):
     pacing_max_wait: float = Field(0.25, ge=0, le=5)
     rate_limit_default_pause: float = Field(1.0, gt=0, le=60)
 
-    # --- HTTP ---
+    # --- HTTP: a provider call ends within connect + read timeout, the whole answer included
+    # (a total deadline, not a per-read timeout); an answer above the cap is refused unread ---
     http_connect_timeout: float = Field(3.05, gt=0, le=60)
     http_read_timeout: float = Field(10.0, gt=0, le=120)
+    http_max_answer_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
 
     # --- token: refresh ahead by a fraction of the lifetime, capped (contract section 3) ---
     token_refresh_fraction: float = Field(0.2, gt=0, lt=1)
@@ -530,6 +532,11 @@ class Settings(BaseSettings):
     @property
     def http_timeout(self) -> tuple[float, float]:
         return (self.http_connect_timeout, self.http_read_timeout)
+
+    @property
+    def http_deadline(self) -> float:
+        """Seconds one provider call may take in all: connect, send, and the whole answer."""
+        return self.http_connect_timeout + self.http_read_timeout
 
     def safe_summary(self) -> dict[str, Any]:
         """Settings as logs show them: secrets masked, URLs without passwords."""

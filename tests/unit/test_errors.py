@@ -161,6 +161,7 @@ def test_as_dict_is_what_the_ledger_keeps() -> None:
         code="CRYPTO_REFUND_NOT_PENDING",
         log_id="abc",
         operation="create",
+        msg="nope",
     )
     assert err.as_dict() == {
         "type": "MceUnprocessableError",
@@ -168,5 +169,6 @@ def test_as_dict_is_what_the_ledger_keeps() -> None:
         "status": 422,
         "code": "CRYPTO_REFUND_NOT_PENDING",
         "logId": "abc",
+        "msg": "nope",
         "operation": "create",
     }
