@@ -213,3 +213,31 @@ def test_a_500_code_in_a_200_envelope_is_retried_with_the_providers_code_and_msg
     record = _wait_for(cluster, ref, "completed", lambda r: r.state == State.COMPLETED, 20)
     time.sleep(1.5)  # the worker writes its counts once a second
     assert cluster.calls("create") - calls_before == cluster.received("create")
+
+
+def test_a_trickled_get_times_out_within_one_deadline_and_is_given_up_on(
+    cluster: Cluster, prefix: str
+) -> None:
+    sb = cluster.sandbox
+    sb.reset(trickle_bytes=1, trickle_interval_ms=100, fault_operations=["get"])
+    calls_before = cluster.calls("get")
+    ref = f"{prefix}trickled-get"
+    cluster.submit(ref)  # Create and Confirm answer at once; every Get trickles
+    wait_until(lambda: cluster.received("get") >= 1, 10, interval=0.02, what="the first Get")
+    first_sent = time.monotonic()
+    record = _wait_for(
+        cluster, ref, "lastError set by the first timeout", lambda r: r.last_error, DEADLINE + SLACK
+    )
+    error = record.last_error or {}
+    assert (error["type"], error["operation"]) == ("MceTimeoutError", "get")
+    assert time.monotonic() - first_sent < SOFT_LIMIT
+    _wait_for(
+        cluster,
+        ref,
+        "needs_attention after the give-up window",
+        lambda r: r.state == State.NEEDS_ATTENTION,
+        GIVE_UP_AFTER + RETRY_MAX + DEADLINE + SLACK,
+    )
+    time.sleep(1.5)  # a request in flight arrives; the worker writes its counts (once a second)
+    assert cluster.calls("get") - calls_before == cluster.received("get") >= 2
+    assert sb.effects(ref) == {"create": 1, "confirm": 1}
