@@ -113,14 +113,13 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, CallGuard]] = []
         self._order = itertools.count()
-        self._pid: int | None = None
+        self._started = False
 
     def arm(self, guard: CallGuard) -> None:
         with self._cond:
-            if self._pid != os.getpid():  # threads do not survive fork: one per process
-                self._heap.clear()
-                self._pid = os.getpid()
+            if not self._started:
                 threading.Thread(target=self._run, name="mce-deadline", daemon=True).start()
+                self._started = True
             heapq.heappush(self._heap, (guard.expires, next(self._order), guard))
             if self._heap[0][2] is guard:  # a new earliest deadline: the thread must wake sooner
                 self._cond.notify()
@@ -142,6 +141,16 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def _after_fork_in_child() -> None:
+    # Neither the parent's thread nor the state of its lock survives a fork (a pool process is
+    # forked from the worker): the child gets a fresh watchdog, started on its first call.
+    global _watchdog  # noqa: PLW0603 - one per process by design
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager
