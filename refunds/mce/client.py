@@ -44,8 +44,7 @@ from refunds.mce.contract import (
     TOKEN_SECRET_FIELD,
 )
 from refunds.mce.deadline import AnswerTooLarge, GuardedAdapter, guarded, read_capped
-from refunds.mce.errors import Answer as ErrorAnswer
-from refunds.mce.errors import error_from_response, is_error_envelope
+from refunds.mce.errors import HttpAnswer, error_from_response, is_error_envelope
 from refunds.mce.schemas import RefundData, TokenData
 from refunds.ops.counters import Stats
 from refunds.store.pacing import Pacer
@@ -334,7 +333,7 @@ class MceClient:
             self.stats.record_call(operation, outcome, seconds)
 
     @staticmethod
-    def _data(response: ErrorAnswer, operation: str, *, envelope: bool = True) -> Any:
+    def _data(response: HttpAnswer, operation: str, *, envelope: bool = True) -> Any:
         """The ``data`` of a success envelope (or, ``envelope=False``, the whole JSON body).
 
         JSON numbers are read as ``Decimal`` from their text (money must never pass through a

@@ -47,7 +47,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-class Answer(Protocol):
+class HttpAnswer(Protocol):
     """What the mapping reads of an answer: a ``requests.Response`` or the client's own record."""
 
     @property
@@ -60,7 +60,7 @@ class Answer(Protocol):
     def content(self) -> bytes: ...
 
 
-def _problem(response: Answer) -> dict[str, Any] | None:
+def _problem(response: HttpAnswer) -> dict[str, Any] | None:
     try:
         body = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -102,7 +102,7 @@ def _class_for(status: int, code: str | None) -> type[MceError]:
     return _BY_STATUS.get(status, MceBadRequestError)
 
 
-def error_from_response(response: Answer, operation: str) -> MceError:
+def error_from_response(response: HttpAnswer, operation: str) -> MceError:
     """Map a non-success answer to the error class the pipeline acts on.
 
     The one mapping, for an HTTP error status (4xx/5xx, an RFC 7807 problem) and for a 2xx whose
