@@ -8,6 +8,7 @@ carries an error is mapped by the same function as a 4xx/5xx; every request sent
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -217,3 +218,30 @@ def test_every_request_sent_is_counted_whatever_its_outcome(
     ]
     assert counted == {"timeout": 1, "oversized": 2, "200": 1, "404": 1}
     assert sum(counted.values()) == sandbox.calls()["get"] == 5
+
+
+class _SoftLimit(Exception):  # noqa: N818 - stands for Celery's SoftTimeLimitExceeded
+    """Raised from a signal handler mid-call, as Celery's soft time limit is."""
+
+
+def test_a_call_interrupted_by_the_soft_limit_is_still_counted(
+    ctx: Context, sandbox: SandboxAdmin
+) -> None:
+    client = ctx.client
+    sandbox.configure(trickle_bytes=1, trickle_interval_ms=100, fault_operations=["get"])
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _SoftLimit
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(_SoftLimit):
+            client.get(client_reference="interrupted")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    ctx.stats.flush()
+    counted = {outcome: n for (op, outcome), n in ctx.stats.calls().items() if op == "get"}
+    assert counted == {"interrupted": 1}
+    assert sandbox.calls()["get"] == 1
