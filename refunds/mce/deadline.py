@@ -102,8 +102,10 @@ class CallGuard:
 
 def _shut(sock: socket.socket) -> None:
     # A blocked read returns at once; a socket already closed for good raises EBADF, ignored.
+    # The plain socket's shutdown, also for TLS: SSLSocket.shutdown drops its SSL object, which
+    # a read running in the call's thread may be using at that very moment.
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:
