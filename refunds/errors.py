@@ -209,7 +209,12 @@ class WebhookRejectedError(RefundsError):
 
 
 class MceError(RefundsError):
-    """An MCE call failed. Carries what support and program logic need, never credentials."""
+    """An MCE call failed. Carries what support and program logic need, never credentials.
+
+    ``code``, ``msg`` and ``log_id`` are the provider's own (its stable code, the message it gave,
+    and the trace id its support asks for), whichever way the answer carried them: an RFC 7807
+    problem or an error envelope in an HTTP 200.
+    """
 
     def __init__(
         self,
@@ -220,8 +225,10 @@ class MceError(RefundsError):
         log_id: str | None = None,
         retry_after: float | None = None,
         operation: str | None = None,
+        msg: str | None = None,
     ) -> None:
         self.message = message
+        self.msg = msg
         self.status = status
         self.code = code
         self.log_id = log_id
@@ -254,6 +261,7 @@ class MceError(RefundsError):
                     "log_id": self.log_id,
                     "retry_after": self.retry_after,
                     "operation": self.operation,
+                    "msg": self.msg,
                 },
             ),
         )
@@ -266,6 +274,7 @@ class MceError(RefundsError):
             "status": self.status,
             "code": self.code,
             "logId": self.log_id,
+            "msg": self.msg,
             "operation": self.operation,
         }
 
@@ -283,7 +292,11 @@ class MceConnectionError(MceTransientError):
 
 
 class MceTimeoutError(MceConnectionError):
-    """The provider did not answer within the read timeout (the call may have taken effect)."""
+    """No complete answer within the call's deadline (the call may have taken effect).
+
+    The deadline covers the whole exchange (connect, then the head and the whole body), so a
+    provider that trickles its answer a byte at a time ends here too, within one call's budget.
+    """
 
 
 class MceRateLimitedError(MceTransientError):
@@ -330,7 +343,8 @@ class MceUnprocessableError(McePermanentError):
 
 
 class MceProtocolError(MceTransientError):
-    """A 2xx answer that does not follow the contract (not JSON, no ``data``, wrong types).
+    """An answer that does not follow the contract (not JSON, no ``data``, wrong types, or larger
+    than the answer cap, which is refused unread past the cap).
 
     Treated as transient: such answers come from gateways and half-deployed releases far more
     often than from a stable API; the attempt budget still ends in ``needs_attention``.

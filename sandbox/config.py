@@ -95,6 +95,14 @@ class SandboxConfig:
     # A credentials incident (issue 11): while set (401 or 403), the token endpoint refuses every
     # request as if the client id or secret were wrong. A test sets it, waits N seconds, clears it.
     token_refuse_status: int | None = None
+    # How an answer travels (faulty operations only, see sandbox/shaping.py): trickled a few bytes
+    # per interval, padded to a size, never ending; or an HTTP 200 whose envelope carries an error.
+    trickle_bytes: int = 0  # 0: off; else bytes written per trickle_interval_ms (head included)
+    trickle_interval_ms: float = 200.0
+    answer_size_bytes: int = 0  # 0: off; else the success answer is padded to this many bytes
+    endless_answer: bool = False  # the head, then filler bytes until the client hangs up
+    envelope_error_code: int | str | None = None  # e.g. "CRYPTO_REFUND_NOT_PENDING" or 500
+    envelope_error_msg: str = "sandbox envelope error"
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so no code path can hold an invalid config.
@@ -117,47 +125,7 @@ class SandboxConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape served by ``GET /sandbox/config`` and accepted back by ``merge``."""
-        return {
-            "latency_ms": self.latency_ms,
-            "error_rates": dict(self.error_rates),
-            "retry_after_seconds": self.retry_after_seconds,
-            "lost_rate": self.lost_rate,
-            "slow_rate": self.slow_rate,
-            "slow_ms": self.slow_ms,
-            "max_rps": self.max_rps,
-            "fault_operations": list(self.fault_operations),
-            "duplicate_mode": self.duplicate_mode,
-            "confirm_mode": self.confirm_mode,
-            "not_found_status": self.not_found_status,
-            "token_ttl_seconds": self.token_ttl_seconds,
-            "processing_seconds": self.processing_seconds,
-            "unknown_status_seconds": self.unknown_status_seconds,
-            "unknown_status_value": self.unknown_status_value,
-            "idempotency": self.idempotency,
-            "webhook_url": self.webhook_url,
-            "webhook_secret": self.webhook_secret,
-            "webhook_delay_ms": self.webhook_delay_ms,
-            "webhook_jitter_ms": self.webhook_jitter_ms,
-            "webhook_duplicate_rate": self.webhook_duplicate_rate,
-            "webhook_drop_rate": self.webhook_drop_rate,
-            "webhook_max_attempts": self.webhook_max_attempts,
-            "webhook_retry_base_ms": self.webhook_retry_base_ms,
-            "webhook_timeout_seconds": self.webhook_timeout_seconds,
-            "webhook_events": list(self.webhook_events),
-            "token_shape": self.token_shape,
-            "webhook_event_type": self.webhook_event_type,
-            "webhook_code_msg": self.webhook_code_msg,
-            "webhook_amounts_as_numbers": self.webhook_amounts_as_numbers,
-            "amounts_as_numbers": self.amounts_as_numbers,
-            "status_info": self.status_info,
-            "refund_overrides": {ref: dict(v) for ref, v in self.refund_overrides.items()},
-            "confirm_async_seconds": self.confirm_async_seconds,
-            "address_echo": self.address_echo,
-            "other_refund_id": list(self.other_refund_id),
-            "complete_unconfirmed_seconds": self.complete_unconfirmed_seconds,
-            "not_found_lag_seconds": self.not_found_lag_seconds,
-            "token_refuse_status": self.token_refuse_status,
-        }
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def overrides_for(self, client_reference: str) -> dict[str, str]:
         """Wire-field overrides for one refund: the ``"*"`` entry, then the reference's own."""
@@ -176,6 +144,15 @@ class SandboxConfig:
         if status in KNOWN_STATUSES:
             return status in self.webhook_events
         return status in self.webhook_events or UNKNOWN_EVENTS in self.webhook_events
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON holds it: tuples as lists, mappings as (nested) dicts."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 # --- validators: each takes (field name, raw value) and returns the normalized value ----------
@@ -306,6 +283,20 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}: must be an integer >= 0")
+    return value
+
+
+def _envelope_code(name: str, value: object) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str) or value in ("", 200, "200"):
+        raise ConfigError(f"{name}: must be null or an error code (a string, or a number not 200)")
+    return value
+
+
 def _events(name: str, value: object) -> tuple[int | str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ConfigError(f"{name}: must be a list of statuses (integers) or {UNKNOWN_EVENTS!r}")
@@ -380,4 +371,10 @@ _VALIDATORS: dict[str, Validator] = {
     "complete_unconfirmed_seconds": _optional_positive,
     "not_found_lag_seconds": _non_negative,
     "token_refuse_status": _refuse_status,
+    "trickle_bytes": _count,
+    "trickle_interval_ms": _non_negative,
+    "answer_size_bytes": _count,
+    "endless_answer": _boolean,
+    "envelope_error_code": _envelope_code,
+    "envelope_error_msg": _non_empty_str,
 }

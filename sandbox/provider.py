@@ -3,13 +3,17 @@
 Per call, in the contract's order: the sandbox's own rate limit, added latency, an injected error
 (decided before the effect, so a 429/500/502/503 means nothing happened), then the real work, then
 a lost or slow response (decided after the effect, so the work did happen and an idempotent retry
-replays it). Faults and latency apply only to operations listed in ``fault_operations``.
+replays it). Faults and latency apply only to operations listed in ``fault_operations``, and so
+do the answer's travel (trickled, padded, endless: ``sandbox.shaping``) and an HTTP 200 whose
+envelope carries an error (decided before the effect, like the injected errors).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +24,7 @@ from sandbox.config import SandboxConfig
 from sandbox.faults import FaultInjector
 from sandbox.problems import ProviderError, bad_gateway_response, invalid, problem_response
 from sandbox.responses import Request, Response, dumps, envelope, seconds_value
+from sandbox.shaping import Shaping
 from sandbox.state import SandboxState
 from sandbox.validation import (
     parse_json_object,
@@ -84,7 +89,8 @@ class ProviderApi:
                 state.count_fault("slow", counted)
                 time.sleep(cfg.slow_ms / 1000)
         state.count_response(operation, response.status, counted)
-        return response
+        shaping = Shaping.from_config(cfg) if faulty else None
+        return response if shaping is None else dataclasses.replace(response, shaping=shaping)
 
     def _before_effect(self, request: Request, cfg: SandboxConfig) -> Response | None:
         retry_after = {"Retry-After": str(seconds_value(cfg.retry_after_seconds))}
@@ -96,6 +102,11 @@ class ProviderApi:
             return problem_response(error, request.path)
         if cfg.latency_ms > 0:
             time.sleep(cfg.latency_ms / 1000)
+        if cfg.envelope_error_code is not None:
+            # An HTTP 200 whose envelope says error: the status alone would read it as a success.
+            self.state.count_fault("envelope_error")
+            said = {"code": cfg.envelope_error_code, "msg": cfg.envelope_error_msg}
+            return Response(status=200, body=dumps({**said, "logId": secrets.token_hex(8)}))
         status = self.faults.pick_error(cfg)
         if status is None:
             return None

@@ -11,7 +11,10 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.shaping import Shaping
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
@@ -38,13 +41,15 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
-    """A finished answer. ``drop``: close the connection and send nothing (a lost response)."""
+    """A finished answer. ``drop``: close the connection and send nothing (a lost response);
+    ``shaping``: how it travels (trickled, padded, endless), None for all at once."""
 
     status: int
     body: bytes
     content_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False
+    shaping: Shaping | None = None
 
 
 class RawNumber:

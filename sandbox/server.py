@@ -174,19 +174,27 @@ class SandboxHandler(BaseHTTPRequestHandler):
             # A lost response: the work is done, the client gets a closed connection and no bytes.
             self.close_connection = True
             return
+        shaping = response.shaping
+        length = len(response.body) if shaping is None else shaping.content_length(response.body)
+        if length is None:
+            self.close_connection = True  # no length: the end of the answer is the hang-up
         lines = [
             f"HTTP/1.1 {response.status} {_phrase(response.status)}",
             f"Server: {self.server_version}",
             f"Date: {_http_date()}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
         ]
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
         lines.extend(f"{name}: {value}" for name, value in response.headers.items())
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            self.wfile.write(head + response.body)
+            if shaping is None:
+                self.wfile.write(head + response.body)
+            else:
+                shaping.write(self.wfile, head, response.body)
         except OSError:
             # The client gave up (typically a read timeout on a slow response); nothing to tell it.
             self.close_connection = True

@@ -180,6 +180,11 @@ class Settings(
     def http_timeout(self) -> tuple[float, float]:
         return (self.http_connect_timeout, self.http_read_timeout)
 
+    @property
+    def http_deadline(self) -> float:
+        """Seconds one provider call may take in all: connect, send, and the whole answer."""
+        return self.http_connect_timeout + self.http_read_timeout
+
     def safe_summary(self) -> dict[str, Any]:
         """Settings as logs show them: secrets masked, URLs without passwords."""
         data = self.model_dump()

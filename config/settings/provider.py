@@ -104,7 +104,8 @@ class ProviderSettings(BaseModel):
         description="seconds the cluster pauses after a 429 without Retry-After",
     )
 
-    # --- HTTP ---
+    # --- HTTP: a provider call ends within connect + read timeout, the whole answer included
+    # (a total deadline, not a per-read timeout); an answer above the cap is refused unread ---
     http_connect_timeout: float = Field(
         3.05,
         gt=0,
@@ -117,8 +118,16 @@ class ProviderSettings(BaseModel):
         gt=0,
         le=120,
         validation_alias="REFUNDS_HTTP_READ_TIMEOUT",
-        description="read timeout of every MCE call, seconds; twice connect + read must fit "
-        "under REFUNDS_TASK_SOFT_TIME_LIMIT",
+        description="the budget for MCE's whole answer, seconds (with the connect timeout, one "
+        "call's total deadline); twice connect + read must fit under REFUNDS_TASK_SOFT_TIME_LIMIT",
+    )
+    http_max_answer_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        validation_alias="REFUNDS_HTTP_MAX_ANSWER_BYTES",
+        description="the largest answer MCE may send, bytes; a larger one is a protocol error, "
+        "refused unread (by its announced size) or cut off at the cap",
     )
 
     # --- token: refresh ahead by a fraction of the lifetime, capped (contract section 3) ---

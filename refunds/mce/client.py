@@ -1,25 +1,28 @@
 """The MCE client: Create Token, Create, Confirm and Get, per the contract.
 
 One ``requests.Session`` per process (connection reuse matters at thousands of calls per second;
-sessions do not survive ``fork``, hence the pid check), explicit (connect, read) timeouts on every
-call, and no transport-level retries: a POST that may have taken effect is retried only by the
-pipeline, under the same idempotency key, after recording what happened. A 401 invalidates the
-token that was refused and replays the call once with a new one.
+sessions do not survive ``fork``, hence the pid check), a total deadline and an answer cap on every
+call (``refunds.mce.deadline``), and no transport-level retries: a POST that may have taken
+effect is retried only by the pipeline, under the same idempotency key, after recording what
+happened. A 401 invalidates the token that was refused and replays the call once with a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import os
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
 from config.settings import Settings
 from refunds.errors import (
@@ -40,7 +43,8 @@ from refunds.mce.contract import (
     TOKEN_ID_FIELD,
     TOKEN_SECRET_FIELD,
 )
-from refunds.mce.errors import error_from_response
+from refunds.mce.deadline import AnswerTooLarge, GuardedAdapter, guarded, read_capped
+from refunds.mce.errors import HttpAnswer, error_from_response, is_error_envelope
 from refunds.mce.schemas import RefundData, TokenData
 from refunds.ops.counters import Stats
 from refunds.store.pacing import Pacer
@@ -79,7 +83,7 @@ def process_session(base_url: str, pool_size: int = 32) -> requests.Session:
     with _session_lock:
         if _session is None or _session[0] != os.getpid():
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+            adapter = GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = "refund-pipeline/0.1"
@@ -90,6 +94,15 @@ def process_session(base_url: str, pool_size: int = 32) -> requests.Session:
                 session.verify = bundle
             _session = (os.getpid(), session)
         return _session[1]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer, read whole (and within the cap) before anything looks at it."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
 
 
 class MceClient:
@@ -248,8 +261,14 @@ class MceClient:
         params: dict[str, Any] | None,
         headers: dict[str, str],
         data: dict[str, Any] | None = None,
-    ) -> requests.Response:
-        """One HTTP exchange, paced cluster-wide, timed, counted, and mapped to typed errors."""
+    ) -> Answer:
+        """One HTTP exchange, paced cluster-wide, timed, counted, and mapped to typed errors.
+
+        The whole exchange runs under one deadline (``Settings.http_deadline``: connect, then the
+        head and the whole body), and the body is read in chunks up to the answer cap. Every
+        request sent is counted, whatever becomes of it (an answer, a timeout, a broken
+        connection, an oversized body, or the task being interrupted meanwhile).
+        """
         if self.pacer is not None:
             wait = self.pacer.acquire()
             if wait is not None:
@@ -259,42 +278,67 @@ class MceClient:
                     retry_after=wait,
                     operation=operation,
                 )
+        settings = self.settings
         self.calls[operation] += 1
         started = time.monotonic()
+        outcome = "interrupted"  # kept only if something outside our control ends the call
         try:
-            response = self._http().request(
-                method,
-                url,
-                json=json,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self.settings.http_timeout,
-            )
-        except requests.Timeout:
-            self._observe(operation, "timeout", time.monotonic() - started)
-            raise MceTimeoutError(f"MCE {operation} timed out", operation=operation) from None
-        except requests.RequestException as exc:
-            self._observe(operation, "connection", time.monotonic() - started)
-            # The message names the exception class only: requests' texts can embed URLs
-            # with query strings, and nothing here needs them.
-            raise MceConnectionError(
-                f"MCE {operation} connection failed ({type(exc).__name__})",
-                operation=operation,
-            ) from None
-        self._observe(operation, str(response.status_code), time.monotonic() - started)
-        return response
+            with guarded(settings.http_deadline) as guard:
+                try:
+                    response = self._http().request(
+                        method,
+                        url,
+                        json=json,
+                        data=data,
+                        params=params,
+                        headers=headers,
+                        timeout=settings.http_timeout,
+                        stream=True,
+                    )
+                    with contextlib.closing(response):
+                        body = read_capped(response, settings.http_max_answer_bytes, guard)
+                    if guard.fired:
+                        raise requests.Timeout  # cut short by the watchdog: what came is partial
+                except AnswerTooLarge as exc:
+                    outcome = "oversized"
+                    size = f"{exc.declared} bytes" if exc.declared else "a body"
+                    raise MceProtocolError(
+                        f"MCE {operation} answer refused: {size} over the "
+                        f"{exc.cap}-byte cap (REFUNDS_HTTP_MAX_ANSWER_BYTES)",
+                        status=response.status_code,
+                        operation=operation,
+                    ) from None
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    if guard.expired() or isinstance(exc, requests.Timeout):
+                        outcome = "timeout"
+                        raise MceTimeoutError(
+                            f"MCE {operation} timed out: no complete answer within "
+                            f"{guard.seconds:g}s",
+                            operation=operation,
+                        ) from None
+                    outcome = "connection"
+                    # The message names the exception class only: requests' texts can embed URLs
+                    # with query strings, and nothing here needs them.
+                    raise MceConnectionError(
+                        f"MCE {operation} connection failed ({type(exc).__name__})",
+                        operation=operation,
+                    ) from None
+            outcome = str(response.status_code)
+            return Answer(response.status_code, response.headers, body)
+        finally:
+            self._observe(operation, outcome, time.monotonic() - started)
 
     def _observe(self, operation: str, outcome: str, seconds: float | None) -> None:
         if self.stats is not None:
             self.stats.record_call(operation, outcome, seconds)
 
     @staticmethod
-    def _data(response: requests.Response, operation: str, *, envelope: bool = True) -> Any:
+    def _data(response: HttpAnswer, operation: str, *, envelope: bool = True) -> Any:
         """The ``data`` of a success envelope (or, ``envelope=False``, the whole JSON body).
 
         JSON numbers are read as ``Decimal`` from their text (money must never pass through a
-        float: ``1000.000000000000000001`` stays exactly that).
+        float: ``1000.000000000000000001`` stays exactly that). An envelope whose ``code`` says
+        error, in a 2xx answer, is mapped by the same function as an HTTP error status.
         """
         if not 200 <= response.status_code < 300:
             raise error_from_response(response, operation)
@@ -309,14 +353,15 @@ class MceClient:
                 status=response.status_code,
                 operation=operation,
             ) from None
+        if is_error_envelope(body):
+            raise error_from_response(response, operation)
         if not envelope:
             return body
         code = body.get("code") if isinstance(body, dict) else None
         if not isinstance(code, int | str) or code not in SUCCESS_CODES:
             raise MceProtocolError(
-                f"MCE {operation} answer is not a success envelope",
+                f"MCE {operation} answer is not an envelope (no code)",
                 status=response.status_code,
-                code=None if code is None else str(code),
                 operation=operation,
             )
         if not isinstance(body.get("data"), dict):

@@ -20,8 +20,10 @@ class Stats(Counters):
     """Writes (inherited from the store) and reads of the shared counters."""
 
     def calls(self) -> dict[tuple[str, str], int]:
-        """``(operation, outcome) -> count``; outcome is an HTTP status, ``timeout``,
-        ``connection`` or ``throttled``."""
+        """``(operation, outcome) -> count``; outcome is an HTTP status, ``timeout`` (no whole
+        answer within the call's deadline), ``connection``, ``oversized`` (an answer over the
+        cap), ``interrupted`` (the task was stopped mid-call) or ``throttled`` (not sent).
+        Every request sent is counted once, whatever its outcome."""
         out: dict[tuple[str, str], int] = {}
         for field, value in self.calls_raw().items():
             operation, _, outcome = str(field).partition("|")

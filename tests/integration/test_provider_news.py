@@ -59,7 +59,7 @@ def sandbox_refund(p: Context, refund_id: str) -> dict[str, Any]:
     return p.client.get(crypto_refund_id=refund_id).model_dump(by_alias=True)
 
 
-def test_1_confirm_is_sent_once_and_the_refund_is_then_polled(
+def test_confirm_is_sent_once_and_the_refund_is_then_polled(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings)
@@ -82,7 +82,7 @@ def test_1_confirm_is_sent_once_and_the_refund_is_then_polled(
 
 
 @pytest.mark.parametrize("address", ["T9yED5xMV5ARV98BexN97aLZ1UUq7eKSxm", None])
-def test_2_confirm_sends_the_merchants_address_or_none(
+def test_confirm_sends_the_merchants_address_or_none(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str, address: str | None
 ) -> None:
     p = context(settings)
@@ -102,7 +102,7 @@ def test_2_confirm_sends_the_merchants_address_or_none(
     assert sent.get("refundAddress") == address  # what Confirm sent: the merchant's, or none
 
 
-def test_4_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_conflict(
+def test_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_conflict(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings)
@@ -132,7 +132,7 @@ def test_4_cancelled_then_the_provider_completes_it_keeps_cancelled_and_marks_a_
     assert p.stats.conflicts()["completed_after_cancelled"] == before + 1
 
 
-def test_4_a_held_refund_is_polled_hourly_and_takes_the_providers_rejection(
+def test_a_held_refund_is_polled_hourly_and_takes_the_providers_rejection(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings, approval_thresholds={"USDT": Decimal("100")})
@@ -151,7 +151,7 @@ def test_4_a_held_refund_is_polled_hourly_and_takes_the_providers_rejection(
     assert (result.outcome, result.state) == ("applied", "rejected")
 
 
-def test_5_approval_is_recorded_as_fields(
+def test_approval_is_recorded_as_fields(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     strict = settings.model_copy(update={"approval_thresholds": {"USDT": Decimal("100")}})
@@ -164,7 +164,7 @@ def test_5_approval_is_recorded_as_fields(
     assert approved.approved_at is not None and abs(approved.approved_at - time.time()) < 5
 
 
-def test_7_not_found_right_after_create_is_read_lag_then_permanent(
+def test_not_found_right_after_create_is_read_lag_then_permanent(
     settings: Settings, ledger: Ledger, prefix: str
 ) -> None:
     p = context(settings, not_found_grace_seconds=120.0)
@@ -192,7 +192,7 @@ def test_7_not_found_right_after_create_is_read_lag_then_permanent(
     assert stopped.record is not None and stopped.record.state == State.NEEDS_ATTENTION
 
 
-def test_7_a_retry_with_a_new_key_generation_adopts_the_providers_refund_instead_of_creating(
+def test_a_retry_with_a_new_key_generation_adopts_the_providers_refund_instead_of_creating(
     settings: Settings, ledger: Ledger, sandbox: SandboxAdmin, prefix: str
 ) -> None:
     p = context(settings)
@@ -220,7 +220,7 @@ def test_7_a_retry_with_a_new_key_generation_adopts_the_providers_refund_instead
     assert effects.get("create", 0) == 1
 
 
-def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
+def test_the_tick_skips_and_logs_a_state_it_does_not_know(
     settings: Settings,
     env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
@@ -251,7 +251,7 @@ def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
     p.ledger.redis.flushdb()
 
 
-def test_4_conflicts_are_listed_and_counted_by_the_cli(
+def test_conflicts_are_listed_and_counted_by_the_cli(
     settings: Settings, env: dict[str, str], prefix: str
 ) -> None:
     own_db = env["REDIS_URL"].rsplit("/", 1)[0] + "/13"

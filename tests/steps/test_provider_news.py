@@ -1,11 +1,10 @@
-"""Issue 10, case by case: provider news is checked, never trusted.
+"""Provider news is checked, never trusted, case by case.
 
 Each test switches the in-process sandbox into a behaviour the contract allows (sandbox/config.py:
 ``confirm_async_seconds``, ``address_echo``, ``other_refund_id``, ``complete_unconfirmed_seconds``,
 ``refund_overrides``, ``amounts_as_numbers``, ``not_found_lag_seconds``, ``duplicate_mode``), calls
 the steps directly against a real Redis and asserts the value that matters: calls the sandbox
-counted, the body it received, the state, the conflict mark, the code. The numbers in the test
-names are the issue's numbered cases.
+counted, the body it received, the state, the conflict mark, the code.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ def with_thresholds(ctx: Context, **thresholds: str) -> None:
 # --- 1. Confirm loops -----------------------------------------------------------------------------
 
 
-def test_1_async_confirm_is_sent_once_per_refund(ctx: Context, sandbox: SandboxAdmin) -> None:
+def test_async_confirm_is_sent_once_per_refund(ctx: Context, sandbox: SandboxAdmin) -> None:
     """Confirm answers status 1 for 1.5 s: the refund is followed by Get, never re-Confirmed
     (issue: 1,265 Confirm calls in 15 s before)."""
     sandbox.configure(confirm_async_seconds=1.5)
@@ -60,7 +59,7 @@ def test_1_async_confirm_is_sent_once_per_refund(ctx: Context, sandbox: SandboxA
     assert sandbox.calls().get("get", 0) >= 1  # followed by Get
 
 
-def test_1_already_confirmed_whose_get_still_says_1_is_followed_not_reconfirmed(
+def test_already_confirmed_whose_get_still_says_1_is_followed_not_reconfirmed(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     """The first Confirm's answer is lost (the provider did confirm); the retry gets "already
@@ -86,7 +85,7 @@ def test_1_already_confirmed_whose_get_still_says_1_is_followed_not_reconfirmed(
 
 
 @pytest.mark.parametrize("address", ["T9yED5xMV5ARV98BexN97aLZ1UUq7eKSxm", None])
-def test_2_confirm_sends_the_merchants_address_or_none_despite_the_echo(
+def test_confirm_sends_the_merchants_address_or_none_despite_the_echo(
     ctx: Context, sandbox: SandboxAdmin, address: str | None
 ) -> None:
     sandbox.configure(address_echo=True)  # Create answers the payer's source address
@@ -105,7 +104,7 @@ def test_2_confirm_sends_the_merchants_address_or_none_despite_the_echo(
 # --- 3. Another refund id, another transaction --------------------------------------------------
 
 
-def test_3_get_naming_another_refund_id_stops_for_a_human(
+def test_get_naming_another_refund_id_stops_for_a_human(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     sandbox.configure(other_refund_id=["oid-"], processing_seconds=30)
@@ -124,7 +123,7 @@ def test_3_get_naming_another_refund_id_stops_for_a_human(
     assert record.last_error["theirs"] not in (None, ours)
 
 
-def test_3_webhook_naming_another_refund_id_stops_for_a_human(
+def test_webhook_naming_another_refund_id_stops_for_a_human(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     sandbox.configure(other_refund_id=["oid-"], processing_seconds=30)
@@ -150,7 +149,7 @@ def test_3_webhook_naming_another_refund_id_stops_for_a_human(
     )
 
 
-def test_3_webhook_is_matched_by_refund_id_before_client_reference(
+def test_webhook_is_matched_by_refund_id_before_client_reference(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     """An event whose id is A's but whose clientReference names B stops A; B is untouched."""
@@ -174,7 +173,7 @@ def test_3_webhook_is_matched_by_refund_id_before_client_reference(
     assert ctx.ledger.get("rid-b").state == State.CREATED
 
 
-def test_3_duplicate_reference_naming_another_transaction_stops_for_a_human(
+def test_duplicate_reference_naming_another_transaction_stops_for_a_human(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     """The provider already has a refund for the reference, of another payment: Create answers
@@ -205,7 +204,7 @@ def test_3_duplicate_reference_naming_another_transaction_stops_for_a_human(
 # --- 4. News contradicting a final or held state -------------------------------------------------
 
 
-def test_4_cancelled_then_the_provider_completes_it_stays_cancelled_and_is_marked(
+def test_cancelled_then_the_provider_completes_it_stays_cancelled_and_is_marked(
     ctx: Context, sandbox: SandboxAdmin, caplog: pytest.LogCaptureFixture
 ) -> None:
     sandbox.configure(complete_unconfirmed_seconds=0.3)
@@ -239,7 +238,7 @@ def test_4_cancelled_then_the_provider_completes_it_stays_cancelled_and_is_marke
     ("outcome_at_provider", "news_status", "kind"),
     [("failed", 3, "completed_after_failed"), ("completed", 4, "failed_after_completed")],
 )
-def test_4_final_state_contradicted_keeps_it_and_marks_it(
+def test_final_state_contradicted_keeps_it_and_marks_it(
     ctx: Context, sandbox: SandboxAdmin, outcome_at_provider: str, news_status: int, kind: str
 ) -> None:
     ref = "fin-" + outcome_at_provider
@@ -257,7 +256,7 @@ def test_4_final_state_contradicted_keeps_it_and_marks_it(
     assert ctx.stats.conflicts() == {kind: 1}
 
 
-def test_4_awaiting_approval_then_rejected_by_the_provider_is_rejected(
+def test_awaiting_approval_then_rejected_by_the_provider_is_rejected(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     with_thresholds(ctx, USDT="1000")
@@ -283,7 +282,7 @@ def _created_with(ctx: Context, sandbox: SandboxAdmin, ref: str, **override: str
     return steps.create(ctx, ref)
 
 
-def test_5_large_amount_with_an_empty_currency_is_held(ctx: Context, sandbox: SandboxAdmin) -> None:
+def test_large_amount_with_an_empty_currency_is_held(ctx: Context, sandbox: SandboxAdmin) -> None:
     with_thresholds(ctx, USDT="1000")
     result = _created_with(ctx, sandbox, "empty-cur", amount="5000", currency="")
     assert result.next_task is None
@@ -292,7 +291,7 @@ def test_5_large_amount_with_an_empty_currency_is_held(ctx: Context, sandbox: Sa
 
 
 @pytest.mark.parametrize("amount", ["-5000", "-0.00"])
-def test_5_negative_amounts_are_stopped(ctx: Context, sandbox: SandboxAdmin, amount: str) -> None:
+def test_negative_amounts_are_stopped(ctx: Context, sandbox: SandboxAdmin, amount: str) -> None:
     with_thresholds(ctx, USDT="1000")
     ref = "neg" + amount
     result = _created_with(ctx, sandbox, ref, amount=amount, currency="USDT")
@@ -311,7 +310,7 @@ def test_5_negative_amounts_are_stopped(ctx: Context, sandbox: SandboxAdmin, amo
         ("999.999999999999999999", State.CREATED),
     ],
 )
-def test_5_thresholds_compare_exact_decimals_sent_as_json_numbers(
+def test_thresholds_compare_exact_decimals_sent_as_json_numbers(
     ctx: Context, sandbox: SandboxAdmin, amount: str, state: State
 ) -> None:
     with_thresholds(ctx, USDT="1000")
@@ -334,7 +333,7 @@ def test_5_thresholds_compare_exact_decimals_sent_as_json_numbers(
         ("1E-18", "0.000000000000000001"),
     ],
 )
-def test_6_tiny_fees_are_shown_in_plain_decimals(
+def test_tiny_fees_are_shown_in_plain_decimals(
     ctx: Context, sandbox: SandboxAdmin, fee: str, shown: str
 ) -> None:
     sandbox.configure(amounts_as_numbers=True)
@@ -352,7 +351,7 @@ def test_6_tiny_fees_are_shown_in_plain_decimals(
 # --- 7. Edges that strand a refund ----------------------------------------------------------------
 
 
-def test_7_not_found_right_after_create_is_read_lag_then_found(
+def test_not_found_right_after_create_is_read_lag_then_found(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     sandbox.configure(not_found_lag_seconds=1.0)
@@ -370,7 +369,7 @@ def test_7_not_found_right_after_create_is_read_lag_then_found(
     assert final.last_error is None
 
 
-def test_7_retry_after_an_ambiguous_create_makes_exactly_one_provider_refund(
+def test_retry_after_an_ambiguous_create_makes_exactly_one_provider_refund(
     ctx: Context, sandbox: SandboxAdmin
 ) -> None:
     """The provider de-duplicates on the idempotency key only (duplicate_mode "new"): the retry's

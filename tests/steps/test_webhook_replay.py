@@ -168,7 +168,7 @@ def test_no_event_is_parked_against_a_record_that_moved_since_it_was_read(
     assert ctx.events.park("n-gone", "never-submitted", time.time(), None) is True
 
 
-def test_7_the_tick_skips_and_logs_a_state_it_does_not_know(
+def test_the_tick_skips_and_logs_a_state_it_does_not_know(
     ctx: Context,
     sandbox: SandboxAdmin,
     monkeypatch: pytest.MonkeyPatch,

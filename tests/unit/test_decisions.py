@@ -1,7 +1,4 @@
-"""The one decision for provider news, case by case (issue 10): exact targets, fields, timers.
-
-Numbers in the test names are the issue's numbered cases.
-"""
+"""The one decision for provider news, case by case: exact targets, fields, timers."""
 
 from __future__ import annotations
 
@@ -70,7 +67,7 @@ def run(rec: RefundRecord, n: RefundData, source: Source, policy: Policy = POLIC
 
 
 @pytest.mark.parametrize("status", [1, 2, None, 9])
-def test_1_a_successful_confirm_is_followed_by_polling_whatever_status_it_carries(
+def test_a_successful_confirm_is_followed_by_polling_whatever_status_it_carries(
     status: int | None,
 ) -> None:
     d = run(record(State.CONFIRMING, provider_status=1), news(status=status), "confirm")
@@ -81,7 +78,7 @@ def test_1_a_successful_confirm_is_followed_by_polling_whatever_status_it_carrie
     assert d.reason == f"confirmed at provider: status {status}"
 
 
-def test_1_an_already_confirmed_answer_whose_get_still_says_1_is_a_confirmation() -> None:
+def test_an_already_confirmed_answer_whose_get_still_says_1_is_a_confirmation() -> None:
     # steps.confirm reads the refund after CRYPTO_REFUND_ALREADY_CONFIRMED and passes it as
     # source "confirm": the Get's status 1 must not send the refund back to Confirm.
     d = run(record(State.CONFIRMING, attempts=2), news(status=1), "confirm")
@@ -89,7 +86,7 @@ def test_1_an_already_confirmed_answer_whose_get_still_says_1_is_a_confirmation(
     assert d.fields["attempts"] == 0 and d.fields["provider_status"] == 1
 
 
-def test_1_a_poll_answering_status_1_keeps_polling_and_never_confirms() -> None:
+def test_a_poll_answering_status_1_keeps_polling_and_never_confirms() -> None:
     d = run(record(State.PROCESSING, provider_status=1, polls=1), news(status=1), "poll")
     # the delay after the second Get is the schedule's third entry
     assert (d.target, d.nudge, d.timer, d.due_in) == (State.PROCESSING, None, "set", 5.0)
@@ -97,7 +94,7 @@ def test_1_a_poll_answering_status_1_keeps_polling_and_never_confirms() -> None:
     assert d.reason == ""  # no transition, no history line
 
 
-def test_1_a_create_answer_nudges_confirm_once() -> None:
+def test_a_create_answer_nudges_confirm_once() -> None:
     d = run(
         record(State.CREATING, attempts=1), news(status=1, amount="5", currency="USDT"), "create"
     )
@@ -106,7 +103,7 @@ def test_1_a_create_answer_nudges_confirm_once() -> None:
     assert d.fields["provider_seen_at"] == NOW
 
 
-def test_1_an_unknown_status_is_followed_by_get_never_answered_by_confirm() -> None:
+def test_an_unknown_status_is_followed_by_get_never_answered_by_confirm() -> None:
     d = run(record(State.CREATING), news(status=9), "create")
     assert (d.target, d.nudge, d.timer, d.due_in) == (State.CREATED, None, "set", 1.0)
     assert d.fields["provider_status"] == 9
@@ -122,7 +119,7 @@ def test_1_an_unknown_status_is_followed_by_get_never_answered_by_confirm() -> N
 # --- 2. the merchant's refund address is never replaced -----------------------------------------
 
 
-def test_2_the_providers_refund_address_is_recorded_beside_the_merchants() -> None:
+def test_the_providers_refund_address_is_recorded_beside_the_merchants() -> None:
     echo = news(status=1, refundAddress="TPayerSourceAddr", originalTransactionId="tx-1")
     d = run(record(State.CREATING), echo, "create")
     assert "refund_address" not in d.fields
@@ -131,13 +128,13 @@ def test_2_the_providers_refund_address_is_recorded_beside_the_merchants() -> No
     assert "original_transaction_id" not in d.fields
 
 
-def test_2_ledger_fields_never_name_an_intent_field() -> None:
+def test_ledger_fields_never_name_an_intent_field() -> None:
     fields = news(status=2, refundAddress="TX", originalTransactionId="tx-1").ledger_fields()
     assert set(fields) & {"refund_address", "original_transaction_id", "client_reference"} == set()
     assert fields["provider_refund_address"] == "TX"
 
 
-def test_2_status_info_is_recorded() -> None:
+def test_status_info_is_recorded() -> None:
     d = run(record(State.PROCESSING), news(status=2, statusInfo="PROCESSING"), "poll")
     assert d.fields["status_info"] == "PROCESSING"
 
@@ -145,7 +142,7 @@ def test_2_status_info_is_recorded() -> None:
 # --- 3. another refund id (or another original transaction) stops for a human -----------------
 
 
-def test_3_a_webhook_naming_another_refund_id_is_a_mismatch_not_adopted() -> None:
+def test_a_webhook_naming_another_refund_id_is_a_mismatch_not_adopted() -> None:
     rec = record(State.PROCESSING, provider_status=2)
     d = run(rec, news(cryptoRefundId="CR2", status=3, txnHash="0xother"), "webhook")
     assert d.outcome == "mismatch"
@@ -159,7 +156,7 @@ def test_3_a_webhook_naming_another_refund_id_is_a_mismatch_not_adopted() -> Non
     assert d.level == logging.ERROR
 
 
-def test_3_another_original_transaction_on_the_duplicate_reference_path_is_a_mismatch() -> None:
+def test_another_original_transaction_on_the_duplicate_reference_path_is_a_mismatch() -> None:
     # Create answered DUPLICATE_CLIENT_REFERENCE; the Get by clientReference names another txn.
     d = run(record(State.CREATING), news(status=1, originalTransactionId="tx-9"), "lookup")
     assert (d.outcome, d.target, d.code) == ("mismatch", State.NEEDS_ATTENTION, PROVIDER_MISMATCH)
@@ -168,13 +165,13 @@ def test_3_another_original_transaction_on_the_duplicate_reference_path_is_a_mis
     assert err["operation"] == "lookup"
 
 
-def test_3_an_answer_for_another_client_reference_is_a_mismatch() -> None:
+def test_an_answer_for_another_client_reference_is_a_mismatch() -> None:
     d = run(record(State.CONFIRMING), news(clientReference="ref-2", status=2), "confirm")
     assert (d.target, d.code) == (State.NEEDS_ATTENTION, PROVIDER_MISMATCH)
     assert (d.fields["last_error"]["ours"], d.fields["last_error"]["theirs"]) == ("ref-1", "ref-2")
 
 
-def test_3_a_refund_stopped_for_a_mismatch_stays_stopped_on_later_news() -> None:
+def test_a_refund_stopped_for_a_mismatch_stays_stopped_on_later_news() -> None:
     stopped = record(
         State.NEEDS_ATTENTION,
         last_error={"code": PROVIDER_MISMATCH, "field": "cryptoRefundId"},
@@ -184,7 +181,7 @@ def test_3_a_refund_stopped_for_a_mismatch_stays_stopped_on_later_news() -> None
     assert "last_error" not in d.fields and d.fields["txn_hash"] == "0xours"
 
 
-def test_3_another_id_for_a_final_refund_is_marked_as_a_conflict() -> None:
+def test_another_id_for_a_final_refund_is_marked_as_a_conflict() -> None:
     d = run(
         record(State.COMPLETED, provider_status=3), news(cryptoRefundId="CR2", status=3), "poll"
     )
@@ -205,7 +202,7 @@ def test_3_another_id_for_a_final_refund_is_marked_as_a_conflict() -> None:
         (State.REJECTED, 3, "completed_after_rejected"),
     ],
 )
-def test_4_news_contradicting_a_final_state_keeps_it_and_marks_a_conflict(
+def test_news_contradicting_a_final_state_keeps_it_and_marks_a_conflict(
     final: State, status: int, kind: str
 ) -> None:
     d = run(record(final), news(status=status, txnHash="0xfeed"), "webhook")
@@ -236,7 +233,7 @@ def test_4_news_contradicting_a_final_state_keeps_it_and_marks_a_conflict(
         (State.REJECTED, 5),
     ],
 )
-def test_4_news_agreeing_with_a_final_state_changes_nothing(final: State, status: int) -> None:
+def test_news_agreeing_with_a_final_state_changes_nothing(final: State, status: int) -> None:
     d = run(record(final), news(status=status), "webhook")
     assert (d.outcome, d.target, d.write) == ("stale", final, False)
 
@@ -245,7 +242,7 @@ def test_4_news_agreeing_with_a_final_state_changes_nothing(final: State, status
     ("status", "target"),
     [(5, State.REJECTED), (4, State.FAILED), (3, State.COMPLETED), (2, State.PROCESSING)],
 )
-def test_4_a_held_refund_takes_news_that_makes_it_final_or_processing(
+def test_a_held_refund_takes_news_that_makes_it_final_or_processing(
     status: int, target: State
 ) -> None:
     held = record(State.AWAITING_APPROVAL, provider_status=1, amount=Decimal("5000"))
@@ -256,7 +253,7 @@ def test_4_a_held_refund_takes_news_that_makes_it_final_or_processing(
         assert (d.timer, d.due_in) == ("set", 1.0)
 
 
-def test_4_a_held_refund_is_polled_slowly_and_stays_held_on_status_1() -> None:
+def test_a_held_refund_is_polled_slowly_and_stays_held_on_status_1() -> None:
     assert STEP_FOR_STATE[State.AWAITING_APPROVAL] == "poll"
     held = record(State.AWAITING_APPROVAL, provider_status=1, amount=Decimal("5000"))
     d = run(held, news(status=1, amount="5000", currency="USDT"), "poll", HELD)
@@ -276,7 +273,7 @@ def test_4_a_held_refund_is_polled_slowly_and_stays_held_on_status_1() -> None:
         ("1000.000000000000000001", "USDT"),
     ],
 )
-def test_5_a_create_answer_is_held_when_the_policy_cannot_clear_it(
+def test_a_create_answer_is_held_when_the_policy_cannot_clear_it(
     amount: str | None, currency: str | None
 ) -> None:
     d = run(
@@ -286,13 +283,13 @@ def test_5_a_create_answer_is_held_when_the_policy_cannot_clear_it(
     assert "approval threshold" in d.reason
 
 
-def test_5_an_amount_within_the_threshold_goes_on_to_confirm() -> None:
+def test_an_amount_within_the_threshold_goes_on_to_confirm() -> None:
     n = news(status=1, amount="999.999999999999999999", currency="usdt")
     d = run(record(State.CREATING), n, "create", HELD)
     assert (d.target, d.nudge) == (State.CREATED, "confirm")
 
 
-def test_5_a_json_number_amount_is_read_exactly_and_held() -> None:
+def test_a_json_number_amount_is_read_exactly_and_held() -> None:
     raw = b'{"cryptoRefundId":"CR1","clientReference":"ref-1","status":1,'
     raw += b'"amount":1000.000000000000000001,"currency":"USDT"}'
     n = RefundData.model_validate(json.loads(raw, parse_float=Decimal))
@@ -302,7 +299,7 @@ def test_5_a_json_number_amount_is_read_exactly_and_held() -> None:
     assert d.fields["amount"] == Decimal("1000.000000000000000001")
 
 
-def test_5_an_approved_refund_is_not_held_again() -> None:
+def test_an_approved_refund_is_not_held_again() -> None:
     rec = record(State.NEEDS_ATTENTION, approved_by="alice", approved_at=NOW - 5)
     d = run(rec, news(status=1, amount="5000", currency="USDT"), "poll", HELD)
     assert (d.target, d.nudge) == (State.CREATED, "confirm")
@@ -319,7 +316,7 @@ def test_5_an_approved_refund_is_not_held_again() -> None:
         ({"amount": "5", "feeAmount": "-1"}, {"feeAmount": "-1"}),
     ],
 )
-def test_5_a_negative_non_finite_or_unparsable_amount_stops_for_a_human(
+def test_a_negative_non_finite_or_unparsable_amount_stops_for_a_human(
     data: dict[str, Any], bad: dict[str, str]
 ) -> None:
     d = run(record(State.CREATING), news(status=1, currency="USDT", **data), "create", HELD)
@@ -332,7 +329,7 @@ def test_5_a_negative_non_finite_or_unparsable_amount_stops_for_a_human(
     assert d.timer == "clear" and d.nudge is None
 
 
-def test_5_json_constants_nan_and_infinity_in_a_body_are_anomalies_not_crashes() -> None:
+def test_json_constants_nan_and_infinity_in_a_body_are_anomalies_not_crashes() -> None:
     raw = b'{"cryptoRefundId":"CR1","status":2,"amount":NaN,"feeAmount":Infinity}'
     n = RefundData.model_validate(json.loads(raw, parse_float=Decimal, parse_constant=Decimal))
     assert n.invalid_money == {"amount": "NaN", "feeAmount": "Infinity"}
@@ -360,7 +357,7 @@ def test_final_news_queues_notifications_and_clears_the_timer() -> None:
     assert d.fields["txn_hash"] == "0xabc"
 
 
-def test_5_the_client_and_the_webhook_read_json_numbers_as_exact_decimals() -> None:
+def test_the_client_and_the_webhook_read_json_numbers_as_exact_decimals() -> None:
     refund = (
         b'{"cryptoRefundId":"CR1","status":1,'
         b'"amount":1000.000000000000000001,"feeAmount":0.000000000000000001,"currency":"USDT"}'

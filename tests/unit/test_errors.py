@@ -19,6 +19,7 @@ from refunds.errors import (
     MceForbiddenError,
     MceNotFoundError,
     McePermanentError,
+    MceProtocolError,
     MceRateLimitedError,
     MceServerError,
     MceTimeoutError,
@@ -26,7 +27,7 @@ from refunds.errors import (
     MceUnprocessableError,
     RefundsError,
 )
-from refunds.mce.errors import error_from_response, parse_retry_after
+from refunds.mce.errors import error_from_response, is_error_envelope, parse_retry_after
 
 
 def response(
@@ -161,6 +162,7 @@ def test_as_dict_is_what_the_ledger_keeps() -> None:
         code="CRYPTO_REFUND_NOT_PENDING",
         log_id="abc",
         operation="create",
+        msg="nope",
     )
     assert err.as_dict() == {
         "type": "MceUnprocessableError",
@@ -168,5 +170,49 @@ def test_as_dict_is_what_the_ledger_keeps() -> None:
         "status": 422,
         "code": "CRYPTO_REFUND_NOT_PENDING",
         "logId": "abc",
+        "msg": "nope",
         "operation": "create",
     }
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        ("CRYPTO_REFUND_NOT_PENDING", MceUnprocessableError),
+        ("CRYPTO_REFUND_NOT_FOUND", MceNotFoundError),
+        (500, MceServerError),
+        ("503", MceServerError),
+        (422, MceUnprocessableError),
+        (429, MceRateLimitedError),
+        ("201", MceProtocolError),
+    ],
+)
+def test_an_error_envelope_in_a_200_is_mapped_by_its_code(code: object, cls: type) -> None:
+    body = {"code": code, "msg": "the provider's words", "logId": "L9"}
+    err = error_from_response(response(200, body), "create")
+    assert type(err) is cls
+    assert (err.status, err.code, err.msg, err.log_id) == (
+        200,
+        str(code),
+        "the provider's words",
+        "L9",
+    )
+    assert "the provider's words" in err.message
+
+
+@pytest.mark.parametrize(
+    ("body", "is_error"),
+    [
+        ({"code": "CRYPTO_REFUND_NOT_PENDING"}, True),
+        ({"code": 500, "msg": "x"}, True),
+        ({"code": 200, "data": {}}, False),
+        ({"code": "200", "data": {}}, False),
+        ({"access_token": "t", "expires_in": 60}, False),  # OAuth: no code at all
+        ({"code": "", "data": {}}, False),
+        ([1, 2], False),
+    ],
+)
+def test_only_an_envelope_whose_code_is_not_success_is_an_error(
+    body: object, is_error: bool
+) -> None:
+    assert is_error_envelope(body) is is_error
