@@ -253,6 +253,17 @@ class Settings(BaseSettings):
     operator_api_key: SecretStr | None = Field(
         None, validation_alias=_env("REFUNDS_OPERATOR_API_KEY", "operator_api_key")
     )
+    # The console (/console, refunds/web/console): read-only keys (``name:key`` pairs like the
+    # operator keys), the secret that signs its session cookies (unset outside the sandbox: the
+    # console is off), how long a sign-in lasts, the cookie's Secure flag (unset: Secure outside
+    # the sandbox profile) and a switch that makes the whole console read-only.
+    viewer_keys: SecretStr | None = Field(
+        None, validation_alias=_env("REFUNDS_VIEWER_KEYS", "viewer_keys")
+    )
+    console_secret: SecretStr | None = None
+    console_session_seconds: float = Field(8 * 3600.0, ge=60, le=7 * 86400)
+    console_secure_cookie: bool | None = None
+    console_read_only: bool = False
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
     # Every request body, webhooks included (413 above it); the old webhook-only name still works.
     max_body_bytes: int = Field(
@@ -541,6 +552,8 @@ class Settings(BaseSettings):
             "api_key",
             "operator_keys",
             "operator_api_key",
+            "viewer_keys",
+            "console_secret",
             "redis_sentinel_password",
         ):
             data[key] = "**********" if data.get(key) is not None else None
