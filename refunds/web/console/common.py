@@ -63,8 +63,8 @@ def _age(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m"
     if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
+        return f"{s // 3600}h {s % 3600 // 60}m".removesuffix(" 0m")
+    return f"{s // 86400}d {s % 86400 // 3600}h".removesuffix(" 0h")
 
 
 def _since(ts: float | None) -> str:

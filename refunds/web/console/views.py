@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from refunds import addresses
 from refunds.actions import error_code, select_for_retry
 from refunds.models import FINAL_STATES, RefundRecord, State, now
 from refunds.money import format_money
@@ -169,10 +170,16 @@ class SideBySide:
     label: str
     ours: Any
     theirs: Any
+    #: The two say the same thing in the same words (a status is ours vs MCE's number: not).
+    comparable: bool = True
 
     @property
     def differs(self) -> bool:
-        return self.ours is not None and self.theirs is not None and self.ours != self.theirs
+        if not self.comparable or self.ours is None or self.theirs is None:
+            return False
+        if self.label == "refundAddress":  # an EVM address in any case is the same address
+            return addresses.comparable(self.ours) != addresses.comparable(self.theirs)
+        return bool(self.ours != self.theirs)
 
 
 def side_by_side(record: RefundRecord) -> list[SideBySide]:
@@ -189,7 +196,7 @@ def side_by_side(record: RefundRecord) -> list[SideBySide]:
         ),
         SideBySide("refundAddress", record.refund_address, record.provider_refund_address),
         SideBySide("cryptoRefundId", None, record.crypto_refund_id),
-        SideBySide("status", str(record.state), _status_text(record)),
+        SideBySide("status", str(record.state), _status_text(record), comparable=False),
         SideBySide("amount", None, _money(record.amount, record.currency)),
         SideBySide("fee", None, _money(record.fee_amount, record.fee_currency)),
         SideBySide("blockchain", None, record.blockchain),
