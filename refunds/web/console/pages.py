@@ -58,7 +58,7 @@ def attention(request: Request, code: str = "", min_age: str = "") -> HTMLRespon
         session,
         title="Needs attention",
         listing=listing,
-        codes=views.attention_codes(ledger),
+        codes=listing.codes,
         code=code,
         min_age=min_age,
         ages=views.AGE_CHOICES,
@@ -149,7 +149,7 @@ def bulk_retry_preview(request: Request, code: str = "", min_age: str = "") -> H
         code=code,
         min_age=min_age,
         ages=views.AGE_CHOICES,
-        codes=views.attention_codes(svc.context.ledger),
+        codes=views.needs_attention(svc.context.ledger).codes,
         error_code=error_code,
     )
 

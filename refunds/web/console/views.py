@@ -41,21 +41,33 @@ def _age_floor(label: str) -> float:
     return AGE_CHOICES.get(label, 0.0)
 
 
-def needs_attention(ledger: Ledger, code: str = "", min_age: str = "") -> Listing:
+@dataclass(frozen=True)
+class Queue(Listing):
+    """The needs-attention queue after its filters, and every code in it (the filter's choices)."""
+
+    codes: list[str] = field(default_factory=list)
+
+
+def needs_attention(ledger: Ledger, code: str = "", min_age: str = "") -> Queue:
     """Refunds stopped for a human, oldest stop first, filtered by their code and how long ago
-    they stopped (a refund in needs_attention does not move, so ``updated_at`` is the stop)."""
+    they stopped (a refund in needs_attention does not move, so ``updated_at`` is the stop).
+    One read of the queue serves the list and the codes."""
     wanted = code.strip().upper()
     floor = _age_floor(min_age)
     at = now()
-    found = [
+    queue = [
         r
         for r in ledger.get_many(ledger.references(State.NEEDS_ATTENTION))
         if r.state == State.NEEDS_ATTENTION
-        and (not wanted or (error_code(r) or "").upper() == wanted)
-        and at - r.updated_at >= floor
+    ]
+    found = [
+        r
+        for r in queue
+        if (not wanted or (error_code(r) or "").upper() == wanted) and at - r.updated_at >= floor
     ]
     found.sort(key=lambda r: (r.updated_at, r.client_reference))
-    return Listing(found[:LIMIT], len(found))
+    codes = sorted({c for r in queue if (c := error_code(r))})
+    return Queue(found[:LIMIT], len(found), codes)
 
 
 def bulk_selection(ledger: Ledger, code: str = "", min_age: str = "") -> list[RefundRecord]:
@@ -66,12 +78,6 @@ def bulk_selection(ledger: Ledger, code: str = "", min_age: str = "") -> list[Re
     return [
         r for r in select_for_retry(ledger, code=code.strip() or None) if at - r.updated_at >= floor
     ]
-
-
-def attention_codes(ledger: Ledger) -> list[str]:
-    """The codes present in the queue, for the filter's choices."""
-    records = ledger.get_many(ledger.references(State.NEEDS_ATTENTION))
-    return sorted({c for r in records if (c := error_code(r))})
 
 
 def in_state(ledger: Ledger, state: State) -> Listing:
