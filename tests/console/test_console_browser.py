@@ -45,6 +45,9 @@ def test_a_wrong_key_is_refused_and_an_operator_key_signs_in(
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(url + "/console/approvals")  # back where the operator was going
     assert page.get_by_test_id("who").inner_text() == "alice · operator"
+    # The app's own stylesheet applied (allowed by the page's policy, which allows nothing else).
+    header = page.locator("header.top").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert header == "rgb(36, 41, 47)"
     (cookie,) = page.context.cookies()
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"

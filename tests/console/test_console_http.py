@@ -71,7 +71,11 @@ def test_the_read_only_switch_hides_every_action_and_refuses_an_operator(
     before = console_stack.wait_state(ref, {State.AWAITING_APPROVAL})
     alice = Person(read_only_url, OPERATOR[1])
 
-    page = alice.get("/console/approvals").text
+    answer = alice.get("/console/approvals")
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["cache-control"] == "no-store"
+    page = answer.text
     assert ref in page and "read-only console" in page
     assert "Approve</button>" not in page and "Reject</button>" not in page
     assert "Approve</button>" not in alice.get(f"/console/refunds/{ref}").text

@@ -89,6 +89,20 @@ TEMPLATES.filters.update(
 STYLESHEET = (resources.files("refunds.web.console") / "static" / "console.css").read_bytes()
 
 
+#: Every page: not cached (it shows live state and a CSRF token), never framed by another site (a
+#: framed action button could be clicked by a trick), and loading only what this app serves.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
@@ -183,8 +197,7 @@ def render(
         path=request.url.path,
         **context,
     )
-    response = HTMLResponse(body, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
+    response = HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
     if session is not None and session.flash:
         set_cookie(request, response, replace(session, flash="", flash_kind="ok"))
     return response
