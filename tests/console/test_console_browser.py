@@ -141,6 +141,20 @@ def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused(
     page.goto(f"{console_stack.url}/console/refunds/{ref}")
     assert page.get_by_role("button", name=re.compile("Approve|Reject|Retry|Cancel")).count() == 0
 
+    for path in (
+        "/console",
+        "/console/attention",
+        "/console/approvals",
+        "/console/bulk-retry",
+        "/console/dead-letters",
+        "/console/conflicts",
+        f"/console/refunds/{ref}",
+    ):
+        page.goto(console_stack.url + path)
+        posts = page.locator("form[method=post]")
+        assert posts.count() == 1, path  # sign-out only
+        assert posts.get_attribute("action") == "/console/logout"
+
     # The form a viewer does not get, posted anyway with the viewer's own valid CSRF token:
     answer = page.request.post(
         f"{console_stack.url}/console/refunds/{ref}/approve",
