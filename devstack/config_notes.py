@@ -53,6 +53,17 @@ NOTES: dict[str, str] = {
     "REFUNDS_CALLBACK_SECRET": ("the key of the callback's HMAC signature (secret)"),
     "REFUNDS_CALLBACK_TIMEOUT": ("callback request timeout (below the soft time limit)"),
     "REFUNDS_CALLBACK_URL": ("signed HTTP callback of each final outcome (`X-Refunds-Signature`)"),
+    "REFUNDS_CONSOLE_READ_ONLY": (
+        "the whole console (`/console`) is read-only: no action buttons, every action refused (403)"
+    ),
+    "REFUNDS_CONSOLE_SECRET": (
+        "signs the console's session cookies (secret); unset outside the sandbox: the console is "
+        "off (sandbox: a random one per process)"
+    ),
+    "REFUNDS_CONSOLE_SECURE_COOKIE": (
+        "the console cookie's `Secure` flag (HTTPS only); unset: on outside the sandbox profile"
+    ),
+    "REFUNDS_CONSOLE_SESSION_SECONDS": ("a console sign-in expires this long after it was made"),
     "REFUNDS_CONFIRM_INLINE": (
         "Confirm right after a Create in the same `refunds.create` task, under the same lock, "
         "while the soft time limit still leaves a whole step's call budget (2 x (connect + read "
@@ -164,6 +175,10 @@ NOTES: dict[str, str] = {
     "REFUNDS_TOKEN_REFRESH_MAX_MARGIN": ("... but at most this many seconds before expiry"),
     "REFUNDS_TOKEN_WAIT_SECONDS": (
         "how long a process waits for another's token refresh before failing the call (transient)"
+    ),
+    "REFUNDS_VIEWER_KEYS": (
+        "read-only console credentials, `name:key,name:key`: see everything, act on nothing "
+        "(secret; each must differ from the intake and operator keys)"
     ),
     "REFUNDS_WEBHOOKS_EXPECTED": (
         "`true` when MCE sends its webhook to this deployment's `/webhooks/mce`: polling becomes "

@@ -46,6 +46,8 @@ _SECRET_FIELDS = (
     "api_key",
     "operator_keys",
     "operator_api_key",
+    "viewer_keys",
+    "console_secret",
     "redis_sentinel_password",
 )
 

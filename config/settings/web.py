@@ -42,6 +42,39 @@ class WebSettings(BaseModel):
         description="one operator key, recorded as operator (secret); with neither set, the "
         "operator routes answer 403",
     )
+    # The console (/console, refunds/web/console): read-only keys (``name:key`` pairs like the
+    # operator keys), the secret that signs its session cookies (unset outside the sandbox: the
+    # console is off), how long a sign-in lasts, the cookie's Secure flag (unset: Secure outside
+    # the sandbox profile) and a switch that makes the whole console read-only.
+    viewer_keys: SecretStr | None = Field(
+        None,
+        validation_alias="REFUNDS_VIEWER_KEYS",
+        description="the console's read-only keys, name:key,name:key (secret): a viewer sees "
+        "every page and can act on nothing",
+    )
+    console_secret: SecretStr | None = Field(
+        None,
+        validation_alias="REFUNDS_CONSOLE_SECRET",
+        description="signs the console's session cookies (secret; the same on every web process "
+        "behind one address); unset outside the sandbox profile, the console is off",
+    )
+    console_session_seconds: float = Field(
+        8 * 3600.0,
+        ge=60,
+        le=7 * 86400,
+        validation_alias="REFUNDS_CONSOLE_SESSION_SECONDS",
+        description="how long a console sign-in lasts, seconds",
+    )
+    console_secure_cookie: bool | None = Field(
+        None,
+        validation_alias="REFUNDS_CONSOLE_SECURE_COOKIE",
+        description="the console cookie's Secure flag (unset: Secure outside the sandbox profile)",
+    )
+    console_read_only: bool = Field(
+        False,
+        validation_alias="REFUNDS_CONSOLE_READ_ONLY",
+        description="makes the whole console read-only: every action is refused (403)",
+    )
     webhook_tolerance_seconds: float = Field(
         300.0,
         gt=0,

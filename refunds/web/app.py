@@ -30,8 +30,14 @@ from config.settings import Settings
 from refunds.context import Context, build_context
 from refunds.errors import NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
-from refunds.web import errors
-from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of, operator_keys_of
+from refunds.web import console, errors
+from refunds.web.deps import (
+    PLACEHOLDER_KEYS,
+    SANDBOX_API_KEY,
+    Services,
+    api_key_of,
+    operator_keys_of,
+)
 from refunds.web.routers import home, intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
 
@@ -60,6 +66,13 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     )
     for router in (home.router, intake.router, operator.router, mce_webhook.router, ops.router):
         app.include_router(router)
+    console.install(  # the operator console at /console (refunds/web/console)
+        app,
+        settings,
+        intake_key=api_key,
+        operator_keys=operator_keys,
+        placeholder_keys=frozenset(PLACEHOLDER_KEYS),
+    )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(RefundNotFoundError, errors.not_found)

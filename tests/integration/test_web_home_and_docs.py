@@ -33,7 +33,7 @@ def test_home_points_to_the_docs_the_openapi_and_health(web: Web) -> None:
     assert home.status_code == 200
     links = home.json()["links"]
     assert {"docs", "redoc", "openapi", "healthz", "metrics"} <= set(links)
-    assert "console" not in links  # listed once the app serves it
+    assert "console" in links  # the operator console (its sign-in page when signed out)
     for link in links.values():
         assert requests.get(web.url + link["href"], timeout=5).status_code == 200, link
 
