@@ -53,13 +53,13 @@ def procfile_flower_args(port: int) -> list[str]:
         for raw in (REPO / "Procfile").read_text().splitlines()
         if raw.startswith("flower:")
     )
-    values = {"FLOWER_PORT": str(port)}
+    values = {"FLOWER_PORT": str(port), "VENV_BIN": str(Path(sys.executable).parent)}
 
     def fill(match: re.Match[str]) -> str:
         return values.get(match.group(1), match.group(2) or "")
 
     args = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", fill, line).split()
-    assert args[:2] == ["refunds", "flower"]
+    assert args[:2] == [str(Path(sys.executable).parent / "refunds"), "flower"]
     return [sys.executable, "-m", "refunds.cli", *args[1:]]
 
 

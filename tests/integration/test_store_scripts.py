@@ -34,7 +34,8 @@ LUA = ROOT / "refunds" / "store" / "lua"
 
 def _intent(ref: str) -> RefundIntent:
     return RefundIntent.parse(
-        {"originalTransactionType": 1, "originalTransactionId": "tx", "clientReference": ref}
+        # One payment per reference (one payment is refunded under one reference).
+        {"originalTransactionType": 1, "originalTransactionId": f"tx-{ref}", "clientReference": ref}
     )
 
 
