@@ -41,9 +41,11 @@ from refunds.errors import (
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line, new_record
 from refunds.store.connection import ensure_durable
+from refunds.store.inflight import index_change
 from refunds.store.keys import (
     ALL,
     CONFLICTS,
+    IN_FLIGHT,
     OUTBOX,
     RECORD_PREFIX,
     TIMERS,
@@ -77,7 +79,8 @@ __all__ = [
 TimerAction = Literal["keep", "set", "clear"]
 
 
-# KEYS: record, timers, all, state set of the new state, history list, payment index
+# KEYS: record, timers, all, state set of the new state, history list, payment index, in-flight
+#       index
 # ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, record key prefix, then
 #       field/value pairs
 # Answers the existing record's fp, {'payment', the reference that holds the payment} (nothing
@@ -98,6 +101,7 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
 local t = redis.call('TIME')
 local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%.6f', due), ARGV[1])
@@ -105,13 +109,15 @@ return false
 """
 
 # KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
-#       parked events[, refund id index]
-# (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
+#       parked events[, refund id index], in-flight index (always last)
+# (the refund id key only when the transition sets a cryptoRefundId: SET NX, the first reference
+# wins)
 # ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
 #       appended: also write a new dispatch id), due (epoch seconds, or '+seconds' from Redis
 #       TIME), H history lines, N sets, M deletes, K outbox members, step lease token to release
 #       ('' = none), answer the history ('1' or ''), then the H lines, N field/value pairs, M
-#       field names, K members.
+#       field names, K members, and last the in-flight index's change ('' none, '-' remove, else
+#       the creation time to add with: store.inflight.index_change).
 # Answers {1, the record as written (field/value pairs), its history ('' unless asked), parked}
 # or {0, the current state}. ``parked`` is 1/0 (events parked for the refund) when a release was
 # asked, -1 when not. The lease is released (its fields emptied in the same HSET) only if still
@@ -162,7 +168,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if KEYS[9] then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
+if #KEYS > 9 then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
 if k > 0 then
   local due = string.format('%.6f', now())
   local members = {}
@@ -173,6 +179,12 @@ push_history(rec, KEYS[1], KEYS[6], lines)
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
+  local inflight = ARGV[#ARGV]
+  if inflight == '-' then
+    redis.call('ZREM', KEYS[#KEYS], ARGV[1])
+  elseif inflight ~= '' then
+    redis.call('ZADD', KEYS[#KEYS], inflight, ARGV[1])
+  end
 end
 if timer == 'set' then
   local due = ARGV[6]
@@ -279,6 +291,7 @@ class Ledger(Timers, StepLocks):
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         payment = payment_key(intent.original_transaction_type, intent.original_transaction_id)
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref), payment]
+        keys.append(IN_FLIGHT)
         argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, RECORD_PREFIX]
         argv += flat
         return keys, argv
@@ -555,6 +568,7 @@ class Ledger(Timers, StepLocks):
             # Webhooks match on the id first. A record that already holds this id had its index
             # written (SET NX) by the transition that stored it: not again on every poll.
             keys.append(refund_id_key(str(refund_id)))
+        keys.append(IN_FLIGHT)
         token = release.token if release is not None and release.held else None
         argv = [
             ref,
@@ -573,6 +587,7 @@ class Ledger(Timers, StepLocks):
             *sets,
             *dels,
             *outbox,
+            index_change(record.state, state, record.created_at),
         ]
         ok, answer, *rest = self._transition(keys=keys, args=argv)
         if not ok:
