@@ -253,6 +253,8 @@ class Settings(BaseSettings):
     operator_api_key: SecretStr | None = Field(
         None, validation_alias=_env("REFUNDS_OPERATOR_API_KEY", "operator_api_key")
     )
+    # A bearer token /metrics asks for (Authorization: Bearer ...); unset: /metrics stays open.
+    metrics_token: SecretStr | None = Field(None, min_length=16)
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
     # Every request body, webhooks included (413 above it); the old webhook-only name still works.
     max_body_bytes: int = Field(
@@ -541,6 +543,7 @@ class Settings(BaseSettings):
             "api_key",
             "operator_keys",
             "operator_api_key",
+            "metrics_token",
             "redis_sentinel_password",
         ):
             data[key] = "**********" if data.get(key) is not None else None
