@@ -253,8 +253,12 @@ class Settings(BaseSettings):
     operator_api_key: SecretStr | None = Field(
         None, validation_alias=_env("REFUNDS_OPERATOR_API_KEY", "operator_api_key")
     )
-    # A bearer token /metrics asks for (Authorization: Bearer ...); unset: /metrics stays open.
-    metrics_token: SecretStr | None = Field(None, min_length=16)
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="a bearer token `/metrics` asks for (`Authorization: Bearer ...`; 401 "
+        "without it); unset: `/metrics` is open (secret)",
+    )
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
     # Every request body, webhooks included (413 above it); the old webhook-only name still works.
     max_body_bytes: int = Field(

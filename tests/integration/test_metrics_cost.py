@@ -21,7 +21,14 @@ from refunds.models import State
 from refunds.ops.metrics import render_metrics
 from refunds.steps.operations import _CONFIRM, _CREATE
 from refunds.store.inflight import IN_FLIGHT_STATES, InFlight
-from refunds.store.keys import IN_FLIGHT, RECORD_PREFIX
+from refunds.store.keys import (
+    CALLS,
+    CONFLICT_KINDS,
+    IN_FLIGHT,
+    LATENCY,
+    RECORD_PREFIX,
+    WEBHOOKS,
+)
 from refunds.store.ledger import Ledger
 from tests.integration.test_stats import REPO, backdated, cli_env, intent, monitored
 
@@ -102,7 +109,10 @@ def test_a_scrape_runs_the_same_commands_for_5_or_300_refunds_in_flight(own_redi
         assert not [k for k in keys if k.startswith(RECORD_PREFIX)]  # no record is read
         # Whole hashes only of the counters (bounded by operations, outcomes, kinds).
         assert {c[1] for c in words if c[0].upper() == "HGETALL"} <= {
-            k for k in keys if k.startswith("rp:stats:")
+            CALLS,
+            LATENCY,
+            WEBHOOKS,
+            CONFLICT_KINDS,
         }
         seen[n] = names
     assert seen[5] == seen[300]
