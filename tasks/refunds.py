@@ -18,6 +18,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from refunds.context import current_context
+from refunds.models import State
 from refunds.steps import STEPS, NextTask
 from refunds.webhooks import replay_parked
 from tasks.outcome import RefundStoppedError, stop_of
@@ -49,11 +50,15 @@ def run_step(name: NextTask, client_reference: str, fence: int | None = None) ->
     # are tried again now that it moved. Parking checks the record version, so an event parked
     # during this step is either seen here or was refused and retried by its own delivery. The
     # step's last write already read whether any is parked (``parked`` False: none, no look).
+    last = result.record
     if result.parked is not False:
         for replayed in replay_parked(p, client_reference):
             if replayed.next_task is not None:
                 TASKS[replayed.next_task].apply_async((client_reference,))
-    stopped = stop_of(before, result.record)
+            if replayed.state == State.NEEDS_ATTENTION:
+                # A parked webhook replayed here stopped the refund: report its record's error.
+                last = p.ledger.find(client_reference)
+    stopped = stop_of(before, last)
     if stopped is not None:
         raise stopped
     return result.note
