@@ -18,15 +18,20 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from refunds.context import current_context
+from refunds.models import State
 from refunds.steps import STEPS, NextTask
 from refunds.webhooks import replay_parked
+from tasks.outcome import RefundStoppedError, stop_of
 from worker.app import app
 
 log = logging.getLogger("refunds.tasks")
 
 
 def run_step(name: NextTask, client_reference: str, fence: int | None = None) -> str:
+    """Run one step; raises RefundStoppedError (after every write) when it stopped the refund for a
+    human, so the task ends in FAILURE with the provider's code (``tasks.outcome``)."""
     p = current_context()
+    (before,) = p.ledger.states_of([client_reference])
     try:
         result = STEPS[name](p, client_reference, fence)
     except SoftTimeLimitExceeded:
@@ -45,15 +50,23 @@ def run_step(name: NextTask, client_reference: str, fence: int | None = None) ->
     # are tried again now that it moved. Parking checks the record version, so an event parked
     # during this step is either seen here or was refused and retried by its own delivery. The
     # step's last write already read whether any is parked (``parked`` False: none, no look).
-    if result.parked is False:
-        return result.note
-    for replayed in replay_parked(p, client_reference):
-        if replayed.next_task is not None:
-            TASKS[replayed.next_task].apply_async((client_reference,))
+    last = result.record
+    if result.parked is not False:
+        for replayed in replay_parked(p, client_reference):
+            if replayed.next_task is not None:
+                TASKS[replayed.next_task].apply_async((client_reference,))
+            if replayed.state == State.NEEDS_ATTENTION:
+                # A parked webhook replayed here stopped the refund: report its record's error.
+                last = p.ledger.find(client_reference)
+    stopped = stop_of(before, last)
+    if stopped is not None:
+        raise stopped
     return result.note
 
 
-@app.task(name="refunds.create", acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="refunds.create", acks_late=True, reject_on_worker_lost=True, throws=(RefundStoppedError,)
+)
 def create(client_reference: str, fence: int | None = None) -> str:
     """Create the MCE refund for one intent (idempotent on its clientReference).
 
@@ -61,13 +74,17 @@ def create(client_reference: str, fence: int | None = None) -> str:
     return run_step("create", client_reference, fence)
 
 
-@app.task(name="refunds.confirm", acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="refunds.confirm", acks_late=True, reject_on_worker_lost=True, throws=(RefundStoppedError,)
+)
 def confirm(client_reference: str, fence: int | None = None) -> str:
     """Confirm the MCE refund (an already-confirmed answer counts as done)."""
     return run_step("confirm", client_reference, fence)
 
 
-@app.task(name="refunds.poll", acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="refunds.poll", acks_late=True, reject_on_worker_lost=True, throws=(RefundStoppedError,)
+)
 def poll(client_reference: str, fence: int | None = None) -> str:
     """Read the refund's provider status once; the timer schedules the next read."""
     return run_step("poll", client_reference, fence)

@@ -48,6 +48,7 @@ _SECRET_FIELDS = (
     "operator_api_key",
     "viewer_keys",
     "console_secret",
+    "metrics_token",
     "redis_sentinel_password",
 )
 

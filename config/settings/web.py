@@ -75,6 +75,13 @@ class WebSettings(BaseModel):
         validation_alias="REFUNDS_CONSOLE_READ_ONLY",
         description="makes the whole console read-only: every action is refused (403)",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        validation_alias="REFUNDS_METRICS_TOKEN",
+        description="a bearer token /metrics asks for (Authorization: Bearer ...; 401 without "
+        "it); unset: /metrics is open (secret)",
+    )
     webhook_tolerance_seconds: float = Field(
         300.0,
         gt=0,

@@ -73,6 +73,7 @@ for _command in (
     serve.web,
     flower.flower,
     upgrade.index_payments,
+    upgrade.index_inflight,
 ):
     cli.add_command(_command)
 

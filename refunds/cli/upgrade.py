@@ -1,4 +1,4 @@
-"""Commands run once after an upgrade: ``refunds index-payments``."""
+"""Commands run once after an upgrade: ``refunds index-payments``, ``refunds index-inflight``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 from refunds.cli import common
 from refunds.cli.common import EXIT_PROBLEM, out, print_json
 from refunds.store.connection import redis_client
+from refunds.store.inflight import InFlight
 from refunds.store.payments import index_payments as fill_index
 
 
@@ -28,3 +29,19 @@ def index_payments(as_json: bool) -> None:
             out.print(f"payment {payment} is refunded under: {', '.join(refs)}", highlight=False)
     if shared:
         raise click.exceptions.Exit(EXIT_PROBLEM)
+
+
+@click.command("index-inflight")
+@click.option("--json", "as_json", is_flag=True, help="The report as a JSON object.")
+def index_inflight(as_json: bool) -> None:
+    """Index every refund in flight that was submitted before the in-flight index existed.
+
+    ``/metrics`` reads the oldest refund in flight from that index (one look-up per scrape);
+    ``refunds_in_flight_unindexed`` counts the refunds it misses. Safe to run any time, and again:
+    each refund is indexed as its record stands, by one script, so a transition meanwhile is kept.
+    """
+    added, removed = InFlight(redis_client(common.settings())).rebuild()
+    if as_json:
+        print_json({"added": added, "removed": removed})
+    else:
+        out.print(f"indexed {added}, removed {removed} no longer in flight", highlight=False)

@@ -7,9 +7,11 @@ credentials), and is a refund in flight older than the age alert (``REFUNDS_AGE_
 before give-up). Everything here
 reads counters and indexes the pipeline already keeps; nothing scans the records.
 
-The oldest non-final refund is found from the per-state sets of the non-final states and the
-creation scores in ``rp:all`` (SSCAN plus pipelined ZSCOREs), so the cost grows with the refunds in
-flight, never with the ones already final.
+The oldest non-final refund of each state is found from the per-state sets and the creation
+scores in ``rp:all`` (SSCAN plus pipelined ZSCOREs), so that cost grows with the refunds not final,
+never with the ones already final; it is ``refunds stats``'s alone. The oldest refund in flight
+(what ``/metrics`` serves on every scrape) is the first member of the in-flight index
+(``refunds.store.inflight``): one ZRANGE.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ from typing import Any
 
 from refunds.models import FINAL_STATES, State, iso, now
 from refunds.ops.counters import Stats
+from refunds.store.inflight import IN_FLIGHT_STATES, InFlight
 from refunds.store.ledger import Ledger
 from refunds.store.outbox import Outbox
 from refunds.store.pacing import credentials_refused_since
 
 NON_FINAL_STATES = tuple(s for s in State if s not in FINAL_STATES)
-# Refunds the pipeline is moving on its own: the age alert watches these. Not the ones waiting for
-# a human (awaiting_approval, needs_attention): their count is the signal, not their age.
-IN_FLIGHT_STATES = tuple(
-    s for s in NON_FINAL_STATES if s not in (State.AWAITING_APPROVAL, State.NEEDS_ATTENTION)
-)
+# Refunds the pipeline is moving on its own (IN_FLIGHT_STATES): the age alert watches these.
 AGE_ALERT_AFTER = 3600.0  # REFUNDS_AGE_ALERT_AFTER's default
 ERROR_WINDOW_SECONDS = 3600.0
 _SCAN_CHUNK = 1000
@@ -144,9 +143,10 @@ def oldest_by_state(
 
 
 def oldest_in_flight_age(ledger: Ledger) -> float:
-    """Seconds since intake of the oldest refund in ``IN_FLIGHT_STATES`` (0.0 when none)."""
-    found = _oldest(list(oldest_by_state(ledger, IN_FLIGHT_STATES).values()))
-    return 0.0 if found is None else found.age(now())
+    """Seconds since intake of the oldest refund in ``IN_FLIGHT_STATES`` (0.0 when none), from
+    the in-flight index: one ZRANGE, whatever the number in flight."""
+    found = InFlight(ledger.redis).oldest()
+    return 0.0 if found is None else max(0.0, now() - found[1])
 
 
 def _oldest(candidates: list[Oldest]) -> Oldest | None:

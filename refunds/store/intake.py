@@ -20,6 +20,7 @@ from refunds.models import RefundIntent, RefundRecord, State, now
 from refunds.store.codec import encode, history_line, new_record, stored_fields
 from refunds.store.keys import (
     ALL,
+    IN_FLIGHT,
     RECORD_PREFIX,
     TIMERS,
     history_key,
@@ -73,6 +74,7 @@ class Intake:
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         payment = payment_key(intent.original_transaction_type, intent.original_transaction_id)
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref), payment]
+        keys.append(IN_FLIGHT)
         argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, RECORD_PREFIX]
         argv += flat
         return keys, argv

@@ -16,6 +16,9 @@ key                        type   lifetime         holds
                                                    joined by newlines; read first, never written)
 ``rp:state:{state}``       set    forever          references per state (listing, counts)
 ``rp:all``                 zset   forever          references by creation time
+``rp:inflight``            zset   while in flight  references in a state the pipeline moves
+                                                   (store.inflight.IN_FLIGHT_STATES), by
+                                                   creation time: the oldest in one ZRANGE
 ``rp:conflicts``           set    forever          references whose record carries a provider
                                                    ``conflict`` mark (``list --conflicts``)
 ``rp:rid:{refundId}``      string forever          the reference whose record first recorded
@@ -65,6 +68,7 @@ PREFIX = "rp:"
 
 # --- ledger (store/ledger.py) ---------------------------------------------------------------------
 ALL = PREFIX + "all"
+IN_FLIGHT = PREFIX + "inflight"
 
 
 def record_key(ref: str) -> str:

@@ -29,8 +29,10 @@ import redis
 from refunds.errors import RefundNotFoundError, TransitionError
 from refunds.models import FINAL_STATES, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line
+from refunds.store.inflight import index_change
 from refunds.store.keys import (
     CONFLICTS,
+    IN_FLIGHT,
     OUTBOX,
     TIMERS,
     history_key,
@@ -238,6 +240,7 @@ class Records:
             # Webhooks match on the id first. A record that already holds this id had its index
             # written (SET NX) by the transition that stored it: not again on every poll.
             keys.append(refund_id_key(str(refund_id)))
+        keys.append(IN_FLIGHT)
         token = release.token if release is not None and release.held else None
         argv = [
             ref,
@@ -256,6 +259,7 @@ class Records:
             *sets,
             *dels,
             *outbox,
+            index_change(record.state, state, record.created_at),
         ]
         ok, answer, *rest = self._transition(keys=keys, args=argv)
         if not ok:

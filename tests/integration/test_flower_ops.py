@@ -59,7 +59,9 @@ def procfile_flower_args(port: int) -> list[str]:
         return values.get(match.group(1), match.group(2) or "")
 
     args = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", fill, line).split()
-    assert args[:2] == [str(Path(sys.executable).parent / "refunds"), "flower"]
+    # The program is ``${VENV_BIN:-.venv/bin}/refunds``: run the same CLI with this interpreter.
+    assert Path(args[0]).name == "refunds"
+    assert args[1] == "flower"
     return [sys.executable, "-m", "refunds.cli", *args[1:]]
 
 
@@ -151,6 +153,93 @@ def test_flower_lists_refund_steps_and_no_ticks(
         for ref in refs:
             mine = [t for t in tasks.values() if ref in str(t.get("args"))]
             assert {t["name"] for t in mine} >= {"refunds.create", "refunds.poll"}
+    finally:
+        for child in children:
+            child.stop()
+
+
+def test_flower_shows_a_refund_stopped_for_a_human_as_failed_with_the_providers_code(
+    flower_redis: str, env: dict[str, str], sandbox: SandboxAdmin, prefix: str, tmp_path: Path
+) -> None:
+    """MCE refuses a Create (422 CRYPTO_REFUND_NOT_PENDING: the payment is not refundable): the
+    refund stops in needs_attention, and its task is FAILURE in Flower, the exception naming the
+    code and the logId the ledger kept; a refund that completes stays SUCCESS."""
+    run_env = {**env, "REDIS_URL": flower_redis, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+    children: list[Child] = []
+    try:
+        worker = start_worker(tmp_path, run_env, name="stop-worker", concurrency=2)
+        children.append(worker)
+        wait_for_worker(worker)
+        port = free_port()
+        flower = Child("flower", procfile_flower_args(port), tmp_path / "flower.log", run_env)
+        children.append(flower.start())
+        url = f"http://127.0.0.1:{port}"
+
+        def get(path: str) -> requests.Response:
+            r = requests.get(url + path, auth=(USER, PASSWORD), timeout=10)
+            r.raise_for_status()
+            return r
+
+        wait_until(lambda: get("/api/workers?refresh=1").json(), 60, "flower", flower)
+        children.append(start_beat(tmp_path, run_env, name="stop-beat"))
+        settings = load_settings(
+            **{
+                k.removeprefix("REFUNDS_").lower(): v
+                for k, v in TEST_ENV.items()
+                if k.startswith("REFUNDS_")
+            },
+            redis_url=flower_redis,
+            mce_base_url=env["MCE_BASE_URL"],
+        )
+        ledger = Ledger.from_url(flower_redis)
+        producer = Producer(settings, ledger=ledger)
+        stopped, fine = prefix + "stop", prefix + "fine"
+        sandbox.flag([f"{fine}-tx"], outcome="completed")  # the other payment is not refundable
+        for ref in (stopped, fine):
+            producer.submit(
+                {
+                    "originalTransactionType": 1,
+                    "originalTransactionId": f"{ref}-tx",
+                    "clientReference": ref,
+                }
+            )
+        records = {r.client_reference: r for r in wait_final(ledger, [stopped, fine], 30)}
+        held = records[stopped]
+        assert held.state == "needs_attention"
+        assert held.last_error is not None
+        code, log_id = held.last_error["code"], held.last_error["logId"]
+        assert code == "CRYPTO_REFUND_NOT_PENDING"
+        assert log_id
+        assert records[fine].state == "completed"
+
+        deadline = time.monotonic() + 20
+        while True:
+            tasks = get("/api/tasks").json()
+            failed = [
+                t
+                for t in tasks.values()
+                if t.get("state") == "FAILURE" and _names_only(str(t.get("args")), stopped)
+            ]
+            if failed:
+                break
+            assert time.monotonic() < deadline, [
+                (t.get("name"), t.get("state"), t.get("args")) for t in tasks.values()
+            ]
+            time.sleep(0.5)
+        (task,) = failed
+        assert task["name"] == "refunds.create"
+        assert "RefundStoppedError" in task["exception"]
+        assert code in task["exception"]
+        assert log_id in task["exception"]
+        assert settings.mce_client_secret.get_secret_value() not in task["exception"]
+        # Failed once, not redelivered or retried: no other task of that refund after it.
+        assert [t["state"] for t in tasks.values() if stopped in str(t.get("args"))] == [
+            "FAILURE"
+        ]
+        fine_states = {t["state"] for t in tasks.values() if fine in str(t.get("args"))}
+        assert fine_states == {"SUCCESS"}
+        failed_list = get("/api/tasks?state=FAILURE").json()
+        assert list(failed_list) == [task["uuid"]]
     finally:
         for child in children:
             child.stop()

@@ -2,7 +2,8 @@
 -- One original payment is refunded under one reference: the payment index (KEYS[6]) names the
 -- reference that holds the payment; another reference for it is refused (nothing written) unless
 -- the holder was cancelled.
--- KEYS: record, timers, all, state set of the new state, history list, payment index
+-- KEYS: record, timers, all, state set of the new state, history list, payment index, in-flight
+--       index
 -- ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, record key prefix, then
 --       field/value pairs
 -- Answers the existing record's fingerprint, {'payment', the reference that holds the payment},
@@ -22,5 +23,6 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[2], string.format('%.6f', now() + tonumber(ARGV[3])), ARGV[1])
 return false

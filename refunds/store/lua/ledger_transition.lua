@@ -1,11 +1,13 @@
 -- KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
---       parked events[, refund id index]
--- (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
+--       parked events[, refund id index], in-flight index (always last)
+-- (the refund id key only when the transition sets a cryptoRefundId: SET NX, the first reference
+-- wins)
 -- ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
 --       appended: also write a new dispatch id), due (epoch seconds, or '+seconds' from Redis
 --       TIME), H history lines, N sets, M deletes, K outbox members, step lease token to release
 --       ('' = none), answer the history ('1' or ''), then the H lines, N field/value pairs, M
---       field names, K members.
+--       field names, K members, and last the in-flight index's change ('' none, '-' remove, else
+--       the creation time to add with: store.inflight.index_change).
 -- Answers {1, the record as written (field/value pairs), its history ('' unless asked), parked}
 -- or {0, the current state}. ``parked`` is 1/0 (events parked for the refund) when a release was
 -- asked, -1 when not. The lease is released (its fields emptied in the same HSET) only if still
@@ -52,7 +54,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if KEYS[9] then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
+if #KEYS > 9 then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
 if k > 0 then
   local due = string.format('%.6f', now())
   local members = {}
@@ -63,6 +65,12 @@ push_history(rec, KEYS[1], KEYS[6], lines)
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
+  local inflight = ARGV[#ARGV]
+  if inflight == '-' then
+    redis.call('ZREM', KEYS[#KEYS], ARGV[1])
+  elseif inflight ~= '' then
+    redis.call('ZADD', KEYS[#KEYS], inflight, ARGV[1])
+  end
 end
 if timer == 'set' then
   local due = ARGV[6]
