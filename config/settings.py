@@ -263,6 +263,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- archive (refunds.archive: SQL is the record, Redis keeps what is hot) ---
+    # SQLAlchemy URL of the archive: PostgreSQL in production, an SQLite file by default.
+    database_url: str = "sqlite:///refunds-archive.db"
+    # A final refund leaves Redis this long after it turned final, once archived ("7d", seconds).
+    hot_retention: float = Field(7 * 24 * 3600.0, ge=0)
+    archive_batch: int = Field(500, ge=1, le=10_000)  # queue entries per archiver transaction
+    archive_interval: float = Field(1.0, gt=0, le=3600)  # seconds between beat's archive.drain
+
     # --- logs ---
     log_level: str = "INFO"
     log_json: bool = True
@@ -340,7 +348,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("give_up_after", "age_alert_after", mode="before")
+    @field_validator("give_up_after", "age_alert_after", "hot_retention", mode="before")
     @classmethod
     def _parse_durations(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value

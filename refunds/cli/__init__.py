@@ -20,7 +20,8 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, inspection, intake, notifications, serve
+from refunds.archive.db import SchemaBehindError
+from refunds.cli import actions, db, inspection, intake, notifications, serve
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -37,7 +38,7 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except (ConfigError, SchemaBehindError) as exc:
             fail(str(exc), EXIT_USAGE)
         except RefundNotFoundError as exc:
             fail(str(exc), EXIT_PROBLEM)
@@ -71,6 +72,7 @@ for _command in (
     *actions.COMMANDS,
     notifications.notifications,
     serve.web,
+    db.db,
 ):
     cli.add_command(_command)
 

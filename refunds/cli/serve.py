@@ -27,12 +27,14 @@ def web(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API and MCE's webhook endpoint (uvicorn; OpenAPI at /openapi.json)."""
     import uvicorn  # noqa: PLC0415
 
+    from refunds.archive.db import require_current_schema  # noqa: PLC0415
     from refunds.ops.logs import configure  # noqa: PLC0415
     from refunds.web.deps import api_key_of, operator_keys_of  # noqa: PLC0415
 
     settings = common.settings()
     # Refuse to start without a real API key (or with bad operator keys), before binding a port.
     operator_keys_of(settings, api_key_of(settings))
+    require_current_schema(settings.database_url)  # reads answer from the archive too
     configure(settings.log_level, settings.log_json)
     uvicorn.run(
         "refunds.web.app:app_from_env",

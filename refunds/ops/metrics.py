@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from refunds.context import Context
 from refunds.ops.counters import LATENCY_BUCKETS
 from refunds.ops.snapshot import oldest_in_flight_age
+from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.pacing import credentials_refused_since
 
 
@@ -100,6 +101,17 @@ class RedisCollector(Collector):
             "refunds_age_alert",
             f"1 when a refund in flight is older than REFUNDS_AGE_ALERT_AFTER ({after:.0f} s)",
             value=1.0 if age > after else 0.0,
+        )
+        lag = ArchiveQueue(ledger.redis).lag()
+        yield GaugeMetricFamily(
+            "refunds_archive_queue",
+            "Changes queued in Redis, not yet in the SQL archive (archive lag, entries)",
+            value=lag.length,
+        )
+        yield GaugeMetricFamily(
+            "refunds_archive_lag_seconds",
+            "Age of the oldest change not yet in the SQL archive (0 when none)",
+            value=lag.oldest_age,
         )
         yield GaugeMetricFamily(
             "refunds_mce_credentials_refused",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import redis
 
-from refunds.store.keys import event_key, parked_key, record_key
+from refunds.store.keys import ARCHIVE_QUEUE, event_key, parked_key, record_key
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -26,7 +26,8 @@ EVENT_TTL = 30 * 24 * 3600  # seconds raw events are kept, for replays and audit
 
 CLAIM_SECONDS = 60.0  # a delivery "received" longer than this was abandoned: a repeat takes it
 
-# KEYS[1] event hash. ARGV: body, sha256 of the raw body, now (s), ttl (s), claim seconds.
+# KEYS[1] event hash, KEYS[2] archive queue. ARGV: body, sha256 of the raw body, now (s), ttl (s),
+# claim seconds, notificationId. A new event is queued for the SQL archive in the same step.
 # One atomic step decides what a delivery is: "new" (stored and claimed), "retry" (the earlier
 # delivery failed or was abandoned: claimed again), "duplicate" (same body, done or in flight),
 # "conflict" (same notificationId, another body: counted on the event, nothing stored over it).
@@ -37,6 +38,8 @@ if not status then
   redis.call('HSET', KEYS[1], 'body', ARGV[1], 'hash', ARGV[2], 'status', 'received',
              'received_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('XADD', KEYS[2], '*', 'k', 'w', 'nid', ARGV[6], 'body', ARGV[1], 'hash', ARGV[2],
+             'at', ARGV[3])
   return 'new'
 end
 local hash = redis.call('HGET', KEYS[1], 'hash')
@@ -95,19 +98,27 @@ class EventStore:
         "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
         text = body.decode("utf-8", errors="replace")
         digest = hashlib.sha256(body).hexdigest()
-        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]
-        return cast(StoreOutcome, str(self._store(keys=[event_key(nid)], args=args)))
+        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds, nid]
+        keys = [event_key(nid), ARCHIVE_QUEUE]
+        return cast(StoreOutcome, str(self._store(keys=keys, args=args)))
 
     def mark(self, nid: str, status: str, ref: str | None = None) -> None:
         """Record how the event ended (applied, stale, parked, ignored) and its reference."""
         mapping: dict[str | bytes, str] = {"status": status}
         if ref:
             mapping["ref"] = ref
-        self.redis.hset(event_key(nid), mapping=mapping)  # type: ignore[arg-type]
+        self._mark(nid, mapping)
+
+    def _mark(self, nid: str, mapping: dict[str | bytes, str]) -> None:
+        """Write the event's outcome and queue it for the archive in one MULTI (both or none)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(event_key(nid), mapping=mapping)  # type: ignore[arg-type]
+        pipe.xadd(ARCHIVE_QUEUE, {"k": "s", "nid": nid, **mapping})  # type: ignore[dict-item]
+        pipe.execute()
 
     def mark_error(self, nid: str, error: str) -> None:
         """The apply failed: a redelivery finishes the job (status ``error`` is unfinished)."""
-        self.redis.hset(event_key(nid), mapping={"status": "error", "error": error})
+        self._mark(nid, {"status": "error", "error": error})
 
     def get(self, nid: str) -> dict[str, str]:
         """The stored event's fields (body, status, received_at, error, ref); {} when unknown."""

@@ -25,19 +25,26 @@ script (``then``), and releases the lease and looks for parked webhooks (``relea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis
 
 from config.settings import Settings
-from refunds.errors import ConflictError, RefundNotFoundError, TransitionError
+from refunds.errors import (
+    ArchiveUnavailableError,
+    ConflictError,
+    RefundNotFoundError,
+    TransitionError,
+)
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line, new_record
 from refunds.store.connection import ensure_durable
 from refunds.store.keys import (
     ALL,
+    ARCHIVE_QUEUE,
+    ARCHIVED_REFS,
     CONFLICTS,
     OUTBOX,
     TIMERS,
@@ -49,7 +56,7 @@ from refunds.store.keys import (
     state_key,
 )
 from refunds.store.locks import StepLock, StepLocks
-from refunds.store.lua import HISTORY, NOW
+from refunds.store.lua import ARCHIVE, HISTORY, NOW
 from refunds.store.timers import Timers
 
 __all__ = [
@@ -69,17 +76,36 @@ __all__ = [
 
 TimerAction = Literal["keep", "set", "clear"]
 
+#: What the submit script answers for a reference that left Redis for the archive (a tombstone in
+#: ``rp:gone``); never a fingerprint (those are hex).
+ARCHIVED = "!archived"
 
-# KEYS: record, timers, all, state set of the new state, history list
+#: Reads a record from the SQL archive (``refunds.archive.reads``), None when it is not there.
+ArchivedLookup = Callable[[str], "RefundRecord | None"]
+
+
+# KEYS: record, timers, all, state set of the new state, history list, archive queue, archived
+#       references (tombstones)
 # ARGV: ref, now, due in (seconds from Redis TIME), fp, history line, then field/value pairs
-_SUBMIT = """
+# Answers the existing record's fingerprint, ARCHIVED (the reference left Redis for the archive:
+# the caller compares with the archived record), or false (created).
+_SUBMIT = (
+    ARCHIVE
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGET', KEYS[1], 'fp')
 end
+if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return '"""
+    + ARCHIVED
+    + """' end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local rec = {}
+for i = 6, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]; rec[ARGV[i]] = ARGV[i + 1]
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('RPUSH', KEYS[5], ARGV[5])
+archive_record(KEYS[6], ARGV[1], rec, {ARGV[5]})
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 local t = redis.call('TIME')
@@ -87,9 +113,10 @@ local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%.6f', due), ARGV[1])
 return false
 """
+)
 
 # KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
-#       parked events[, refund id index]
+#       parked events, archive queue[, refund id index]
 # (the index key only when the transition sets a cryptoRefundId: SET NX, the first reference wins)
 # ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
 #       appended: also write a new dispatch id), due (epoch seconds, or '+seconds' from Redis
@@ -108,6 +135,7 @@ return false
 _TRANSITION = (
     NOW
     + HISTORY
+    + ARCHIVE
     + """
 local h, n, m, k = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local flat = redis.call('HGETALL', KEYS[1])
@@ -146,7 +174,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if KEYS[9] then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
+if KEYS[10] then redis.call('SET', KEYS[10], ARGV[1], 'NX') end
 if k > 0 then
   local due = string.format('%.6f', now())
   local members = {}
@@ -154,6 +182,7 @@ if k > 0 then
   redis.call('ZADD', KEYS[5], unpack(members))
 end
 push_history(rec, KEYS[1], KEYS[6], lines)
+archive_record(KEYS[9], ARGV[1], rec, lines)
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
@@ -214,9 +243,11 @@ Edge = tuple[State, str, Mapping[str, Any]]
 class Ledger(Timers, StepLocks):
     """The refund records, their timers and locks, in one Redis database."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, archived: ArchivedLookup | None = None) -> None:
         Timers.__init__(self, client)
         StepLocks.__init__(self, client)
+        #: Intake's look-up of archived references (a tombstone hit); None: this process has none.
+        self.archived = archived
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
 
@@ -245,7 +276,15 @@ class Ledger(Timers, StepLocks):
             fields["addr"] = intent.refund_address
         flat = [encode(x) for kv in fields.items() for x in kv]
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
-        keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref)]
+        keys = [
+            record_key(ref),
+            TIMERS,
+            ALL,
+            state_key(State.RECEIVED),
+            history_key(ref),
+            ARCHIVE_QUEUE,
+            ARCHIVED_REFS,
+        ]
         argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, *flat]
         return keys, argv
 
@@ -275,7 +314,11 @@ class Ledger(Timers, StepLocks):
             keys, argv = self._submit_args(intent, at, due_in)
             self._submit(keys=keys, args=argv, client=pipe)
         answers = pipe.execute()
-        seen = [i.client_reference for i, fp in zip(intents, answers, strict=True) if fp]
+        seen = [
+            i.client_reference
+            for i, fp in zip(intents, answers, strict=True)
+            if fp not in (None, ARCHIVED)
+        ]
         existing = {r.client_reference: r for r in self.get_many(seen)} if seen else {}
         results: list[SubmitResult | ConflictError] = []
         for intent, existing_fp in zip(intents, answers, strict=True):
@@ -283,6 +326,9 @@ class Ledger(Timers, StepLocks):
                 results.append(SubmitResult(new_record(intent, at), created=True))
                 continue
             try:
+                if existing_fp == ARCHIVED:
+                    results.append(self._archived_outcome(intent))
+                    continue
                 results.append(
                     self._existing_outcome(intent, existing_fp, existing[intent.client_reference])
                 )
@@ -291,10 +337,23 @@ class Ledger(Timers, StepLocks):
         return results
 
     def _submit_outcome(self, intent: RefundIntent, existing_fp: str | None) -> SubmitResult:
+        if existing_fp == ARCHIVED:
+            return self._archived_outcome(intent)
         record = self.get(intent.client_reference)
         if existing_fp is None:
             return SubmitResult(record, created=True)
         return self._existing_outcome(intent, existing_fp, record)
+
+    def _archived_outcome(self, intent: RefundIntent) -> SubmitResult:
+        """Intake of a reference that left Redis: the archived record decides (same intent: that
+        record; other content: ConflictError), as a record in Redis would."""
+        ref = intent.client_reference
+        if self.archived is None:
+            raise ArchiveUnavailableError(ref, "is not configured in this process")
+        record = self.archived(ref)
+        if record is None:
+            raise ArchiveUnavailableError(ref, "has no record of it")
+        return self._existing_outcome(intent, record.fingerprint, record)
 
     @staticmethod
     def _existing_outcome(
@@ -508,6 +567,7 @@ class Ledger(Timers, StepLocks):
             history_key(ref),
             legacy_history_key(ref),
             parked_key(ref),
+            ARCHIVE_QUEUE,
         ]
         refund_id = merged.get("crypto_refund_id")
         if refund_id and str(refund_id) != record.crypto_refund_id:

@@ -23,8 +23,8 @@ import redis
 
 from refunds.models import RefundRecord, State, now
 from refunds.store.codec import FIELDS, decode, encode, history_line
-from refunds.store.keys import STATE_PREFIX, TIMERS, history_key, record_key
-from refunds.store.lua import HISTORY, NOW
+from refunds.store.keys import ARCHIVE_QUEUE, STATE_PREFIX, TIMERS, history_key, record_key
+from refunds.store.lua import ARCHIVE, HISTORY, NOW
 
 __all__ = ["LEASE_FIELDS", "Begin", "StepLock", "StepLocks"]
 
@@ -64,7 +64,7 @@ redis.call('HSET', KEYS[1], 'lk', '', 'lku', '')
 return 1
 """
 
-# KEYS: record, timers, history list.
+# KEYS: record, timers, history list, archive queue (an attempt begun is queued for the archive).
 # ARGV: lease token, lease ms, ref, start ('' = only take the lease and read), fence ('' = none: a
 #       nudge), then the attempt to begin ('' = none): working state, the states it begins from
 #       (',a,b,'), the history line for entering the working state, now, the field the record
@@ -83,6 +83,7 @@ return 1
 _ACQUIRE = (
     NOW
     + HISTORY
+    + ARCHIVE
     + """
 local raw = redis.call('HGETALL', KEYS[1])
 if #raw == 0 then return {1, raw, 0, 0, '0', 0} end
@@ -123,6 +124,11 @@ if ARGV[4] ~= '' and working ~= '' and listed(ARGV[7], st)
 end
 redis.call('HSET', KEYS[1], unpack(sets))
 for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
+if begun == 1 then
+  local lines = {}
+  if st ~= working then lines = {ARGV[8]} end
+  archive_record(KEYS[4], ARGV[3], rec, lines)
+end
 if begun == 1 then
   redis.call('ZADD', KEYS[2], due, ARGV[3])  -- an attempt always has a timer
 elseif ARGV[4] ~= '' then
@@ -269,7 +275,9 @@ class StepLocks:
         a missing record, nor for a stale or duplicate ``fence``, which takes nothing).
         ``begin``: with ``start``, also begin the step's attempt there (``begun``)."""
         lock = StepLock(ref, seconds, start=start, fence=fence, begin=begin)
-        answer = self._acquire(keys=[record_key(ref), TIMERS, history_key(ref)], args=lock.args())
+        answer = self._acquire(
+            keys=[record_key(ref), TIMERS, history_key(ref), ARCHIVE_QUEUE], args=lock.args()
+        )
         if lock.take(list(answer)):
             return lock, 0.0
         return None, lock.pttl / 1000

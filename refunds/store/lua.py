@@ -1,14 +1,16 @@
 """Lua pieces the store's scripts share (prepended to a script's source, so each stays one script).
 
 ``now()``: Redis TIME as epoch seconds, read at most once per script (the one clock every host
-shares). ``push_history(rec, record_key, list_key, lines)``: append history lines with one RPUSH;
+shares). ``archive_record(stream, ref, rec, lines)``: queue a record write for the SQL archive
+(``rp:arch``; see ``refunds.archive``), in the script that makes the write.
+``push_history(rec, record_key, list_key, lines)``: append history lines with one RPUSH;
 a record from the releases that kept its history inside the hash (field ``hist``) has those lines
 moved out first, so the list stays in order.
 """
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "NOW"]
+__all__ = ["ARCHIVE", "HISTORY", "NOW"]
 
 NOW = """
 local _now
@@ -31,5 +33,16 @@ local function push_history(rec, record_key, list_key, lines)
   end
   for _, line in ipairs(lines) do all[#all + 1] = line end
   if #all > 0 then redis.call('RPUSH', list_key, unpack(all)) end
+end
+"""
+
+# The archive queue (``rp:arch``, a stream drained by ``refunds.archive.archiver``): one entry per
+# record write, with the record as written (``rec``, every hash field) and the history lines the
+# write appended. Each write bumps ``ver`` and each line is one version, so the archiver numbers
+# the lines ``ver - #lines + 1 .. ver``. Queued in the same script as the write: both or neither.
+ARCHIVE = """
+local function archive_record(stream, ref, rec, lines)
+  redis.call('XADD', stream, '*', 'k', 'r', 'ref', ref, 'v', rec['ver'] or '0',
+             'h', table.concat(lines, '\\n'), 'r', cjson.encode(rec))
 end
 """

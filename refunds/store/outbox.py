@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from refunds.store.keys import (
+    ARCHIVE_QUEUE,
     OUTBOX,
     OUTBOX_ATTEMPTS,
     OUTBOX_DEAD,
@@ -41,15 +42,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
-# KEYS: outbox, attempts, failing. ARGV: member. Delivered: forget the entry and its failures.
+# KEYS: outbox, attempts, failing, archive queue. ARGV: member. Delivered: forget the entry and its
+# failures; the outcome is queued for the SQL archive.
 _DONE = """
+redis.call('XADD', KEYS[4], '*', 'k', 'n', 'm', ARGV[1], 'o', 'delivered',
+           'a', redis.call('HGET', KEYS[2], ARGV[1]) or '0', 'e', '')
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: attempts, failing. ARGV: member, error.
+# KEYS: attempts, failing, archive queue. ARGV: member, error.
 # One failed attempt: count it, keep the first failure's time and the last error.
 # Returns {attempts, first failure, now} (times as strings: Lua numbers lose precision in replies).
 _FAILED = (
@@ -62,6 +66,7 @@ if old then
   first = cjson.decode(old)['first'] or now
 end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({first = first, error = ARGV[2]}))
+redis.call('XADD', KEYS[3], '*', 'k', 'n', 'm', ARGV[1], 'o', 'failed', 'a', attempts, 'e', ARGV[2])
 return {attempts, tostring(first), tostring(now)}
 """
 )
@@ -76,7 +81,8 @@ return tostring(due)
 """
 )
 
-# KEYS: outbox, dead, attempts, failing, dead info. ARGV: member, at ('' = Redis now).
+# KEYS: outbox, dead, attempts, failing, dead info, archive queue.
+# ARGV: member, at ('' = Redis now).
 # Given up: out of the outbox into the dead letters, with its attempts, first failure and last
 # error, all in one step (a crash cannot leave it in both, or in neither).
 _BURY = (
@@ -98,6 +104,7 @@ redis.call('HSET', KEYS[5], ARGV[1],
   cjson.encode({attempts = attempts, error = err, first = first, at = at}))
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[6], '*', 'k', 'n', 'm', ARGV[1], 'o', 'dead', 'a', attempts, 'e', err)
 return 1
 """
 )
@@ -170,7 +177,7 @@ class Outbox:
 
     def done(self, member: str) -> None:
         """The entry was delivered (or is undeliverable by design): remove it and its failures."""
-        self._done(keys=[OUTBOX, OUTBOX_ATTEMPTS, OUTBOX_FAILING], args=[member])
+        self._done(keys=[OUTBOX, OUTBOX_ATTEMPTS, OUTBOX_FAILING, ARCHIVE_QUEUE], args=[member])
 
     def failed(self, member: str, error: str = "") -> int:
         """Count one failed attempt; returns the attempts so far."""
@@ -181,7 +188,8 @@ class Outbox:
         raw = cast(
             list[Any],
             self._failed(
-                keys=[OUTBOX_ATTEMPTS, OUTBOX_FAILING], args=[member, error[:_ERROR_CHARS]]
+                keys=[OUTBOX_ATTEMPTS, OUTBOX_FAILING, ARCHIVE_QUEUE],
+                args=[member, error[:_ERROR_CHARS]],
             ),
         )
         return Failure(int(raw[0]), float(raw[1]), float(raw[2]))
@@ -200,7 +208,14 @@ class Outbox:
         ``at`` is the time of death (epoch seconds); by default Redis' now.
         """
         self._bury(
-            keys=[OUTBOX, OUTBOX_DEAD, OUTBOX_ATTEMPTS, OUTBOX_FAILING, OUTBOX_DEAD_INFO],
+            keys=[
+                OUTBOX,
+                OUTBOX_DEAD,
+                OUTBOX_ATTEMPTS,
+                OUTBOX_FAILING,
+                OUTBOX_DEAD_INFO,
+                ARCHIVE_QUEUE,
+            ],
             args=[member, "" if at is None else repr(at)],
         )
 
@@ -241,9 +256,7 @@ class Outbox:
         )
         if not rows:
             return []
-        infos = cast(
-            list[str | None], self.redis.hmget(OUTBOX_DEAD_INFO, [m for m, _ in rows])
-        )
+        infos = cast(list[str | None], self.redis.hmget(OUTBOX_DEAD_INFO, [m for m, _ in rows]))
         letters = []
         for (member, at), raw in zip(rows, infos, strict=True):
             info: dict[str, Any] = json.loads(raw) if raw else {}
