@@ -296,7 +296,7 @@ def _serve(console: Console, stack: LocalStack, web_url: str, sandbox_url: str, 
         f"  curl -s -H 'X-API-Key: sandbox-api-key' '{web_url}/refunds?state=completed&limit=5'\n"
         "The CLI against this demo: "
         f"REFUNDS_PROFILE=sandbox REDIS_URL={stack.redis_url} MCE_BASE_URL={sandbox_url} "
-        "refunds stats"
+        f"REFUNDS_DATABASE_URL={stack.database_url} refunds stats"
     )
     try:
         while True:
