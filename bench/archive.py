@@ -33,6 +33,7 @@ from devstack.processes import start_redis
 from refunds.archive.archiver import drain
 from refunds.archive.db import engine_for, upgrade
 from refunds.archive.models import ArchivedRefund, RefundEvent
+from refunds.archive.reads import ArchiveReader, Refunds
 from refunds.archive.retention import evict_expired
 from refunds.models import RefundIntent, State
 from refunds.store.archive_queue import ArchiveQueue
@@ -128,6 +129,49 @@ def _refill(ledger: Ledger, entries: list[tuple[str, dict[str, str]]]) -> None:
     pipe.execute()
 
 
+def _archived_reads(ledger: Ledger, url: str, refs: list[str], name: str) -> None:
+    """p50/p99 of one archived refund read through ``Refunds.get`` (Redis miss, tombstone,
+    SQL), in process: the part of ``GET /refunds/{ref}`` the archive adds."""
+    reads = Refunds(ledger, ArchiveReader(engine_for(url)))
+    took = []
+    for ref in refs[: min(len(refs), 2000)]:
+        started = time.perf_counter()
+        reads.get(ref)
+        took.append(time.perf_counter() - started)
+    took.sort()
+    p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99)]
+    print(f"archived read ({name}): p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+
+
+def _postgres(
+    admin_url: str, ledger: Ledger, entries: list[tuple[str, dict[str, str]]], refs: list[str]
+) -> None:
+    """The same queue drained into a PostgreSQL database created (and dropped) here."""
+    queue = ArchiveQueue(ledger.redis)
+    name = f"bench_archive_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    pg_url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(pg_url)
+        _refill(ledger, entries)
+        took, drained = _drain_all(queue, pg_url)
+        rows = _rows(pg_url)
+        print(
+            f"archiver postgresql: {drained} entries, {rows} rows in {took:.2f}s = "
+            f"{rows / took:.0f} rows/s, {drained / took:.0f} entries/s"
+        )
+        with engine_for(pg_url).begin() as conn:
+            conn.execute(text("UPDATE refunds SET evicted_at = now()"))
+        ledger.redis.sadd(ARCHIVED_REFS, *refs)
+        _archived_reads(ledger, pg_url, refs, "postgresql")
+    finally:
+        engine_for(pg_url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.archive")
     parser.add_argument("--refunds", type=int, default=5000)
@@ -144,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         queue = ArchiveQueue(ledger.redis)
         n = args.refunds
         base = _used(ledger)
-        make_final(ledger, n, "b-")
+        refs = make_final(ledger, n, "b-")
         entries = _copy_queue(queue)
         sqlite_url = f"sqlite:///{work / 'archive.db'}"
         upgrade(sqlite_url)
@@ -158,9 +202,15 @@ def main(argv: list[str] | None = None) -> None:
         hot = _used(ledger)
         print(f"redis bytes per final refund, hot (queue drained): {(hot - base) / n:.0f}")
         result = evict_expired(queue, engine_for(sqlite_url), retention=0, limit=n)
+        at_once = _used(ledger)
+        time.sleep(3.0)  # Redis shrinks its keyspace table in its cron, not at DEL
         after = _used(ledger)
         print(f"evicted: {result.evicted}, kept: {result.kept}")
-        print(f"redis bytes per final refund after retention, tombstone: {(after - base) / n:.1f}")
+        print(
+            f"redis bytes per final refund after retention, tombstone: {(after - base) / n:.1f} "
+            f"(right after the evictions: {(at_once - base) / n:.1f})"
+        )
+        _archived_reads(ledger, sqlite_url, refs, "sqlite")
         tomb = int(ledger.redis.memory_usage(ARCHIVED_REFS) or 0)
         print(f"  (MEMORY USAGE rp:gone: {tomb} bytes = {tomb / n:.1f} per refund)")
         ledger.redis.delete(ARCHIVED_REFS)
@@ -170,24 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{(lookup - base) / n:.1f}"
         )
         if args.pg:
-            name = f"bench_archive_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            pg_url = args.pg.rsplit("/", 1)[0] + f"/{name}"
-            try:
-                upgrade(pg_url)
-                _refill(ledger, entries)
-                took, drained = _drain_all(queue, pg_url)
-                rows = _rows(pg_url)
-                print(
-                    f"archiver postgresql: {drained} entries, {rows} rows in {took:.2f}s = "
-                    f"{rows / took:.0f} rows/s, {drained / took:.0f} entries/s"
-                )
-            finally:
-                engine_for(pg_url).dispose()
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _postgres(args.pg, ledger, entries, refs)
     finally:
         child.stop()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 import redis
+import sqlalchemy.exc
 
 from refunds.archive.db import SchemaBehindError
 from refunds.cli import actions, db, inspection, intake, notifications, serve
@@ -29,7 +30,12 @@ from refunds.cli.common import (
     EXIT_USAGE,
     fail,
 )
-from refunds.errors import ConfigError, NotDurableError, RefundNotFoundError
+from refunds.errors import (
+    ArchiveUnavailableError,
+    ConfigError,
+    NotDurableError,
+    RefundNotFoundError,
+)
 
 
 class _Cli(click.Group):
@@ -46,6 +52,11 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_NOT_DURABLE)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
+        except ArchiveUnavailableError as exc:
+            fail(str(exc), EXIT_PROBLEM)
+        except sqlalchemy.exc.OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            fail(f"cannot reach the archive database (REFUNDS_DATABASE_URL): {reason}", EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("refunds: interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
