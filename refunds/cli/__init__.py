@@ -22,7 +22,7 @@ import redis
 import sqlalchemy.exc
 
 from refunds.archive.db import SchemaBehindError
-from refunds.cli import actions, db, inspection, intake, notifications, serve
+from refunds.cli import actions, db, export, inspection, intake, notifications, serve
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -84,6 +84,7 @@ for _command in (
     notifications.notifications,
     serve.web,
     db.db,
+    export.export,
 ):
     cli.add_command(_command)
 
