@@ -29,7 +29,7 @@ from refunds.errors import NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
 from refunds.web import errors
 from refunds.web.deps import SANDBOX_API_KEY, Services, api_key_of, operator_keys_of
-from refunds.web.routers import intake, mce_webhook, operator, ops
+from refunds.web.routers import exports, intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
 
 __all__ = ["SANDBOX_API_KEY", "api_key_of", "app_from_env", "create_app"]
@@ -52,7 +52,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
         api_key=api_key,
         operator_keys=operator_keys,
     )
-    for router in (intake.router, operator.router, mce_webhook.router, ops.router):
+    for router in (intake.router, operator.router, exports.router, mce_webhook.router, ops.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)

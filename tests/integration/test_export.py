@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 from openpyxl import load_workbook
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from devstack.processes import free_port, start_web
+from devstack.wait import wait_until
 from refunds.archive.archiver import Batch, write
 from refunds.archive.db import engine_for, upgrade
 from refunds.store.archive_queue import Entry
@@ -29,6 +32,8 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TINY = "0.000000000000000001"
 BIG = "123456789.123456789012345678"
 FORMULA = '=HYPERLINK("http://evil.example","x")'
+KEY = {"X-API-Key": "sandbox-api-key"}
+OPERATOR = {"X-API-Key": "sandbox-operator-key"}
 T0 = 1_780_000_000.0  # 2026-05-28, inside the exported period
 
 
@@ -139,3 +144,41 @@ def _read(fmt: str, path: Path) -> list[dict[str, object]]:
     table = pq.read_table(path)
     assert str(table.schema.field("amount").type) == "decimal128(38, 18)"
     return list(table.to_pylist())
+
+
+def test_export_over_http_needs_an_operator_key_and_matches_its_manifest(
+    tmp_path: Path, redis_url: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'http-export.db'}"
+    upgrade(url)
+    with engine_for(url).begin() as conn:
+        write(conn, Batch.of([_entry(1, "http-big", "completed", BIG, "addr-1")]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "REFUNDS_PROFILE": "sandbox",
+        "REFUNDS_DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+    }
+    web = start_web(tmp_path, env, port=port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(base + "/healthz", timeout=2).ok, 60, what="web", child=web)
+        params = {"from": "2026-05-01T00:00:00Z", "to": "2026-06-01T00:00:00Z", "format": "csv"}
+        refused = requests.get(base + "/exports/refunds", params=params, timeout=10, headers=KEY)
+        assert refused.status_code == 403
+        got = requests.get(base + "/exports/refunds", params=params, timeout=30, headers=OPERATOR)
+        assert got.status_code == 200, got.text
+        assert got.headers["X-Export-Rows"] == "1"
+        assert got.headers["X-Export-Sha256"] == hashlib.sha256(got.content).hexdigest()
+        assert BIG in got.text
+        manifest = requests.get(
+            base + "/exports/refunds",
+            params={**params, "manifest": "true"},
+            timeout=30,
+            headers=OPERATOR,
+        ).json()
+        assert manifest["rows"] == 1
+        assert manifest["sums"][0]["amount"] == BIG
+    finally:
+        web.stop()
