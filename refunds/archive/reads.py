@@ -40,7 +40,24 @@ __all__ = [
     "Refunds",
     "archived_lookup",
     "refunds_of",
+    "window_edge",
 ]
+
+
+_LAST_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
+def window_edge(value: datetime | None) -> float | None:
+    """A caller's window edge as epoch seconds (UTC when it has no offset), clamped to
+    [1970, 9999]: no refund lies outside, and a datetime of year 1 or 9999 with an offset does
+    not overflow the conversions behind it."""
+    if value is None:
+        return None
+    try:
+        ts = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    except (OverflowError, ValueError):
+        ts = 0.0 if value.year < 1970 else _LAST_SECOND
+    return min(max(ts, 0.0), _LAST_SECOND)
 
 
 def _epoch(value: datetime) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -10,6 +10,7 @@ import click
 from refunds.archive.db import engine_for, require_current_schema
 from refunds.archive.export_files import FORMATS, Format, write_export
 from refunds.archive.export_rows import Period, rows
+from refunds.archive.reads import window_edge
 from refunds.cli import common
 from refunds.models import State
 
@@ -23,7 +24,7 @@ def _moment(value: str, name: str) -> float:
             f"{value!r} is not an ISO 8601 date or time (e.g. 2026-07-01 or 2026-07-01T00:00Z)",
             param_hint=name,
         ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return window_edge(parsed) or 0.0
 
 
 @click.command("export")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 from refunds.archive.db import engine_for
 from refunds.archive.export_files import Format, write_export
 from refunds.archive.export_rows import Period, rows
+from refunds.archive.reads import window_edge
 from refunds.models import State
 from refunds.web.deps import OperatorDep, SettingsDep
 from refunds.web.errors import problem
+from refunds.web.schemas import OPERATOR
 
 router = APIRouter()
 
@@ -34,11 +36,17 @@ _MEDIA = {
 }
 
 
-def _epoch(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
-@router.get("/exports/refunds", summary="Refunds created in [from, to) as CSV, XLSX or Parquet")
+@router.get(
+    "/exports/refunds",
+    summary="Refunds created in [from, to) as CSV, XLSX or Parquet",
+    responses={
+        200: {
+            "description": "The export file (or, with manifest=true, its manifest as JSON)",
+            "content": {**{m: {} for m in _MEDIA.values()}, "application/json": {}},
+        },
+        **OPERATOR,
+    },
+)
 async def export_refunds(  # noqa: PLR0917 - FastAPI passes parameters by keyword
     operator: OperatorDep,
     settings: SettingsDep,
@@ -48,7 +56,9 @@ async def export_refunds(  # noqa: PLR0917 - FastAPI passes parameters by keywor
     state: Annotated[list[State] | None, Query()] = None,
     manifest: bool = False,
 ) -> Any:
-    period = Period(_epoch(start), _epoch(end), tuple(str(s) for s in state or ()))
+    period = Period(
+        window_edge(start) or 0.0, window_edge(end) or 0.0, tuple(str(s) for s in state or ())
+    )
     if period.end <= period.start:
         return problem(422, "invalid request", [{"field": "to", "message": "must be after from"}])
     workdir = Path(tempfile.mkdtemp(prefix="refunds-export-"))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from refunds.archive.reads import RefundFilter
+from refunds.archive.reads import RefundFilter, window_edge
 from refunds.batch import DuplicateKeyError, unique_keys
 from refunds.errors import ConflictError, InvalidIntentError
 from refunds.models import PublicRefund, RefundIntent, State
@@ -102,16 +102,20 @@ def list_refunds(
     created_from: Annotated[datetime | None, Query(alias="createdFrom")] = None,
     created_to: Annotated[datetime | None, Query(alias="createdTo")] = None,
     currency: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
-    amount_min: Annotated[Decimal | None, Query(alias="amountMin", ge=0)] = None,
-    amount_max: Annotated[Decimal | None, Query(alias="amountMax", ge=0)] = None,
+    amount_min: Annotated[
+        Decimal | None, Query(alias="amountMin", ge=0, allow_inf_nan=False, max_digits=38)
+    ] = None,
+    amount_max: Annotated[
+        Decimal | None, Query(alias="amountMax", ge=0, allow_inf_nan=False, max_digits=38)
+    ] = None,
 ) -> Any:
     """Oldest first; ``createdFrom``/``createdTo`` are a half-open window (ISO 8601, UTC when
     no offset is given); amounts are inclusive. Answers from Redis and the archive alike."""
     if not conflicts:
         wanted = RefundFilter(
             state=state,
-            created_from=_epoch(created_from),
-            created_to=_epoch(created_to),
+            created_from=window_edge(created_from),
+            created_to=window_edge(created_to),
             currency=currency,
             amount_min=amount_min,
             amount_max=amount_max,
@@ -132,8 +136,3 @@ def list_refunds(
         total=len(refs),
     )
 
-
-def _epoch(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
