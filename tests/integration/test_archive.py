@@ -33,7 +33,7 @@ from devstack.processes import free_port
 from devstack.stack import LocalStack
 from devstack.wait import wait_until
 from refunds.archive.db import alembic_config, engine_for
-from refunds.archive.models import RefundEvent, StoredWebhook
+from refunds.archive.models import NotificationOutcome, RefundEvent, StoredWebhook
 from refunds.archive.reads import ArchiveReader
 from refunds.archive.retention import evict_expired
 from refunds.store.archive_queue import ArchiveQueue
@@ -112,6 +112,7 @@ class ArchiveStack:
         wait_until(done, timeout, what=f"{len(refs)} refunds final")
 
     def wait_archived(self, timeout: float = 60.0) -> None:
+        wait_until(lambda: self.ledger.outbox_count() == 0, timeout, what="notifications sent")
         wait_until(lambda: self.queue.lag().length == 0, timeout, what="archive queue drained")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -144,6 +145,14 @@ class ArchiveStack:
                 ).mappings()
             }
         assert n_events == sum(len(r.history) for r in hot.values())  # no duplicate, none lost
+        with self.engine.connect() as conn:
+            outcomes = conn.execute(
+                select(NotificationOutcome.reference, NotificationOutcome.channel).where(
+                    NotificationOutcome.reference.in_(refs),
+                    NotificationOutcome.outcome == "delivered",
+                )
+            ).all()
+        assert sorted(outcomes) == sorted((ref, "task") for ref in refs)
         events = EventStore(self.ledger.redis)
         in_redis = {}
         for key in self.ledger.redis.scan_iter(match=event_key("*"), count=1000):
@@ -179,6 +188,9 @@ def archive_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             "REFUNDS_DATABASE_URL": url,
             "REFUNDS_ARCHIVE_INTERVAL": "0.25",
             "REFUNDS_ARCHIVE_BATCH": "50",
+            # Outcome notifications as Celery messages nobody here consumes: each is delivered
+            # (published) once, and that outcome is archived.
+            "REFUNDS_NOTIFY_TASK": "merchant.refund_outcome",
         }
         local = cleanup.enter_context(LocalStack(workdir, base_env=env))
         local.start_redis()
