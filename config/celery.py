@@ -35,13 +35,14 @@ TIMERS_QUEUE = "refunds.timers"  # the scheduler tick and bookkeeping: cheap, la
 NOTIFY_QUEUE = "refunds.notify"  # outcome notifications to merchant apps (their endpoints' pace)
 ALL_QUEUES = f"{PROVIDER_QUEUE},{TIMERS_QUEUE},{NOTIFY_QUEUE}"
 
-TASK_MODULES = ["tasks.refunds", "tasks.schedule", "tasks.notifications"]
+TASK_MODULES = ["tasks.refunds", "tasks.schedule", "tasks.notifications", "tasks.archive"]
 
 TASK_ROUTES = {
     "refunds.create": {"queue": PROVIDER_QUEUE},
     "refunds.confirm": {"queue": PROVIDER_QUEUE},
     "refunds.poll": {"queue": PROVIDER_QUEUE},
     "refunds.tick": {"queue": TIMERS_QUEUE},
+    "archive.drain": {"queue": TIMERS_QUEUE},
     "notifications.deliver": {"queue": NOTIFY_QUEUE},
 }
 
@@ -90,6 +91,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.tick_interval,
                 # A tick that waited longer than its interval is stale; the next one does its job.
                 "options": {"expires": max(settings.tick_interval * 2, 1.0)},
+            },
+            # Redis -> SQL archive, and hot retention (refunds.archive); one round at a time.
+            "archive-drain": {
+                "task": "archive.drain",
+                "schedule": settings.archive_interval,
+                "options": {"expires": max(settings.archive_interval * 2, 1.0)},
             },
         },
     }

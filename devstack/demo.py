@@ -11,6 +11,7 @@ or SIGTERM: children run in their own sessions, so nothing else would stop them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,8 +47,10 @@ from devstack.demo_env import (
 )
 from devstack.processes import free_port, redis_reachable, wait_for_worker
 from devstack.stack import LocalStack
+from devstack.wait import wait_until
 from refunds.errors import ConfigError
 from refunds.models import FINAL_STATES, RefundIntent, RefundRecord, State
+from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.ledger import Ledger
 
 POLL_SCHEDULE = "0.5,1,2"  # quick follow-ups: the sandbox completes refunds in seconds
@@ -305,15 +308,29 @@ def _run(
     else:
         print_summary(stdout, summary)
     code = EXIT_OK if summary["allCompleted"] else EXIT_FAILED
+    _wait_archived(console, stack, ledger)
     if opts.serve:
         _serve(console, stack, web_url, sandbox_url, refs[0])
     return code
 
 
+def _wait_archived(console: Console, stack: LocalStack, ledger: Ledger) -> None:
+    """Let the archiver catch up (it runs every second), so the demo leaves every refund, final,
+    in its SQL archive (``stack.database_url``; kept with --keep-dir)."""
+    queue = ArchiveQueue(ledger.redis)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: queue.lag().length == 0, 30, what="the archive")
+    lag = queue.lag()
+    if lag.length:
+        console.print(f"demo: [yellow]archive behind[/]: {lag.length} changes still queued")
+    else:
+        console.print(f"demo: archive caught up ({stack.database_url})")
+
+
 def _serve(console: Console, stack: LocalStack, web_url: str, sandbox_url: str, ref: str) -> None:
     """Keep everything running for the examples, until Ctrl-C; their environment in .demo/env."""
     flag_example_payments(sandbox_url)
-    env_file = write_env_file(stack.redis_url, sandbox_url, web_url)
+    env_file = write_env_file(stack.redis_url, sandbox_url, web_url, stack.database_url)
     console.print(
         f"\ndemo: serving until Ctrl-C. HTTP API {web_url} (X-API-Key: sandbox-api-key), "
         f"sandbox {sandbox_url}; payments TX-1001, TX-1002 and TX-1003 are flagged for the "

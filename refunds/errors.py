@@ -141,6 +141,19 @@ class RefundNotFoundError(RefundsError):
         return (type(self), (self.client_reference,))
 
 
+class ArchiveUnavailableError(RefundsError):
+    """The reference left Redis for the SQL archive, and the archive could not answer for it
+    (not configured in this process, unreachable, or the record missing there)."""
+
+    def __init__(self, client_reference: str, why: str) -> None:
+        self.client_reference = client_reference
+        self.why = why
+        super().__init__(f"refund {client_reference} is archived and the archive {why}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.client_reference, self.why))
+
+
 class TransitionError(RefundsError):
     """A state change was refused: the edge is not in the table, or the record moved meanwhile."""
 

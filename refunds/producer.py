@@ -27,6 +27,7 @@ from celery import Celery
 
 from config.celery import make_celery
 from config.settings import Settings, get_settings
+from refunds.archive.reads import archived_lookup
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord, State
 from refunds.store.connection import redis_client
@@ -67,7 +68,9 @@ class Producer:
         celery: Celery | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.ledger = ledger or Ledger(redis_client(self.settings))
+        self.ledger = ledger or Ledger(
+            redis_client(self.settings), archived=archived_lookup(self.settings)
+        )
         self._celery = celery
 
     @property

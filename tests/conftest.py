@@ -22,6 +22,7 @@ from devstack.processes import Child
 from devstack.sandbox_admin import SandboxAdmin as SandboxAdmin  # noqa: PLC0414 - re-export
 from devstack.stack import LocalStack
 from devstack.wait import wait_until
+from refunds.archive.db import upgrade
 from refunds.models import FINAL_STATES, RefundRecord
 from refunds.producer import Producer
 from refunds.store.counters import flush_all
@@ -50,6 +51,17 @@ SANDBOX_TEST_CONFIG: dict[str, Any] = {"processing_seconds": 0.3, "token_ttl_sec
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def archive_database(workdir: Path) -> Iterator[str]:
+    """The session's SQL archive: an SQLite file, migrated, in ``REFUNDS_DATABASE_URL`` for every
+    process the tests start (workers, the web app, CLI runs), which refuse a schema behind."""
+    url = f"sqlite:///{workdir / 'archive.db'}"
+    upgrade(url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFUNDS_DATABASE_URL", url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_shutdown
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
 from config.celery import make_celery
 from config.settings import get_settings, implicit_redis_notice
+from refunds.archive.db import require_current_schema
 from refunds.errors import ConfigError
 from refunds.ops import logs
 from refunds.store.counters import flush_all
@@ -38,6 +39,12 @@ app.conf.beat_scheduler = "worker.beat:LockedScheduler"
 def _configure_logging(**_: Any) -> None:
     # Connecting this signal stops Celery from installing its own handlers: every line is JSON.
     logs.configure(settings.log_level, settings.log_json)
+
+
+@worker_init.connect
+def _check_archive_schema(**_: Any) -> None:
+    # A worker archives and reads the archive: a schema behind stops it (one line, exit 2).
+    require_current_schema(settings.database_url)
 
 
 @worker_process_shutdown.connect

@@ -27,7 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from config.settings import approvals, notifications, provider, redis, timing, web
+from config.settings import approvals, archive, notifications, provider, redis, timing, web
 from config.settings.common import UNUSABLE_FIELDS, Rule
 
 #: Every cross-field rule, in the order their sentences appear in the one start-up message.
@@ -75,10 +75,12 @@ GROUPS: dict[str, type[BaseModel]] = {
     "approvals": approvals.ApprovalSettings,
     "notifications": notifications.NotificationSettings,
     "web": web.WebSettings,
+    "archive": archive.ArchiveSettings,
 }
 
 
 class Settings(
+    archive.ArchiveSettings,
     web.WebSettings,
     notifications.NotificationSettings,
     approvals.ApprovalSettings,
@@ -194,6 +196,7 @@ class Settings(
         for key in _SECRET_FIELDS:
             data[key] = "**********" if data.get(key) is not None else None
         data["redis_url"] = redact_url(self.redis_url)
+        data["database_url"] = redact_url(self.database_url)
         return data
 
 

@@ -19,8 +19,20 @@ from typing import Any
 
 import click
 import redis
+import sqlalchemy.exc
 
-from refunds.cli import actions, flower, inspection, intake, notifications, serve, upgrade
+from refunds.archive.db import SchemaBehindError
+from refunds.cli import (
+    actions,
+    db,
+    export,
+    flower,
+    inspection,
+    intake,
+    notifications,
+    serve,
+    upgrade,
+)
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -28,7 +40,12 @@ from refunds.cli.common import (
     EXIT_USAGE,
     fail,
 )
-from refunds.errors import ConfigError, NotDurableError, RefundNotFoundError
+from refunds.errors import (
+    ArchiveUnavailableError,
+    ConfigError,
+    NotDurableError,
+    RefundNotFoundError,
+)
 
 
 class _Cli(click.Group):
@@ -37,7 +54,7 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except (ConfigError, SchemaBehindError) as exc:
             fail(str(exc), EXIT_USAGE)
         except RefundNotFoundError as exc:
             fail(str(exc), EXIT_PROBLEM)
@@ -45,6 +62,11 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_NOT_DURABLE)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
+        except ArchiveUnavailableError as exc:
+            fail(str(exc), EXIT_PROBLEM)
+        except sqlalchemy.exc.OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            fail(f"cannot reach the archive database (REFUNDS_DATABASE_URL): {reason}", EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("refunds: interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -74,6 +96,8 @@ for _command in (
     flower.flower,
     upgrade.index_payments,
     upgrade.index_inflight,
+    db.db,
+    export.export,
 ):
     cli.add_command(_command)
 

@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 import click
 
 from config.settings import Settings, implicit_redis_notice, load_settings
+from refunds.archive.db import require_current_schema
+from refunds.archive.reads import Refunds, archived_lookup, refunds_of
 from refunds.cli.progress import make_console
 from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
@@ -42,7 +44,13 @@ def settings() -> Settings:
 
 
 def ledger(settings: Settings) -> Ledger:
-    return Ledger(redis_client(settings))
+    return Ledger(redis_client(settings), archived=archived_lookup(settings))
+
+
+def refunds(settings: Settings) -> Refunds:
+    """Reads from Redis or the archive; the archive's schema must be current (else exit 2)."""
+    require_current_schema(settings.database_url)
+    return refunds_of(ledger(settings), settings)
 
 
 def print_json(data: Any) -> None:

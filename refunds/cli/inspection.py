@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from refunds.archive.reads import RefundFilter
 from refunds.cli import common
 from refunds.cli.common import out, print_json
 from refunds.cli.progress import RefundView, follow, render_snapshot
@@ -20,7 +21,7 @@ from refunds.ops.snapshot import gather
 @click.option("--json", "as_json", is_flag=True, help="The record as a JSON object.")
 def status(ref: str, as_json: bool) -> None:
     """Show one refund: its state, provider ids, last error and history."""
-    record = common.ledger(common.settings()).get(ref)
+    record = common.refunds(common.settings()).get(ref)
     if as_json:
         print_json(record.to_public())
         return
@@ -44,18 +45,20 @@ def status(ref: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
 def list_(state: str | None, limit: int, conflicts: bool, as_json: bool) -> None:
     """List refunds, oldest first, optionally only those in one state (or with a conflict)."""
-    ledger = common.ledger(common.settings())
+    reads = common.refunds(common.settings())
+    ledger = reads.ledger
     wanted = State(state) if state else None
     if conflicts:
         in_state = set(ledger.references(wanted)) if wanted else None
         refs = [r for r in ledger.conflicted() if in_state is None or r in in_state]
         records = ledger.get_many(refs[: limit or None])
     else:
-        records = ledger.get_many(ledger.references(wanted, limit or None))
+        # Redis and the archive together, oldest first (reads.page merges them).
+        records = reads.page(RefundFilter(state=wanted), limit or 10**9).items
     if as_json:
         print_json([r.to_public() for r in records])
         return
-    counts = ledger.counts()
+    counts = reads.counts()
     available = counts.get(state, 0) if state else sum(counts.values())
     if conflicts:
         available = ledger.conflict_count()
@@ -95,7 +98,7 @@ def stats(as_json: bool) -> None:
     against a ledger of millions of refunds.
     """
     settings = common.settings()
-    snapshot = gather(common.ledger(settings), age_alert_after=settings.age_alert_after)
+    snapshot = gather(common.refunds(settings).ledger, age_alert_after=settings.age_alert_after)
     if as_json:
         print_json(snapshot.to_public())
         return

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from refunds.cli.progress import STATE_ORDER, state_text
 from refunds.models import PublicRefund, RefundRecord, State, iso
-from refunds.ops.snapshot import OpsStats
+from refunds.ops.snapshot import ARCHIVE_LAG_WARN, OpsStats
 
 # Shown in their own sections below the fields.
 _SECTIONS = frozenset({"lastError", "history"})
@@ -154,6 +154,14 @@ def stats_view(s: OpsStats) -> RenderableType:
             f"{s.notifications_dead} dead"
             + (" (refunds notifications dead / replay)" if s.notifications_dead else ""),
             style="red" if s.notifications_dead else "",
+        )
+    )
+    lag = s.archive_lag
+    parts.append(
+        Text(
+            f"archive: {lag.length} changes queued, oldest {lag.oldest_age:.1f}s; "
+            f"{s.archived_out} final refunds only in the archive",
+            style="yellow" if lag.oldest_age > ARCHIVE_LAG_WARN else "",
         )
     )
     if s.conflicts:

@@ -20,7 +20,8 @@ import redis
 from config.settings import load_settings
 from refunds.errors import ConfigError
 from refunds.models import iso
-from refunds.ops.snapshot import oldest_in_flight_age
+from refunds.ops.snapshot import ARCHIVE_LAG_WARN, oldest_in_flight_age
+from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger
 from refunds.store.pacing import credentials_refused_since
@@ -51,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
                 "are paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)\n"
             )
             return 1
+        lag = ArchiveQueue(ledger.redis).lag()
+        if lag.oldest_age > ARCHIVE_LAG_WARN:
+            sys.stderr.write(
+                f"{'unhealthy' if args.alerts else 'warning'}: archive lag: {lag.length} changes "
+                f"queued, the oldest {lag.oldest_age:.0f}s (is the archive database reachable?)\n"
+            )
+            if args.alerts:
+                return 1
         oldest = oldest_in_flight_age(ledger)
         if oldest > settings.age_alert_after:
             sys.stderr.write(

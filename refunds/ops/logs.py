@@ -12,9 +12,9 @@ it holds a secret (``client_secret``, ``password``, ``token``, ``api_key``, ``au
 is replaced, at any depth, a URL's password and a bearer token in any text are masked, and a
 ``SecretStr`` prints as asterisks.
 
-The scheduler tick runs every second; Celery's own lines about it (beat sending it, the worker
-receiving it, its success) are logged at DEBUG rather than INFO, or they would be 3 lines a second
-(260,000 a day) in every INFO log.
+The scheduler tick and the archiver's drain run every second; Celery's own lines about them (beat
+sending one, the worker receiving it, its success) are logged at DEBUG rather than INFO, or each
+would be 3 lines a second (260,000 a day) in every INFO log.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 #: The scheduler tick's task name (config/celery.py's beat schedule; a unit test checks they agree).
 TICK_TASK = "refunds.tick"
+#: Every task beat sends about once a second: the tick and the archiver's drain.
+EVERY_SECOND_TASKS = frozenset({TICK_TASK, "archive.drain"})
 #: Celery's loggers that write a line per task sent, received and succeeded.
 _TICK_LOGGERS = frozenset({"celery.beat", "celery.worker.strategy", "celery.app.trace"})
 
@@ -136,8 +138,9 @@ def _about_the_tick(record: logging.LogRecord) -> bool:
         return False
     args = record.args
     if isinstance(args, dict):  # worker: received / succeeded, with the task's context
-        return args.get("name") == TICK_TASK
-    return isinstance(args, tuple) and TICK_TASK in args  # beat: "Sending due task %s (%s)"
+        return args.get("name") in EVERY_SECOND_TASKS
+    # beat: "Sending due task %s (%s)"
+    return isinstance(args, tuple) and any(arg in EVERY_SECOND_TASKS for arg in args)
 
 
 def configure(level: str = "INFO", json_lines: bool = True) -> None:

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from refunds.context import Context
 from refunds.ops.counters import LATENCY_BUCKETS, Stats
 from refunds.ops.snapshot import oldest_in_flight_age
+from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.inflight import InFlight
 from refunds.store.outbox import Outbox
 from refunds.store.pacing import credentials_refused_since
@@ -55,6 +56,8 @@ EXPORTED = (
     "refunds_in_flight_unindexed",
     "refunds_oldest_in_flight_age_seconds",
     "refunds_age_alert",
+    "refunds_archive_queue",
+    "refunds_archive_lag_seconds",
     "refunds_mce_credentials_refused",
 )
 
@@ -142,6 +145,17 @@ class RedisCollector(Collector):
         for kind, n in sorted(stats.conflicts().items()):
             kinds.add_metric([kind], n)
         yield kinds
+        lag = ArchiveQueue(ledger.redis).lag()
+        yield GaugeMetricFamily(
+            "refunds_archive_queue",
+            "Changes queued in Redis, not yet in the SQL archive (archive lag, entries)",
+            value=lag.length,
+        )
+        yield GaugeMetricFamily(
+            "refunds_archive_lag_seconds",
+            "Age of the oldest change not yet in the SQL archive (0 when none)",
+            value=lag.oldest_age,
+        )
         yield GaugeMetricFamily(
             "refunds_mce_credentials_refused",
             "1 while the MCE token endpoint refuses our credentials (provider calls paused)",

@@ -21,6 +21,7 @@ from typing import Any
 
 from refunds.models import FINAL_STATES, State, iso, now
 from refunds.ops.counters import Stats
+from refunds.store.archive_queue import ArchiveQueue, Lag
 from refunds.store.inflight import IN_FLIGHT_STATES, InFlight
 from refunds.store.ledger import Ledger
 from refunds.store.outbox import Outbox
@@ -32,6 +33,9 @@ AGE_ALERT_AFTER = 3600.0  # REFUNDS_AGE_ALERT_AFTER's default
 ERROR_WINDOW_SECONDS = 3600.0
 _SCAN_CHUNK = 1000
 
+
+#: Seconds the oldest queued archive change may wait before stats and the health probe warn.
+ARCHIVE_LAG_WARN = 300.0
 
 @dataclass(frozen=True)
 class Oldest:
@@ -67,6 +71,9 @@ class OpsStats:
     in_flight_oldest: Oldest | None = None  # the oldest refund the pipeline is still moving
     age_alert_after: float = AGE_ALERT_AFTER  # seconds (REFUNDS_AGE_ALERT_AFTER)
     credentials_refused_since: float | None = None  # the token endpoint refuses us since then
+    # changes queued for the SQL archive, and the oldest one's age
+    archive_lag: Lag = field(default_factory=lambda: Lag(0, 0.0))
+    archived_out: int = 0  # final refunds that left Redis for the archive (hot retention)
 
     @property
     def age_alert(self) -> bool:
@@ -123,6 +130,7 @@ class OpsStats:
                 "afterSeconds": self.age_alert_after,
                 "oldestInFlight": oldest(self.in_flight_oldest),
             },
+            "archive": {**self.archive_lag.to_public(), "leftRedis": self.archived_out},
             "credentialsRefusedSince": None
             if self.credentials_refused_since is None
             else iso(self.credentials_refused_since),
@@ -188,4 +196,6 @@ def gather(
         in_flight_oldest=in_flight,
         age_alert_after=age_alert_after,
         credentials_refused_since=credentials_refused_since(ledger.redis),
+        archive_lag=ArchiveQueue(ledger.redis).lag(),
+        archived_out=ArchiveQueue(ledger.redis).archived_references(),
     )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import redis
 
-from refunds.store.keys import event_key, parked_key, record_key
+from refunds.store.keys import ARCHIVE_QUEUE, event_key, parked_key, record_key
 from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
@@ -53,19 +53,27 @@ class EventStore:
         "new" or "retry" (apply it), "duplicate" or "conflict" (change nothing)."""
         text = body.decode("utf-8", errors="replace")
         digest = hashlib.sha256(body).hexdigest()
-        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds]
-        return cast(StoreOutcome, str(self._store(keys=[event_key(nid)], args=args)))
+        args: list[str | float] = [text, digest, repr(at), self.ttl, claim_seconds, nid]
+        keys = [event_key(nid), ARCHIVE_QUEUE]  # a new event is queued for the SQL archive
+        return cast(StoreOutcome, str(self._store(keys=keys, args=args)))
 
     def mark(self, nid: str, status: str, ref: str | None = None) -> None:
         """Record how the event ended (applied, stale, parked, ignored) and its reference."""
         mapping: dict[str | bytes, str] = {"status": status}
         if ref:
             mapping["ref"] = ref
-        self.redis.hset(event_key(nid), mapping=mapping)  # type: ignore[arg-type]
+        self._mark(nid, mapping)
+
+    def _mark(self, nid: str, mapping: dict[str | bytes, str]) -> None:
+        """Write the event's outcome and queue it for the archive in one MULTI (both or none)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(event_key(nid), mapping=mapping)  # type: ignore[arg-type]
+        pipe.xadd(ARCHIVE_QUEUE, {"k": "s", "nid": nid, **mapping})  # type: ignore[dict-item]
+        pipe.execute()
 
     def mark_error(self, nid: str, error: str) -> None:
         """The apply failed: a redelivery finishes the job (status ``error`` is unfinished)."""
-        self.redis.hset(event_key(nid), mapping={"status": "error", "error": error})
+        self._mark(nid, {"status": "error", "error": error})
 
     def get(self, nid: str) -> dict[str, str]:
         """The stored event's fields (body, status, received_at, error, ref); {} when unknown."""

@@ -10,16 +10,19 @@ pipelined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from refunds.errors import ConflictError, PaymentConflictError
+from refunds.errors import ArchiveUnavailableError, ConflictError, PaymentConflictError
 from refunds.models import RefundIntent, RefundRecord, State, now
 from refunds.store.codec import encode, history_line, new_record, stored_fields
 from refunds.store.keys import (
     ALL,
+    ARCHIVE_QUEUE,
+    ARCHIVED_REFS,
     IN_FLIGHT,
     RECORD_PREFIX,
     TIMERS,
@@ -31,7 +34,14 @@ from refunds.store.keys import (
 from refunds.store.records import Records
 from refunds.store.scripts import Script, ScriptBatch
 
-__all__ = ["Intake", "SubmitResult"]
+__all__ = ["ARCHIVED", "ArchivedLookup", "Intake", "SubmitResult"]
+
+#: What the submit script answers for a reference that left Redis for the archive (a tombstone in
+#: ``rp:gone``); never a fingerprint (those are hex).
+ARCHIVED = "!archived"
+
+#: Reads a record from the SQL archive (``refunds.archive.reads``), None when it is not there.
+ArchivedLookup = Callable[[str], "RefundRecord | None"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class SubmitResult:
 
 def _fp(answer: Any) -> str | None:
     """The existing record's fingerprint from the intake script's answer (None: not that)."""
-    return answer if isinstance(answer, str) else None
+    return answer if isinstance(answer, str) and answer != ARCHIVED else None
 
 
 def _payment_taken(intent: RefundIntent, answer: Any) -> PaymentConflictError:
@@ -59,9 +69,12 @@ def _payment_taken(intent: RefundIntent, answer: Any) -> PaymentConflictError:
 class Intake:
     """Submitting intents (one, or a batch in one round trip)."""
 
-    def __init__(self, client: redis.Redis, records: Records) -> None:
+    def __init__(
+        self, client: redis.Redis, records: Records, archived: ArchivedLookup | None = None
+    ) -> None:
         self.redis = client
         self.records = records
+        self.archived = archived
         self._submit = Script(client, "ledger_submit")
 
     def _submit_args(
@@ -74,7 +87,7 @@ class Intake:
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         payment = payment_key(intent.original_transaction_type, intent.original_transaction_id)
         keys = [record_key(ref), TIMERS, ALL, state_key(State.RECEIVED), history_key(ref), payment]
-        keys.append(IN_FLIGHT)
+        keys += [IN_FLIGHT, ARCHIVE_QUEUE, ARCHIVED_REFS]
         argv = [ref, encode(at), encode(float(due_in)), intent.fingerprint(), hist, RECORD_PREFIX]
         argv += flat
         return keys, argv
@@ -113,6 +126,9 @@ class Intake:
                 results.append(SubmitResult(new_record(intent, at), created=True))
                 continue
             try:
+                if answer == ARCHIVED:
+                    results.append(self._archived_outcome(intent))
+                    continue
                 fp = _fp(answer)
                 if fp is None:
                     raise _payment_taken(intent, answer)
@@ -124,12 +140,25 @@ class Intake:
         return results
 
     def _submit_outcome(self, intent: RefundIntent, answer: Any) -> SubmitResult:
+        if answer == ARCHIVED:
+            return self._archived_outcome(intent)
         if answer is not None and _fp(answer) is None:
             raise _payment_taken(intent, answer)
         record = self.records.get(intent.client_reference)
         if answer is None:
             return SubmitResult(record, created=True)
         return self._existing_outcome(intent, str(answer), record)
+
+    def _archived_outcome(self, intent: RefundIntent) -> SubmitResult:
+        """Intake of a reference that left Redis: the archived record decides (same intent: that
+        record; other content: ConflictError), as a record in Redis would."""
+        ref = intent.client_reference
+        if self.archived is None:
+            raise ArchiveUnavailableError(ref, "is not configured in this process")
+        record = self.archived(ref)
+        if record is None:
+            raise ArchiveUnavailableError(ref, "has no record of it")
+        return self._existing_outcome(intent, record.fingerprint, record)
 
     @staticmethod
     def _existing_outcome(

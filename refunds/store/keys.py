@@ -57,9 +57,18 @@ key                        type   lifetime         holds
 ``rp:stats:conflicts``     hash   forever          provider conflict kind -> count
 ``rp:stats:token_fetches`` string forever          Create Token calls made (integer)
 ``rp:durability:probe``    string forever          a counter written before ``WAIT`` (replica acks)
+``rp:arch``                stream until archived   the archive queue: one entry per record write,
+                                                   stored webhook, webhook outcome, notification
+                                                   outcome (XADD in the writing script); deleted
+                                                   once committed to SQL (``refunds.archive``)
+``rp:arch:lock``           string lock timeout     the one archiver draining (token, PX)
+``rp:gone``                set    forever          references whose record left Redis for the
+                                                   archive (intake tombstones: one member each)
 ========================== ====== ================ ==========================================
 
-"forever" means until an operator deletes it: records are never expired by the pipeline.
+"forever" means until an operator deletes it. A final record (hash, history, state and index
+entries) leaves Redis ``REFUNDS_HOT_RETENTION`` after it turned final, once archived at its
+current version (``refunds.store.archive_queue``); its reference stays in ``rp:gone``.
 """
 
 from __future__ import annotations
@@ -162,3 +171,9 @@ def errors_key(minute: int) -> str:
 
 # --- durability (store/connection.py) -------------------------------------------------------------
 DURABILITY_PROBE = PREFIX + "durability:probe"
+
+
+# --- archive (store/archive_queue.py; the XADDs sit in the writing scripts) -----------------------
+ARCHIVE_QUEUE = PREFIX + "arch"
+ARCHIVE_LOCK = PREFIX + "arch:lock"
+ARCHIVED_REFS = PREFIX + "gone"

@@ -30,7 +30,7 @@ import redis
 
 from config.settings import Settings
 from refunds.store.connection import ensure_durable
-from refunds.store.intake import Intake, SubmitResult
+from refunds.store.intake import ARCHIVED, ArchivedLookup, Intake, SubmitResult
 from refunds.store.keys import (
     ALL,
     CONFLICTS,
@@ -48,9 +48,11 @@ from refunds.store.timers import Timers
 
 __all__ = [
     "ALL",
+    "ARCHIVED",
     "CONFLICTS",
     "OUTBOX",
     "TIMERS",
+    "ArchivedLookup",
     "Edge",
     "Ledger",
     "StepLock",
@@ -96,10 +98,12 @@ class Delegated(Generic[Part, P, R]):
 class Ledger:
     """The refund records, their intake, listings, timers and step leases, in one Redis database."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, archived: ArchivedLookup | None = None) -> None:
         self.redis = client
         self.records = Records(client)
-        self.intake = Intake(client, self.records)
+        #: ``archived``: intake's look-up of references that left Redis for the SQL archive (a
+        #: tombstone hit, ``refunds.archive.reads``); None: this process has none.
+        self.intake = Intake(client, self.records, archived)
         self.queries = Queries(client)
         self.timers = Timers(client)
         self.locks = StepLocks(client)

@@ -23,7 +23,7 @@ import redis
 
 from refunds.models import RefundRecord, State, now
 from refunds.store.codec import FIELDS, decode, encode, history_line
-from refunds.store.keys import STATE_PREFIX, TIMERS, history_key, record_key
+from refunds.store.keys import ARCHIVE_QUEUE, STATE_PREFIX, TIMERS, history_key, record_key
 from refunds.store.scripts import Script
 
 __all__ = ["LEASE_FIELDS", "Begin", "StepLock", "StepLocks"]
@@ -164,7 +164,8 @@ class StepLocks:
         a missing record, nor for a stale or duplicate ``fence``, which takes nothing).
         ``begin``: with ``start``, also begin the step's attempt there (``begun``)."""
         lock = StepLock(ref, seconds, start=start, fence=fence, begin=begin)
-        answer = self._acquire(keys=[record_key(ref), TIMERS, history_key(ref)], args=lock.args())
+        keys = [record_key(ref), TIMERS, history_key(ref), ARCHIVE_QUEUE]
+        answer = self._acquire(keys=keys, args=lock.args())
         if lock.take(list(answer)):
             return lock, 0.0
         return None, lock.pttl / 1000

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from refunds.store.keys import (
+    ARCHIVE_QUEUE,
     OUTBOX,
     OUTBOX_ATTEMPTS,
     OUTBOX_DEAD,
@@ -87,7 +88,7 @@ class Outbox:
 
     def done(self, member: str) -> None:
         """The entry was delivered (or is undeliverable by design): remove it and its failures."""
-        self._done(keys=[OUTBOX, OUTBOX_ATTEMPTS, OUTBOX_FAILING], args=[member])
+        self._done(keys=[OUTBOX, OUTBOX_ATTEMPTS, OUTBOX_FAILING, ARCHIVE_QUEUE], args=[member])
 
     def failed(self, member: str, error: str = "") -> int:
         """Count one failed attempt; returns the attempts so far."""
@@ -98,7 +99,8 @@ class Outbox:
         raw = cast(
             list[Any],
             self._failed(
-                keys=[OUTBOX_ATTEMPTS, OUTBOX_FAILING], args=[member, error[:_ERROR_CHARS]]
+                keys=[OUTBOX_ATTEMPTS, OUTBOX_FAILING, ARCHIVE_QUEUE],
+                args=[member, error[:_ERROR_CHARS]],
             ),
         )
         return Failure(int(raw[0]), float(raw[1]), float(raw[2]))
@@ -117,7 +119,14 @@ class Outbox:
         ``at`` is the time of death (epoch seconds); by default Redis' now.
         """
         self._bury(
-            keys=[OUTBOX, OUTBOX_DEAD, OUTBOX_ATTEMPTS, OUTBOX_FAILING, OUTBOX_DEAD_INFO],
+            keys=[
+                OUTBOX,
+                OUTBOX_DEAD,
+                OUTBOX_ATTEMPTS,
+                OUTBOX_FAILING,
+                OUTBOX_DEAD_INFO,
+                ARCHIVE_QUEUE,
+            ],
             args=[member, "" if at is None else repr(at)],
         )
 

@@ -31,6 +31,7 @@ from refunds.models import FINAL_STATES, RefundRecord, State, is_allowed, now
 from refunds.store.codec import FIELDS, decode, encode, history_line
 from refunds.store.inflight import index_change
 from refunds.store.keys import (
+    ARCHIVE_QUEUE,
     CONFLICTS,
     IN_FLIGHT,
     OUTBOX,
@@ -234,6 +235,7 @@ class Records:
             history_key(ref),
             legacy_history_key(ref),
             parked_key(ref),
+            ARCHIVE_QUEUE,
         ]
         refund_id = merged.get("crypto_refund_id")
         if refund_id and str(refund_id) != record.crypto_refund_id:

@@ -38,7 +38,7 @@ from refunds.web.deps import (
     api_key_of,
     operator_keys_of,
 )
-from refunds.web.routers import home, intake, mce_webhook, operator, ops
+from refunds.web.routers import exports, home, intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
 
 __all__ = ["SANDBOX_API_KEY", "api_key_of", "app_from_env", "create_app"]
@@ -64,7 +64,14 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
         api_key=api_key,
         operator_keys=operator_keys,
     )
-    for router in (home.router, intake.router, operator.router, mce_webhook.router, ops.router):
+    for router in (
+        home.router,
+        intake.router,
+        operator.router,
+        exports.router,
+        mce_webhook.router,
+        ops.router,
+    ):
         app.include_router(router)
     console.install(  # the operator console at /console (refunds/web/console)
         app,

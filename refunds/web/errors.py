@@ -10,17 +10,23 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from sqlalchemy.exc import OperationalError as SqlOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from refunds.errors import ArchiveUnavailableError
 
 # Seconds a client should wait when Redis is unreachable: a restart or a failover takes about this.
 RETRY_AFTER_SECONDS = 5
 
 # Redis (the ledger) or the broker cannot be reached: nothing was decided, so the client retries.
 # Intake is idempotent on clientReference, so a retry after a half-done submit is safe.
+# The SQL archive down (a read or an intake of an archived reference) is the same kind of answer.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     OperationalError,
+    SqlOperationalError,
+    ArchiveUnavailableError,
 )
 
 

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def base_env() -> dict[str, str]:
-    """Only what a process needs to run: no MCE_*, REDIS_URL or REFUNDS_* from the caller."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    """Only what a process needs to run: no MCE_*, REDIS_URL or REFUNDS_* from the caller (but
+    the session's archive database, which the CLI's reads require)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "REFUNDS_DATABASE_URL")
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 

@@ -29,7 +29,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def run(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "REFUNDS_DATABASE_URL")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env |= {"REDIS_URL": redis_url, "REFUNDS_PROFILE": "sandbox", "COLUMNS": "200"}
     return subprocess.run(

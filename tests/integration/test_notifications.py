@@ -453,7 +453,7 @@ GIVE_UP_AFTER = 3.0  # seconds, instead of the default 24 hours
 
 def refunds_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The ``refunds`` console script as an operator runs it, against database ``url``."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "REFUNDS_DATABASE_URL")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env |= {"REDIS_URL": url, "REFUNDS_PROFILE": "sandbox", "REFUNDS_LOG_JSON": "false"}
     return subprocess.run(

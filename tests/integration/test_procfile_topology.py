@@ -31,17 +31,18 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 
 
-def documented_command() -> str:
-    """The honcho line of docs/topology.md's shell blocks (the page is what a reader follows)."""
+def documented_commands() -> tuple[str, str]:
+    """The honcho lines of docs/topology.md's shell blocks (the page is what a reader follows):
+    the archive's migration (``honcho run ... db upgrade``), then ``honcho start``."""
     page = (REPO / "docs" / "topology.md").read_text()
     lines = [
         line.split("#")[0].strip()
         for block in re.findall(r"```sh\n(.*?)```", page, re.DOTALL)
         for line in block.splitlines()
-        if "honcho start" in line
+        if "honcho " in line
     ]
-    assert len(lines) == 1, lines
-    return lines[0]
+    assert len(lines) == 2 and "db upgrade" in lines[0] and "honcho start" in lines[1], lines
+    return lines[0], lines[1]
 
 
 def bare_environment() -> dict[str, str]:
@@ -87,9 +88,20 @@ def test_procfile_started_as_documented_completes_a_refund(
     env_lines += [f"MCE_BASE_URL={sandbox}", "WORKER_CONCURRENCY=2"]
     (clone / ".env").write_text("\n".join(env_lines) + "\n")
 
+    upgrade, start = documented_commands()
+    migrated = subprocess.run(
+        ["bash", "-c", upgrade],
+        cwd=clone,
+        env=bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     log = (tmp_path / "honcho.log").open("wb")
     honcho = subprocess.Popen(
-        ["bash", "-c", documented_command()],
+        ["bash", "-c", start],
         cwd=clone,
         env=bare_environment(),
         stdout=log,
@@ -136,6 +148,7 @@ def test_procfile_started_as_documented_completes_a_refund(
         submitted = subprocess.run(
             [refunds, "submit", "--type", "1", "--txn-id", "TX-5001", "--ref", "order-5001-refund"],
             env=cli_env,
+            cwd=clone,  # the roles' directory: the same default archive file
             capture_output=True,
             text=True,
             timeout=60,
@@ -147,6 +160,7 @@ def test_procfile_started_as_documented_completes_a_refund(
             shown = subprocess.run(
                 [refunds, "status", "order-5001-refund", "--json"],
                 env=cli_env,
+                cwd=clone,
                 capture_output=True,
                 text=True,
                 timeout=60,

@@ -263,7 +263,11 @@ def test_conflicts_are_listed_and_counted_by_the_cli(
     assert webhooks.apply_event(p, prefix + "n-cli", event).outcome == "contradiction"
     assert rec.state == State.CANCELLED
     cli_env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "TMPDIR", "REFUNDS_DATABASE_URL")
+        },
         "REDIS_URL": own_db,
         "REFUNDS_PROFILE": "sandbox",
     }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -266,6 +267,8 @@ def run(redis_dbs: RedisDatabases, tmp_path_factory: pytest.TempPathFactory) -> 
             "MCE_WEBHOOK_SECRET": found["MCE_WEBHOOK_SECRET"],
             "REFUNDS_API_KEY": found["REFUNDS_API_KEY"],
             "REFUNDS_CALLBACK_SECRET": found["REFUNDS_CALLBACK_SECRET"],
+            # the session's archive (tests/conftest.py): its CLI runs get no other environment
+            "REFUNDS_DATABASE_URL": os.environ["REFUNDS_DATABASE_URL"],
         }
         web = start_web(logdir, env, port=web_port)
         children.append(web)

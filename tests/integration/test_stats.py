@@ -38,7 +38,7 @@ RECORD_PREFIX = record_key("")
 
 
 def cli_env(url: str) -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "REFUNDS_DATABASE_URL")
     return {
         **{k: os.environ[k] for k in keep if k in os.environ},
         "REDIS_URL": url,

@@ -1,4 +1,4 @@
--- KEYS: record, timers, history list.
+-- KEYS: record, timers, history list, archive queue (an attempt begun is queued for the archive).
 -- ARGV: lease token, lease ms, ref, start ('' = only take the lease and read), fence ('' = none: a
 --       nudge), then the attempt to begin ('' = none): working state, the states it begins from
 --       (',a,b,'), the history line for entering the working state, now, the field the record
@@ -53,6 +53,11 @@ if ARGV[4] ~= '' and working ~= '' and listed(ARGV[7], st)
 end
 redis.call('HSET', KEYS[1], unpack(sets))
 for j = 1, #sets, 2 do rec[sets[j]] = sets[j + 1] end
+if begun == 1 then
+  local lines = {}
+  if st ~= working then lines = {ARGV[8]} end
+  archive_record(KEYS[4], ARGV[3], rec, lines)
+end
 if begun == 1 then
   redis.call('ZADD', KEYS[2], due, ARGV[3])  -- an attempt always has a timer
 elseif ARGV[4] ~= '' then

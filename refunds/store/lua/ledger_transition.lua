@@ -1,5 +1,5 @@
 -- KEYS: record, timers, old state set, new state set, outbox, history list, legacy history string,
---       parked events[, refund id index], in-flight index (always last)
+--       parked events, archive queue[, refund id index], in-flight index (always last)
 -- (the refund id key only when the transition sets a cryptoRefundId: SET NX, the first reference
 -- wins)
 -- ARGV: ref, expected state, target state, now, timer action ('set', 'clear', 'keep'; '+dispatch'
@@ -54,7 +54,7 @@ for j = 1, m do
   i = i + 1
 end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if #KEYS > 9 then redis.call('SET', KEYS[9], ARGV[1], 'NX') end
+if #KEYS > 10 then redis.call('SET', KEYS[10], ARGV[1], 'NX') end
 if k > 0 then
   local due = string.format('%.6f', now())
   local members = {}
@@ -62,6 +62,7 @@ if k > 0 then
   redis.call('ZADD', KEYS[5], unpack(members))
 end
 push_history(rec, KEYS[1], KEYS[6], lines)
+archive_record(KEYS[9], ARGV[1], rec, lines)
 if ARGV[2] ~= ARGV[3] then
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])

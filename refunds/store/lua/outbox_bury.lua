@@ -1,4 +1,5 @@
--- KEYS: outbox, dead, attempts, failing, dead info. ARGV: member, at ('' = Redis now).
+-- KEYS: outbox, dead, attempts, failing, dead info, archive queue. ARGV: member, at ('' = Redis
+-- now).
 -- Given up: out of the outbox into the dead letters, with its attempts, first failure and last
 -- error, all in one step (a crash cannot leave it in both, or in neither).
 local at = now()
@@ -17,4 +18,5 @@ redis.call('HSET', KEYS[5], ARGV[1],
   cjson.encode({attempts = attempts, error = err, first = first, at = at}))
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[6], '*', 'k', 'n', 'm', ARGV[1], 'o', 'dead', 'a', attempts, 'e', err)
 return 1

@@ -26,3 +26,13 @@ local function push_history(rec, record_key, list_key, lines)
   if #all > 0 then redis.call('RPUSH', list_key, unpack(all)) end
 end
 
+-- archive_record(stream, ref, rec, lines): queue a record write for the SQL archive (rp:arch, a
+-- stream drained by refunds.archive.archiver): the record as written (rec, every hash field) and
+-- the history lines the write appended. Each write bumps 'ver' and each line is one version, so
+-- the archiver numbers the lines ver - #lines + 1 .. ver. Queued in the same script as the write:
+-- both or neither.
+local function archive_record(stream, ref, rec, lines)
+  redis.call('XADD', stream, '*', 'k', 'r', 'ref', ref, 'v', rec['ver'] or '0',
+             'h', table.concat(lines, '\n'), 'r', cjson.encode(rec))
+end
+

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from refunds.archive.reads import RefundFilter, window_edge
 from refunds.batch import DuplicateKeyError, unique_keys
 from refunds.errors import ConflictError, InvalidIntentError
 from refunds.models import PublicRefund, RefundIntent, State
@@ -84,7 +87,7 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
     summary="One refund",
 )
 def get_refund(client_reference: str, context: ContextDep) -> Any:
-    return PublicRefund.of(context.ledger.get(client_reference))
+    return PublicRefund.of(context.refunds.get(client_reference))
 
 
 @router.get(
@@ -95,15 +98,40 @@ def get_refund(client_reference: str, context: ContextDep) -> Any:
 )
 def list_refunds(
     context: ContextDep,
+    *,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
     conflicts: bool = False,
+    created_from: Annotated[datetime | None, Query(alias="createdFrom")] = None,
+    created_to: Annotated[datetime | None, Query(alias="createdTo")] = None,
+    currency: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
+    amount_min: Annotated[
+        Decimal | None, Query(alias="amountMin", ge=0, allow_inf_nan=False, max_digits=38)
+    ] = None,
+    amount_max: Annotated[
+        Decimal | None, Query(alias="amountMax", ge=0, allow_inf_nan=False, max_digits=38)
+    ] = None,
 ) -> Any:
+    """Oldest first; ``createdFrom``/``createdTo`` are a half-open window (ISO 8601, UTC when
+    no offset is given); amounts are inclusive. Answers from Redis and the archive alike."""
+    if not conflicts:
+        wanted = RefundFilter(
+            state=state,
+            created_from=window_edge(created_from),
+            created_to=window_edge(created_to),
+            currency=currency,
+            amount_min=amount_min,
+            amount_max=amount_max,
+        )
+        found = context.refunds.page(wanted, limit, cursor)
+        return RefundPage(
+            items=[PublicRefund.of(r) for r in found.items], next=found.next, total=found.total
+        )
     refs = context.ledger.references(state)
-    if conflicts:  # only refunds whose provider news contradicted a final state
-        marked = set(context.ledger.conflicted())
-        refs = [r for r in refs if r in marked]
+    # only refunds whose provider news contradicted a final state (they stay in Redis)
+    marked = set(context.ledger.conflicted())
+    refs = [r for r in refs if r in marked]
     page = refs[cursor : cursor + limit]
     nxt = cursor + limit if cursor + limit < len(refs) else None
     return RefundPage(
@@ -111,3 +139,4 @@ def list_refunds(
         next=nxt,
         total=len(refs),
     )
+
