@@ -303,7 +303,7 @@ def test_5_a_json_number_amount_is_read_exactly_and_held() -> None:
 
 
 def test_5_an_approved_refund_is_not_held_again() -> None:
-    rec = record(State.NEEDS_ATTENTION, approved_by="alice", approved_at=NOW - 5)
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5)
     d = run(rec, news(status=1, amount="5000", currency="USDT"), "poll", HELD)
     assert (d.target, d.nudge) == (State.CREATED, "confirm")
 
@@ -395,3 +395,27 @@ def test_continue_inline_keeps_a_whole_steps_call_budget_under_the_soft_limit(
     elapsed: float, call_budget: float, soft_limit: float, expected: bool
 ) -> None:
     assert continue_inline(elapsed, call_budget, soft_limit) is expected
+
+
+# --- needs_attention is a stop ----------------------------------------------------------------
+
+GAVE_UP = {"code": "INTERNAL_ERROR", "message": "gave up after 90s of failures", "status": 500}
+
+
+@pytest.mark.parametrize("source", ["poll", "webhook", "confirm", "create", "lookup"])
+@pytest.mark.parametrize("status", [1, 2, None, 9])
+def test_non_final_news_records_beside_a_stop_and_moves_nothing(
+    source: Source, status: int | None
+) -> None:
+    rec = record(State.NEEDS_ATTENTION, crypto_refund_id="CR1", last_error=GAVE_UP)
+    d = run(rec, news(status=status), source)
+    assert d.target == State.NEEDS_ATTENTION
+    assert "last_error" not in d.fields and "attempts" not in d.fields
+    assert d.nudge is None and d.timer == "keep" and not d.notify
+
+
+@pytest.mark.parametrize(("status", "final"), [(3, State.COMPLETED), (4, State.FAILED)])
+def test_final_news_about_the_same_refund_ends_a_stop(status: int, final: State) -> None:
+    rec = record(State.NEEDS_ATTENTION, crypto_refund_id="CR1", last_error=GAVE_UP)
+    d = run(rec, news(status=status), "webhook")
+    assert (d.target, d.notify) == (final, True)
