@@ -18,7 +18,7 @@ from refunds.mce.client import idempotency_key
 from refunds.mce.contract import Code
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
-from refunds.steps.apply import CONFIRM_BEGUN, apply_provider_update, perform
+from refunds.steps.apply import CONFIRM_BEGUN, apply_step_answer, perform
 from refunds.steps.failures import failed_attempt
 from refunds.steps.lease import Body, locked, write
 from refunds.steps.result import StepResult, log_extra
@@ -84,7 +84,7 @@ def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
                     "retry: adopting the provider's refund for this reference",
                     extra=log_extra(record),
                 )
-                return apply_provider_update(p, record, found, source="lookup")
+                return apply_step_answer(p, record, found, source="lookup")
         return _post_then_apply(
             p,
             record,
@@ -197,7 +197,7 @@ def _post_then_apply(
             data, said_by = look_up(), look_up_source
     except MceError as exc:
         return failed_attempt(p, record, exc)
-    return apply_provider_update(p, record, data, source=said_by)
+    return apply_step_answer(p, record, data, source=said_by)
 
 
 def poll(p: Context, ref: str, fence: int | None = None) -> StepResult:
@@ -217,7 +217,7 @@ def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
         data = p.client.get(crypto_refund_id=refund_id)
     except MceError as exc:
         return failed_attempt(p, record, exc, counted=False)
-    return apply_provider_update(p, record, data, source="poll")
+    return apply_step_answer(p, record, data, source="poll")
 
 
 STEPS: dict[NextTask, Callable[[Context, str, int | None], StepResult]] = {
