@@ -8,12 +8,19 @@ caller sends the returned nudge (a Celery task name) if any.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
-from refunds.decisions import STEP_FOR_STATE, NextTask, hold_before_confirm, known_status
+from refunds.decisions import (
+    NOT_BULK_RETRIED,
+    STEP_FOR_STATE,
+    NextTask,
+    hold_before_confirm,
+    known_status,
+)
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
@@ -129,6 +136,9 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     error included) for an old key, and a retry is meant to ask again. Asking again is safe: the
     clientReference still protects against a second provider refund, and the create step looks
     the reference up at the provider before it Creates again with the new key.
+
+    The error the refund stopped with is evidence: it leaves ``last_error`` (a retry starts a
+    fresh give-up window) but is kept, whole, in the retry's history line.
     """
     _check_words(ref, "retry", actor, reason)
     record = ledger.get(ref)
@@ -167,7 +177,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         target,
         action="retried",
         actor=actor,
-        reason=reason,
+        reason=_with_evidence(reason, record.last_error),
         # A fresh give-up window: clearing last_error ends the failure streak it carried.
         fields={"attempts": 0, "key_generation": record.key_generation + 1, "last_error": None},
         timer="set",
@@ -176,6 +186,14 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     )
     ledger.ensure_durable(settings)
     return _replayed(ledger, settings, ActionResult(new, nudge, fence))
+
+
+def _with_evidence(reason: str, last_error: Mapping[str, Any] | None) -> str:
+    """The retry's history reason with the error it lifts, so the evidence outlives the retry."""
+    if not last_error:
+        return reason
+    shown = json.dumps(last_error, separators=(",", ":"), sort_keys=True, default=str)
+    return f"{reason}; previous error: {shown}"
 
 
 _CANCELLABLE = frozenset(
@@ -291,6 +309,7 @@ def retry_many(
     *,
     actor: str,
     reason: str,
+    code: str | None = None,
     dry_run: bool = False,
     on_each: Callable[[str, ActionResult | None, str | None], None] | None = None,
 ) -> BulkRetryReport:
@@ -300,11 +319,26 @@ def retry_many(
     ``on_each(ref, result, skipped_reason)`` is called after each one (progress bars, nudges); a
     refund that changed meanwhile, or whose write was not confirmed durable, is skipped with the
     reason and the rest go on. Raises OperatorActionError only for a missing actor or reason.
+
+    A refund stopped for a human (``decisions.NOT_BULK_RETRIED``: another refund's news, an
+    invalid amount or address, a bug) is skipped, with the reason, unless ``code`` (the filter
+    the operator gave) names its code: an outage's sweep must not re-arm them.
     """
     _check_words("*", "retry", actor, reason)
     report = BulkRetryReport(dry_run=dry_run)
+    named = None if code is None else code.strip().upper()
     for record in records:
         ref = record.client_reference
+        stopped = error_code(record)
+        if stopped in NOT_BULK_RETRIED and stopped != named:
+            why = (
+                f"stopped for a human ({stopped}); a bulk retry takes it only when its code "
+                f"is named (code {stopped})"
+            )
+            report.skipped[ref] = why
+            if on_each is not None:
+                on_each(ref, None, why)
+            continue
         if dry_run:
             report.retried[ref] = None
             if on_each is not None:

@@ -18,6 +18,7 @@ from refunds.decisions.failures import (
 )
 from refunds.decisions.holds import address_stop, hold_before_confirm, hold_created_news
 from refunds.decisions.plan import (
+    INTERNAL_TRANSITION_REFUSED,
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
     STEP_FOR_STATE,
@@ -29,9 +30,13 @@ from refunds.decisions.plan import (
     known_status,
     state_for_status,
 )
+from refunds.decisions.stops import HUMAN_STOPS, NOT_BULK_RETRIED
 
 __all__ = [
     "FAILING_SINCE",
+    "HUMAN_STOPS",
+    "INTERNAL_TRANSITION_REFUSED",
+    "NOT_BULK_RETRIED",
     "PROVIDER_AMOUNT_INVALID",
     "PROVIDER_MISMATCH",
     "STEP_FOR_STATE",

@@ -19,6 +19,7 @@ from typing import Any
 
 from refunds.addresses import ADDRESS_INVALID
 from refunds.decisions.plan import (
+    INTERNAL_TRANSITION_REFUSED,
     LABEL,
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
@@ -32,6 +33,9 @@ from refunds.models import FINAL_STATES, RefundRecord, State, iso
 
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
 HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID, ADDRESS_INVALID})
+#: Stops a bulk retry leaves alone unless the operator names their code: each one is evidence a
+#: human must look at (another refund, an invalid amount or address, a bug), not an outage.
+NOT_BULK_RETRIED = HUMAN_STOPS | {INTERNAL_TRANSITION_REFUSED}
 
 
 def stopped_for_human(record: RefundRecord) -> bool:

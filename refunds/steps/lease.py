@@ -21,6 +21,7 @@ from typing import Any
 
 from config.settings import Settings
 from refunds.context import Context
+from refunds.decisions import INTERNAL_TRANSITION_REFUSED
 from refunds.errors import TransitionError
 from refunds.models import RefundRecord, State
 from refunds.steps.result import StepResult
@@ -276,7 +277,7 @@ def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
         "type": "TransitionError",
         "message": str(exc),
         "status": None,
-        "code": "INTERNAL_TRANSITION_REFUSED",
+        "code": INTERNAL_TRANSITION_REFUSED,
         "logId": None,
         "operation": "transition",
     }

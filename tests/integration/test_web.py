@@ -564,7 +564,7 @@ def test_operator_actions_over_http(web: Web, prefix: str) -> None:
     (record,) = wait_final(web.ledger, [ref], 30)
     assert record.state == State.COMPLETED
     entry = next(h for h in record.history if h.actor == "ann")
-    assert entry.reason == "retried: payment flagged now"
+    assert entry.reason.startswith("retried: payment flagged now; previous error: {")
     cancel = web.http.post(
         url + "/cancel", json={"by": "ann", "reason": "late"}, headers=OPERATOR_KEY, timeout=5
     )

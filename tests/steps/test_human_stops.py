@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from devstack.sandbox_admin import SandboxAdmin
-from refunds import steps
+from refunds import actions, steps
 from refunds.context import Context
+from refunds.decisions import PROVIDER_MISMATCH
 from refunds.models import RefundRecord, State
 from tests.steps.conftest import make_context, received
 from tests.steps.news_helpers import deliver, provider_view
@@ -72,3 +73,56 @@ def test_final_news_about_the_same_refund_ends_a_stop(ctx: Context, sandbox: San
     news = {**provider_view(ctx, stopped.crypto_refund_id), "status": 4}
     deliver(ctx, "n-stop-final", news)
     assert ctx.ledger.get("stop-final").state == State.FAILED
+
+
+def mismatched(ctx: Context, sandbox: SandboxAdmin, ref: str) -> RefundRecord:
+    """A refund whose Get named another refund id: stopped for a human (PROVIDER_MISMATCH)."""
+    sandbox.configure(other_refund_id=[ref], processing_seconds=30)
+    received(ctx, sandbox, ref)
+    steps.create(ctx, ref)
+    steps.confirm(ctx, ref)
+    steps.poll(ctx, ref)
+    sandbox.configure(other_refund_id=[])
+    record = ctx.ledger.get(ref)
+    assert record.last_error is not None
+    assert (record.state, record.last_error["code"]) == (State.NEEDS_ATTENTION, PROVIDER_MISMATCH)
+    return record
+
+
+def test_bulk_retry_skips_a_stop_for_a_human_and_keeps_the_evidence(
+    ctx: Context, sandbox: SandboxAdmin
+) -> None:
+    outage = given_up_on_confirm(ctx, sandbox, "bulk-outage")
+    evidence = mismatched(ctx, sandbox, "bulk-mismatch")
+    chosen = actions.select_for_retry(ctx.ledger)
+    assert {r.client_reference for r in chosen} == {"bulk-outage", "bulk-mismatch"}
+    report = actions.retry_many(ctx.ledger, ctx.settings, chosen, actor="ops", reason="outage over")
+    assert list(report.retried) == ["bulk-outage"]
+    assert "PROVIDER_MISMATCH" in report.skipped["bulk-mismatch"]
+    kept = ctx.ledger.get("bulk-mismatch")
+    assert (kept.state, kept.last_error, kept.key_generation) == (
+        State.NEEDS_ATTENTION,
+        evidence.last_error,
+        0,
+    )
+    # The retried refund's error left last_error but is kept, whole, in its history.
+    retried = ctx.ledger.get("bulk-outage")
+    assert retried.last_error is None
+    assert outage.last_error is not None
+    line = retried.history[-1].reason
+    assert outage.last_error["logId"] in line and outage.last_error["code"] in line
+
+
+def test_bulk_retry_takes_a_stop_for_a_human_when_its_code_is_named(
+    ctx: Context, sandbox: SandboxAdmin
+) -> None:
+    evidence = mismatched(ctx, sandbox, "named-mismatch")
+    chosen = actions.select_for_retry(ctx.ledger, code="provider_mismatch")
+    report = actions.retry_many(
+        ctx.ledger, ctx.settings, chosen, actor="ops", reason="checked", code="provider_mismatch"
+    )
+    assert list(report.retried) == ["named-mismatch"]
+    retried = ctx.ledger.get("named-mismatch")
+    assert retried.state != State.NEEDS_ATTENTION
+    assert evidence.last_error is not None
+    assert evidence.last_error["theirs"] in retried.history[-1].reason

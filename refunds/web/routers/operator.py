@@ -136,6 +136,7 @@ def retry_bulk(
             records,
             actor=operator,
             reason=body.reason,
+            code=body.code,
             dry_run=body.dryRun,
         )
     except OperatorActionError as exc:
