@@ -20,6 +20,7 @@ from refunds.decisions import (
     NextTask,
     hold_before_confirm,
     known_status,
+    terms_of,
 )
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
@@ -107,7 +108,8 @@ def _move(
 def approve(
     ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str
 ) -> ActionResult:
-    """Release a refund held by the approval policy: it goes on to Confirm."""
+    """Release a refund held by the approval policy: it goes on to Confirm, for the amount,
+    currency, address and chain it has now (``approved_terms``; a change holds it again)."""
     _check_words(ref, "approve", actor, reason)
     record = ledger.get(ref)
     if record.state != State.AWAITING_APPROVAL:
@@ -119,8 +121,19 @@ def approve(
         action="approved",
         actor=actor,
         reason=reason,
-        # Recorded as fields, so "already approved" never depends on the wording of a history line.
-        fields={"attempts": 0, "approved_by": actor.strip(), "approved_at": now()},
+        # Recorded as fields, so "already approved" never depends on the wording of a history line;
+        # the terms approved too, so a change of any before Confirm holds the refund again.
+        fields={
+            "attempts": 0,
+            "approved_by": actor.strip(),
+            "approved_at": now(),
+            "approved_terms": terms_of(
+                record,
+                amount=record.amount,
+                currency=record.currency,
+                blockchain=record.blockchain,
+            ),
+        },
         timer="set",
         due_in=min(settings.lease_seconds, settings.dispatch_lease),
         dispatch=True,

@@ -73,7 +73,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.AWAITING_APPROVAL: frozenset(
         {S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED, S.NEEDS_ATTENTION}
     ),
-    S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    # Back to the hold when an approved term changed before the Confirm call (never sent then).
+    S.CONFIRMING: frozenset(
+        {S.PROCESSING, S.AWAITING_APPROVAL, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}
+    ),
     S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     # An operator's retry puts the refund back where its provider-side progress says it is.
     S.NEEDS_ATTENTION: frozenset(
@@ -264,6 +267,9 @@ class RefundRecord:
     provider_seen_at: float | None = None  # when the provider's refund id was first recorded
     approved_by: str | None = None
     approved_at: float | None = None
+    # What the approval approved ({"amount", "currency", "refundAddress", "blockchain"}, as text):
+    # a change of any of them before Confirm holds the refund again (``decisions.holds``).
+    approved_terms: dict[str, Any] | None = None
     # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
     # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
     conflict: dict[str, Any] | None = None

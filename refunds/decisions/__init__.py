@@ -16,7 +16,13 @@ from refunds.decisions.failures import (
     decide_failure,
     within_read_lag,
 )
-from refunds.decisions.holds import address_stop, hold_before_confirm, hold_created_news
+from refunds.decisions.holds import (
+    address_stop,
+    hold_before_confirm,
+    hold_created_news,
+    stop_before_confirm_call,
+    terms_of,
+)
 from refunds.decisions.plan import (
     INTERNAL_TRANSITION_REFUSED,
     PROVIDER_AMOUNT_INVALID,
@@ -54,5 +60,7 @@ __all__ = [
     "hold_created_news",
     "known_status",
     "state_for_status",
+    "stop_before_confirm_call",
+    "terms_of",
     "within_read_lag",
 ]

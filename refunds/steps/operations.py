@@ -12,7 +12,13 @@ import logging
 from collections.abc import Callable
 
 from refunds.context import Context
-from refunds.decisions import NextTask, Source, address_stop, hold_before_confirm, known_status
+from refunds.decisions import (
+    NextTask,
+    Source,
+    hold_before_confirm,
+    known_status,
+    stop_before_confirm_call,
+)
 from refunds.errors import MceError, McePermanentError
 from refunds.mce.client import idempotency_key
 from refunds.mce.contract import Code
@@ -151,9 +157,10 @@ def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:
     ref, refund_id = record.client_reference, record.crypto_refund_id
     if record.state != State.CONFIRMING or not refund_id:  # not expected: begun records are
         return StepResult(f"nothing to confirm in state {record.state}", record)
-    invalid = address_stop(record, record.blockchain, {}, when="before Confirm")  # never sent
-    if invalid is not None:
-        return perform(p, record, invalid, actor="pipeline")
+    # The address for its chain, and an approval still for these terms: else never sent.
+    stop = stop_before_confirm_call(record, p.policy)
+    if stop is not None:
+        return perform(p, record, stop, actor="pipeline")
     _log_attempt(record, "confirm")
     return _post_then_apply(
         p,

@@ -49,6 +49,7 @@ FIELDS = {
     "provider_seen_at": "pseen",
     "approved_by": "apby",
     "approved_at": "apat",
+    "approved_terms": "apterms",
     "conflict": "conf",
 }
 
@@ -97,6 +98,7 @@ def decode(
             )
     err = opt("last_error")
     conf = opt("conflict")
+    terms = opt("approved_terms")
     pstatus = opt("provider_status")
     seen, approved_at = opt("provider_seen_at"), opt("approved_at")
     return RefundRecord(
@@ -128,6 +130,7 @@ def decode(
         provider_seen_at=float(seen) if seen is not None else None,
         approved_by=opt("approved_by"),
         approved_at=float(approved_at) if approved_at is not None else None,
+        approved_terms=json.loads(terms) if terms else None,
         conflict=json.loads(conf) if conf else None,
         history=tuple(history),
     )

@@ -419,3 +419,34 @@ def test_final_news_about_the_same_refund_ends_a_stop(status: int, final: State)
     rec = record(State.NEEDS_ATTENTION, crypto_refund_id="CR1", last_error=GAVE_UP)
     d = run(rec, news(status=status), "webhook")
     assert (d.target, d.notify) == (final, True)
+
+
+# --- an approval is bound to its terms --------------------------------------------------------
+
+TERMS = {
+    "amount": "5000.00",
+    "currency": "USDT",
+    "refundAddress": "TMerchantAddr",
+    "blockchain": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"amount": "5000.01"}, "amount"), ({"currency": "USDC"}, "currency")],
+)
+def test_an_approval_for_other_terms_is_withdrawn_and_the_refund_held(
+    change: dict[str, str], named: str
+) -> None:
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5, approved_terms=TERMS)
+    terms = {"amount": "5000.00", "currency": "USDT", **change}
+    d = run(rec, news(status=1, **terms), "poll", HELD)
+    assert (d.target, d.nudge) == (State.AWAITING_APPROVAL, None)
+    assert d.fields["approved_by"] is None and d.fields["approved_terms"] is None
+    assert named in d.reason
+
+
+def test_an_approval_for_the_same_terms_goes_on_whatever_the_amounts_digits() -> None:
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5, approved_terms=TERMS)
+    d = run(rec, news(status=1, amount="5000.0", currency="USDT"), "poll", HELD)
+    assert (d.target, d.nudge) == (State.CREATED, "confirm")
