@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
+from refunds.before_cancel import RefundReader, confirmed_at_mce
 from refunds.decisions import (
     NOT_BULK_RETRIED,
     STEP_FOR_STATE,
@@ -215,9 +216,19 @@ _CANCELLABLE = frozenset(
 
 
 def cancel(
-    ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str
+    ledger: Ledger,
+    settings: Settings,
+    ref: str,
+    *,
+    actor: str,
+    reason: str,
+    provider: RefundReader | None = None,
 ) -> ActionResult:
-    """Cancel a refund before Confirm. After Confirm it is the provider's refund to finish."""
+    """Cancel a refund before Confirm. After Confirm it is the provider's refund to finish.
+
+    MCE is asked first (``provider``, the MCE client; one is built from ``settings`` when not
+    given): a refund MCE already confirmed is refused, whatever the ledger says.
+    """
     _check_words(ref, "cancel", actor, reason)
     record = ledger.get(ref)
     if record.state in FINAL_STATES:
@@ -235,6 +246,13 @@ def cancel(
             "refund to finish"
         )
         raise OperatorActionError(ref, "cancel", why)
+    if provider is None:
+        from refunds.context import build_context  # noqa: PLC0415 - only a cancel needs MCE
+
+        provider = build_context(settings).client
+    refused = confirmed_at_mce(record, provider)
+    if refused is not None:
+        raise OperatorActionError(ref, "cancel", refused)
     new, _ = _move(
         ledger,
         record,
