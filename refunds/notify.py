@@ -1,8 +1,11 @@
 """Outcome notifications to merchant apps: a Celery task, a signed HTTP callback, or both.
 
-When a refund becomes final, the same atomic ledger transition queues one outbox entry per
-configured channel (``task:{ref}``, ``http:{ref}``) in the outbox (``refunds.store.outbox``), a
-sorted set by due time.
+When a refund becomes final, the same atomic ledger transition queues one outbox entry,
+``outcome:{ref}``, in the outbox (``refunds.store.outbox``, a sorted set by due time), whatever
+the writing process's settings: the web process applying a webhook, or an operator's CLI, may
+carry no notification settings. The worker that delivers it fans it out, by its own settings,
+into one entry per configured channel (``task:{ref}``, ``http:{ref}``), each retried on its own;
+with no channel configured there, the outcome is dropped with a log line.
 The scheduler tick claims due entries under a lease, like refunds, and ``notifications.deliver``
 delivers one. Delivery is at least once: an entry leaves the outbox only after the broker took the
 message (a publish that raised nothing) or the merchant's endpoint answered 2xx; a crash anywhere
@@ -36,6 +39,7 @@ from config.settings import Settings
 from refunds.errors import CallbackRefusedError, RefundNotFoundError
 from refunds.models import RefundRecord, iso
 from refunds.money import format_money
+from refunds.policy import OUTCOME_ENTRY
 from refunds.signing import sign
 from refunds.store.keys import OUTBOX_ATTEMPTS as ATTEMPTS  # noqa: F401 - kept for importers
 from refunds.store.keys import OUTBOX_DEAD as DEAD  # noqa: F401 - kept for importers
@@ -116,8 +120,15 @@ class Notifier:
         self.celery = celery
         self.session = session or requests.Session()
 
+    def channels(self) -> tuple[str, ...]:
+        """The channels this worker's settings configure ("task", "http")."""
+        configured = (("task", self.settings.notify_task), ("http", self.settings.callback_url))
+        return tuple(channel for channel, setting in configured if setting)
+
     def deliver(self, member: str) -> Delivery:
         channel, _, ref = member.partition(":")
+        if channel == OUTCOME_ENTRY:
+            return self._fan_out(member, ref)
         try:
             record = self.ledger.get(ref)
         except RefundNotFoundError:
@@ -144,6 +155,27 @@ class Notifier:
         self._done(member)
         log.info("outcome delivered via %s", channel, extra={"client_reference": ref})
         return Delivery(f"delivered via {channel}", True)
+
+    def _fan_out(self, member: str, ref: str) -> Delivery:
+        """One entry per channel configured here, each delivered now and retried on its own.
+
+        The channel entries are written (due one lease ahead, the tick's safety net) before the
+        generic one leaves: a crash in between fans out again, which rewrites the same entries.
+        """
+        channels = self.channels()
+        if not channels:
+            self._done(member)
+            log.info(
+                "outcome not sent: no notification channel configured in this worker",
+                extra={"client_reference": ref},
+            )
+            return Delivery("no notification channel configured: not sent", True)
+        members = [f"{channel}:{ref}" for channel in channels]
+        for one in members:
+            self.outbox.retry_in(one, self.settings.lease_seconds)
+        self._done(member)
+        notes = [f"{one}: {self.deliver(one).note}" for one in members]
+        return Delivery("; ".join(notes), True)
 
     def _send_task(self, payload: dict[str, Any]) -> None:
         """Publish to the merchant's queue; returns only once the broker accepted the message.
