@@ -20,6 +20,9 @@ from config.settings import Settings
 
 #: The outbox entry of a final outcome (``outcome:{ref}``): one, fanned out on delivery.
 OUTCOME_ENTRY = "outcome"
+#: The outbox entry telling the merchant that MCE contradicts the outcome it was told
+#: (``contradiction:{ref}``), fanned out like the outcome's.
+CONTRADICTION_ENTRY = "contradiction"
 
 
 def exact_amount(value: Any) -> Decimal | None:

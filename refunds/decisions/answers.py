@@ -72,7 +72,9 @@ def _planned(record: RefundRecord, decision: Decision, policy: Policy) -> Decisi
     has_id = bool(fields.get("crypto_refund_id") or record.crypto_refund_id)
     return replace(
         decision,
-        outbox=policy.outbox_members(record.client_reference) if decision.notify else (),
+        outbox=(
+            policy.outbox_members(record.client_reference) if decision.notify else decision.outbox
+        ),
         dispatch=decision.nudge is not None and decision.timer == "set",
         inline=(
             decision.nudge == "confirm"

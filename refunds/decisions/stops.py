@@ -30,6 +30,7 @@ from refunds.decisions.plan import (
 )
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, iso
+from refunds.policy import CONTRADICTION_ENTRY
 
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
 HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID, ADDRESS_INVALID})
@@ -140,12 +141,16 @@ def _conflict(
     }
     if news.txn_hash:
         mark["txnHash"] = news.txn_hash
+    # The merchant was told the final state: it is told of the contradiction too (once per
+    # kind of contradiction; a repeat of the same news only refreshes the mark).
+    told = (record.conflict or {}).get("kind") == kind
     return Decision(
         "conflict",
         record.state,
         f"conflict: {kind} (kept {record.state})",
         fields={"conflict": mark},
         timer="clear",
+        outbox=() if told else (f"{CONTRADICTION_ENTRY}:{record.client_reference}",),
         conflict=mark,
         level=logging.ERROR,
     )

@@ -30,6 +30,8 @@ CONTEXT_FIELDS = (
     "delay",
     "provider_status",
     "reason",
+    "txn_hash",
+    "conflict",
 )
 
 

@@ -101,6 +101,19 @@ class RedisCollector(Collector):
             f"1 when a refund in flight is older than REFUNDS_AGE_ALERT_AFTER ({after:.0f} s)",
             value=1.0 if age > after else 0.0,
         )
+        contradictions = CounterMetricFamily(
+            "refunds_conflicts",
+            "MCE news that contradicted a final state, by kind (e.g. completed_after_cancelled)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(stats.conflicts().items()):
+            contradictions.add_metric([kind], n)
+        yield contradictions
+        yield GaugeMetricFamily(
+            "refunds_conflicts_unacknowledged",
+            "Refunds whose contradiction no operator has acknowledged (refunds conflicts ack)",
+            value=ledger.conflict_count(),
+        )
         yield GaugeMetricFamily(
             "refunds_mce_credentials_refused",
             "1 while the MCE token endpoint refuses our credentials (provider calls paused)",

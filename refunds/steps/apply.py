@@ -160,6 +160,7 @@ def _log_decision(new: RefundRecord, decision: Decision) -> None:
         extra["code"] = decision.code
     elif decision.notify:
         message = f"refund final: {new.state}"
+        extra["txn_hash"] = new.txn_hash
     elif decision.conflict is not None:
         message = f"provider news contradicts {new.state}: {decision.conflict['kind']}"
         extra["conflict"] = dict(decision.conflict)

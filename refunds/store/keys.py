@@ -17,7 +17,8 @@ key                        type   lifetime         holds
 ``rp:state:{state}``       set    forever          references per state (listing, counts)
 ``rp:all``                 zset   forever          references by creation time
 ``rp:conflicts``           set    forever          references whose record carries a provider
-                                                   ``conflict`` mark (``list --conflicts``)
+                                                   ``conflict`` mark not yet acknowledged
+                                                   (``list --conflicts``, ``conflicts ack``)
 ``rp:rid:{refundId}``      string forever          the reference whose record first recorded
                                                    this cryptoRefundId (webhooks match on it)
 ``rp:pay:{type}:{txnId}``  string forever          the reference that refunds this original

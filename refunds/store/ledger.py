@@ -419,6 +419,11 @@ class Ledger(Timers, StepLocks):
         between lists a record without a mark rather than hiding a mark)."""
         self.redis.sadd(CONFLICTS, ref)
 
+    def unflag_conflict(self, ref: str) -> None:
+        """Take ``ref`` off the conflicted refunds (an operator acknowledged its conflict; the
+        mark stays on the record)."""
+        self.redis.srem(CONFLICTS, ref)
+
     def conflicted(self) -> list[str]:
         """References whose provider news contradicted a final state, oldest first."""
         members = cast(set[str], self.redis.smembers(CONFLICTS))

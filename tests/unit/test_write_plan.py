@@ -141,3 +141,12 @@ def test_a_permanent_failure_plans_a_stop_for_a_human() -> None:
         "CRYPTO_REFUND_NOT_PENDING",
     )
     assert d.reason == "provider refused: CRYPTO_REFUND_NOT_PENDING"
+
+
+def test_a_contradiction_queues_the_merchants_notification_once_per_kind() -> None:
+    cancelled = record(State.CANCELLED)
+    d = decide(cancelled, news(status=3), POLICY, source="webhook", now=NOW)
+    assert d.conflict is not None and d.outbox == ("contradiction:ref-1",)
+    marked = replace(cancelled, conflict=dict(d.conflict))
+    again = decide(marked, news(status=3), POLICY, source="webhook", now=NOW)
+    assert again.conflict is not None and again.outbox == ()
