@@ -30,6 +30,7 @@ from refunds.decisions.plan import (
 )
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, iso
+from refunds.money import within_bounds
 from refunds.policy import CONTRADICTION_ENTRY
 
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
@@ -122,10 +123,10 @@ def _mismatch(record: RefundRecord, news: RefundData) -> tuple[str, str, str] | 
 def _bad_money(news: RefundData) -> dict[str, str]:
     bad = dict(news.invalid_money)
     # is_signed, not < 0: "-0.00" is a negative amount as sent, and no refund of ours is one.
-    if news.amount is not None and news.amount.is_signed():
-        bad["amount"] = str(news.amount)
-    if news.fee_amount is not None and news.fee_amount.is_signed():
-        bad["feeAmount"] = str(news.fee_amount)
+    # Beyond the digit bounds (1E+999999999): no amount, and never written out in plain form.
+    for name, value in (("amount", news.amount), ("feeAmount", news.fee_amount)):
+        if value is not None and (value.is_signed() or not within_bounds(value)):
+            bad[name] = str(value)[:64]
     return bad
 
 
