@@ -57,6 +57,8 @@ def _problem(response: requests.Response) -> dict[str, Any] | None:
 def _class_for(status: int, code: str | None) -> type[MceError]:
     if code == Code.NOT_FOUND:
         return MceNotFoundError
+    if status == 409 and code in set(Code):  # a business error sent as 409: as its 422
+        return MceUnprocessableError
     if status >= 500 or status < 400:
         # 5xx, and anything outside 4xx that is not a success (a gateway's 3xx, say)
         return MceServerError
