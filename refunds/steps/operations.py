@@ -26,7 +26,7 @@ from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
 from refunds.steps.apply import CONFIRM_BEGUN, apply_step_answer, perform
 from refunds.steps.failures import failed_attempt
-from refunds.steps.lease import Body, locked, write
+from refunds.steps.lease import Body, fenced, locked, write
 from refunds.steps.result import StepResult, log_extra
 from refunds.store.locks import Begin
 
@@ -193,7 +193,12 @@ def _post_then_apply(
     look_up: Callable[[], RefundData],
     look_up_source: Source,
 ) -> StepResult:
-    """One provider POST; the business error that means "already done" is answered with a Get."""
+    """One provider POST; the business error that means "already done" is answered with a Get.
+
+    The fence first: the POST is sent only while the step's lease is still its own (read in
+    Redis right before the call); otherwise it is abandoned, never sent twice at once."""
+    if not fenced(p):
+        return StepResult("lease lost before the call: not sent", record)
     try:
         try:
             data, said_by = post(), source
