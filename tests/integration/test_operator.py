@@ -286,7 +286,8 @@ def test_cancel_of_a_held_refund_makes_it_final_without_a_timer_or_a_confirm(
         "cancelled: merchant withdrew the refund",
     )
     assert cluster.ledger.due_at(ref) is None
-    # No notification channel is configured here, so nothing is queued for it either.
+    # No notification channel is configured here: the outcome entry is queued whatever the
+    # writer, and the worker, configuring no channel either, drops it (no channel entry made).
     assert cluster.ledger.redis.zscore(OUTBOX, f"task:{ref}") is None
 
     time.sleep(1.5)  # beat keeps ticking: the cancelled refund stays as it is

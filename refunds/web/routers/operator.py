@@ -38,9 +38,16 @@ def _route(name: str) -> None:
         context: ContextDep,
         producer: ProducerDep,
     ) -> Any:
+        # Cancel asks MCE first (refunds.before_cancel): with this process's client.
+        more: dict[str, Any] = {"provider": context.client} if name == "cancel" else {}
         try:
             result = action(
-                context.ledger, settings, client_reference, actor=operator, reason=body.reason
+                context.ledger,
+                settings,
+                client_reference,
+                actor=operator,
+                reason=body.reason,
+                **more,
             )
         except OperatorActionError as exc:
             return problem(409, str(exc))
