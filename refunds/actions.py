@@ -8,12 +8,21 @@ caller sends the returned nudge (a Celery task name) if any.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
-from refunds.decisions import STEP_FOR_STATE, NextTask, hold_before_confirm, known_status
+from refunds.before_cancel import RefundReader, confirmed_at_mce
+from refunds.decisions import (
+    NOT_BULK_RETRIED,
+    STEP_FOR_STATE,
+    NextTask,
+    hold_before_confirm,
+    known_status,
+    terms_of,
+)
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
@@ -100,7 +109,8 @@ def _move(
 def approve(
     ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str
 ) -> ActionResult:
-    """Release a refund held by the approval policy: it goes on to Confirm."""
+    """Release a refund held by the approval policy: it goes on to Confirm, for the amount,
+    currency, address and chain it has now (``approved_terms``; a change holds it again)."""
     _check_words(ref, "approve", actor, reason)
     record = ledger.get(ref)
     if record.state != State.AWAITING_APPROVAL:
@@ -112,8 +122,19 @@ def approve(
         action="approved",
         actor=actor,
         reason=reason,
-        # Recorded as fields, so "already approved" never depends on the wording of a history line.
-        fields={"attempts": 0, "approved_by": actor.strip(), "approved_at": now()},
+        # Recorded as fields, so "already approved" never depends on the wording of a history line;
+        # the terms approved too, so a change of any before Confirm holds the refund again.
+        fields={
+            "attempts": 0,
+            "approved_by": actor.strip(),
+            "approved_at": now(),
+            "approved_terms": terms_of(
+                record,
+                amount=record.amount,
+                currency=record.currency,
+                blockchain=record.blockchain,
+            ),
+        },
         timer="set",
         due_in=min(settings.lease_seconds, settings.dispatch_lease),
         dispatch=True,
@@ -129,6 +150,9 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     error included) for an old key, and a retry is meant to ask again. Asking again is safe: the
     clientReference still protects against a second provider refund, and the create step looks
     the reference up at the provider before it Creates again with the new key.
+
+    The error the refund stopped with is evidence: it leaves ``last_error`` (a retry starts a
+    fresh give-up window) but is kept, whole, in the retry's history line.
     """
     _check_words(ref, "retry", actor, reason)
     record = ledger.get(ref)
@@ -167,7 +191,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
         target,
         action="retried",
         actor=actor,
-        reason=reason,
+        reason=_with_evidence(reason, record.last_error),
         # A fresh give-up window: clearing last_error ends the failure streak it carried.
         fields={"attempts": 0, "key_generation": record.key_generation + 1, "last_error": None},
         timer="set",
@@ -178,15 +202,33 @@ def retry(ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: s
     return _replayed(ledger, settings, ActionResult(new, nudge, fence))
 
 
+def _with_evidence(reason: str, last_error: Mapping[str, Any] | None) -> str:
+    """The retry's history reason with the error it lifts, so the evidence outlives the retry."""
+    if not last_error:
+        return reason
+    shown = json.dumps(last_error, separators=(",", ":"), sort_keys=True, default=str)
+    return f"{reason}; previous error: {shown}"
+
+
 _CANCELLABLE = frozenset(
     {State.RECEIVED, State.CREATED, State.AWAITING_APPROVAL, State.NEEDS_ATTENTION}
 )
 
 
 def cancel(
-    ledger: Ledger, settings: Settings, ref: str, *, actor: str, reason: str
+    ledger: Ledger,
+    settings: Settings,
+    ref: str,
+    *,
+    actor: str,
+    reason: str,
+    provider: RefundReader | None = None,
 ) -> ActionResult:
-    """Cancel a refund before Confirm. After Confirm it is the provider's refund to finish."""
+    """Cancel a refund before Confirm. After Confirm it is the provider's refund to finish.
+
+    MCE is asked first (``provider``, the MCE client; one is built from ``settings`` when not
+    given): a refund MCE already confirmed is refused, whatever the ledger says.
+    """
     _check_words(ref, "cancel", actor, reason)
     record = ledger.get(ref)
     if record.state in FINAL_STATES:
@@ -204,6 +246,13 @@ def cancel(
             "refund to finish"
         )
         raise OperatorActionError(ref, "cancel", why)
+    if provider is None:
+        from refunds.context import build_context  # noqa: PLC0415 - only a cancel needs MCE
+
+        provider = build_context(settings).client
+    refused = confirmed_at_mce(record, provider)
+    if refused is not None:
+        raise OperatorActionError(ref, "cancel", refused)
     new, _ = _move(
         ledger,
         record,
@@ -291,6 +340,7 @@ def retry_many(
     *,
     actor: str,
     reason: str,
+    code: str | None = None,
     dry_run: bool = False,
     on_each: Callable[[str, ActionResult | None, str | None], None] | None = None,
 ) -> BulkRetryReport:
@@ -300,11 +350,26 @@ def retry_many(
     ``on_each(ref, result, skipped_reason)`` is called after each one (progress bars, nudges); a
     refund that changed meanwhile, or whose write was not confirmed durable, is skipped with the
     reason and the rest go on. Raises OperatorActionError only for a missing actor or reason.
+
+    A refund stopped for a human (``decisions.NOT_BULK_RETRIED``: another refund's news, an
+    invalid amount or address, a bug) is skipped, with the reason, unless ``code`` (the filter
+    the operator gave) names its code: an outage's sweep must not re-arm them.
     """
     _check_words("*", "retry", actor, reason)
     report = BulkRetryReport(dry_run=dry_run)
+    named = None if code is None else code.strip().upper()
     for record in records:
         ref = record.client_reference
+        stopped = error_code(record)
+        if stopped in NOT_BULK_RETRIED and stopped != named:
+            why = (
+                f"stopped for a human ({stopped}); a bulk retry takes it only when its code "
+                f"is named (code {stopped})"
+            )
+            report.skipped[ref] = why
+            if on_each is not None:
+                on_each(ref, None, why)
+            continue
         if dry_run:
             report.retried[ref] = None
             if on_each is not None:

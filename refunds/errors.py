@@ -347,8 +347,11 @@ class MceNotFoundError(McePermanentError):
     """HTTP 404 (and 422 answers whose code says "not found")."""
 
 
-class MceConflictError(McePermanentError):
-    """HTTP 409."""
+class MceConflictError(MceTransientError):
+    """HTTP 409 without a business code: the request conflicts with one still in flight (the
+    pipeline itself makes these: a soft time limit, a lapsed lease, a backoff floor of 0.05 s).
+    Transient: retried with backoff. A 409 carrying a business code is that business error
+    (``refunds.mce.errors``), permanent like its 422."""
 
 
 class MceUnprocessableError(McePermanentError):

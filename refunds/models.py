@@ -227,6 +227,9 @@ class RefundRecord:
     provider_seen_at: float | None = field(default=None, metadata=kept("pseen", public=None))
     approved_by: str | None = field(default=None, metadata=kept("apby"))
     approved_at: float | None = field(default=None, metadata=kept("apat"))
+    # What the approval approved ({"amount", "currency", "refundAddress", "blockchain"}, as text):
+    # a change of any of them before Confirm holds the refund again (``decisions.holds``).
+    approved_terms: dict[str, Any] | None = field(default=None, metadata=kept("apterms"))
     # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
     # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
     conflict: dict[str, Any] | None = field(default=None, metadata=kept("conf"))

@@ -1,8 +1,17 @@
 """Outcome notifications to merchant apps: a Celery task, a signed HTTP callback, or both.
 
-When a refund becomes final, the same atomic ledger transition queues one outbox entry per
-configured channel (``task:{ref}``, ``http:{ref}``) in the outbox (``refunds.store.outbox``), a
-sorted set by due time.
+When a refund becomes final, the same atomic ledger transition queues one outbox entry,
+``outcome:{ref}``, in the outbox (``refunds.store.outbox``, a sorted set by due time), whatever
+the writing process's settings: the web process applying a webhook, or an operator's CLI, may
+carry no notification settings. The worker that delivers it fans it out, by its own settings,
+into one entry per configured channel (``task:{ref}``, ``http:{ref}``), each retried on its own;
+with no channel configured there, the outcome is dropped with a log line.
+
+When MCE later contradicts the outcome the merchant was told (it completed a refund we cancelled,
+or one that failed: ``refunds.decisions.stops``), the write that marks the conflict queues
+``contradiction:{ref}`` the same way: the merchant gets a ``refund.contradiction`` notification
+with the kind and MCE's evidence (status, refund id, transaction hash), with its own
+``notificationId``.
 The scheduler tick claims due entries under a lease, like refunds, and ``notifications.deliver``
 delivers one. Delivery is at least once: an entry leaves the outbox only after the broker took the
 message (a publish that raised nothing) or the merchant's endpoint answered 2xx; a crash anywhere
@@ -36,6 +45,7 @@ from config.settings import Settings
 from refunds.errors import CallbackRefusedError, RefundNotFoundError
 from refunds.models import RefundRecord, iso
 from refunds.money import format_money
+from refunds.policy import CONTRADICTION_ENTRY, OUTCOME_ENTRY
 from refunds.signing import sign
 from refunds.store.keys import OUTBOX_ATTEMPTS as ATTEMPTS  # noqa: F401 - kept for importers
 from refunds.store.keys import OUTBOX_DEAD as DEAD  # noqa: F401 - kept for importers
@@ -69,6 +79,36 @@ def outcome(record: RefundRecord) -> dict[str, Any]:
         "providerStatus": record.provider_status,
         "finalAt": iso(final_at),
     }
+
+
+def contradiction(record: RefundRecord) -> dict[str, Any] | None:
+    """What merchant apps are told when MCE contradicts the outcome they were told: the state we
+    keep, the kind and MCE's evidence. None: the record carries no conflict mark."""
+    mark = record.conflict
+    if not mark:
+        return None
+    ref = record.client_reference
+    evidence = {
+        k: mark.get(k) for k in ("kind", "providerStatus", "source", "cryptoRefundId", "txnHash")
+    }
+    return {
+        "notificationId": str(uuid.uuid5(_NAMESPACE, f"contradiction:{ref}:{mark.get('kind')}")),
+        "eventType": "refund.contradiction",
+        "clientReference": ref,
+        "state": str(record.state),
+        "contradiction": {**evidence, "at": mark.get("at")},
+        "message": (
+            f"MCE reports this refund {mark.get('kind')!s}; the outcome you were told "
+            f"({record.state}) is contradicted and an operator must look at it"
+        ),
+        "cryptoRefundId": record.crypto_refund_id,
+        "amount": format_money(record.amount),
+        "currency": record.currency,
+    }
+
+
+#: The suffix of a channel's entry for a contradiction (``task+contradiction:{ref}``).
+_CONTRADICTION_SUFFIX = "+" + CONTRADICTION_ENTRY
 
 
 @dataclass(frozen=True)
@@ -116,14 +156,20 @@ class Notifier:
         self.celery = celery
         self.session = session or requests.Session()
 
+    def channels(self) -> tuple[str, ...]:
+        """The channels this worker's settings configure ("task", "http")."""
+        configured = (("task", self.settings.notify_task), ("http", self.settings.callback_url))
+        return tuple(channel for channel, setting in configured if setting)
+
     def deliver(self, member: str) -> Delivery:
         channel, _, ref = member.partition(":")
-        try:
-            record = self.ledger.get(ref)
-        except RefundNotFoundError:
+        if channel in (OUTCOME_ENTRY, CONTRADICTION_ENTRY):
+            suffix = "" if channel == OUTCOME_ENTRY else _CONTRADICTION_SUFFIX
+            return self._fan_out(member, ref, suffix)
+        channel, payload = self._payload(channel, ref)
+        if isinstance(payload, str):
             self._done(member)
-            return Delivery("unknown reference: dropped", True)
-        payload = outcome(record)
+            return Delivery(payload, True)
         if channel == "task":
             if not self.settings.notify_task:
                 return self._retry_later(member, ref, "REFUNDS_NOTIFY_TASK is not set here")
@@ -142,8 +188,47 @@ class Notifier:
             self._done(member)
             return Delivery(f"unknown channel {channel!r}: dropped", True)
         self._done(member)
-        log.info("outcome delivered via %s", channel, extra={"client_reference": ref})
+        log.info(
+            "%s delivered via %s", payload["eventType"], channel, extra={"client_reference": ref}
+        )
         return Delivery(f"delivered via {channel}", True)
+
+    def _payload(self, channel: str, ref: str) -> tuple[str, dict[str, Any] | str]:
+        """The channel of an entry (``task``, ``http``) and what it carries: the outcome, or the
+        contradiction for a ``+contradiction`` entry; a string: why there is nothing to send."""
+        try:
+            record = self.ledger.get(ref)
+        except RefundNotFoundError:
+            return channel, "unknown reference: dropped"
+        if not channel.endswith(_CONTRADICTION_SUFFIX):
+            return channel, outcome(record)
+        told = contradiction(record)
+        return channel.removesuffix(_CONTRADICTION_SUFFIX), (
+            told if told is not None else "no contradiction on the record: dropped"
+        )
+
+    def _fan_out(self, member: str, ref: str, suffix: str) -> Delivery:
+        """One entry per channel configured here, each delivered now and retried on its own.
+
+        The channel entries are written (due one lease ahead, the tick's safety net) before the
+        generic one leaves: a crash in between fans out again, which rewrites the same entries.
+        """
+        channels = self.channels()
+        if not channels:
+            self._done(member)
+            log.log(
+                logging.WARNING if suffix else logging.INFO,
+                "%s not sent: no notification channel configured in this worker",
+                member.partition(":")[0],
+                extra={"client_reference": ref},
+            )
+            return Delivery("no notification channel configured: not sent", True)
+        members = [f"{channel}{suffix}:{ref}" for channel in channels]
+        for one in members:
+            self.outbox.retry_in(one, self.settings.lease_seconds)
+        self._done(member)
+        notes = [f"{one}: {self.deliver(one).note}" for one in members]
+        return Delivery("; ".join(notes), True)
 
     def _send_task(self, payload: dict[str, Any]) -> None:
         """Publish to the merchant's queue; returns only once the broker accepted the message.

@@ -18,6 +18,12 @@ from typing import Any
 
 from config.settings import Settings
 
+#: The outbox entry of a final outcome (``outcome:{ref}``): one, fanned out on delivery.
+OUTCOME_ENTRY = "outcome"
+#: The outbox entry telling the merchant that MCE contradicts the outcome it was told
+#: (``contradiction:{ref}``), fanned out like the outcome's.
+CONTRADICTION_ENTRY = "contradiction"
+
 
 def exact_amount(value: Any) -> Decimal | None:
     """``value`` as an exact, finite Decimal, or None (missing, unparsable, NaN, infinite).
@@ -45,8 +51,6 @@ class Policy:
     give_up_after: float = 24 * 3600.0  # seconds a streak of transient failures may last
     # Seconds in which MCE's webhook normally arrives; None: no webhook is expected.
     webhook_grace_seconds: float | None = None
-    # The outcome notification channels ("task", "http") a final refund gets an outbox entry for.
-    notify_channels: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -60,20 +64,13 @@ class Policy:
             webhook_grace_seconds=(
                 settings.webhook_grace_seconds if settings.webhooks_expected else None
             ),
-            notify_channels=tuple(
-                channel
-                for channel, configured in (
-                    ("task", settings.notify_task),
-                    ("http", settings.callback_url),
-                )
-                if configured
-            ),
         )
 
     def outbox_members(self, ref: str) -> tuple[str, ...]:
-        """The outbox entries a final refund gets, one per configured channel
-        (``refunds.notify`` delivers them: ``task:{ref}``, ``http:{ref}``)."""
-        return tuple(f"{channel}:{ref}" for channel in self.notify_channels)
+        """The outbox entry a final refund gets, whatever the writing process's settings:
+        ``outcome:{ref}``. The worker that delivers it (``refunds.notify``) decides the channels
+        from its own settings; a web process or a CLI without them still queues the outcome."""
+        return (f"{OUTCOME_ENTRY}:{ref}",)
 
     def needs_approval(self, amount: Any, currency: str | None) -> bool:
         """Whether Confirm waits for an operator. Fails closed.

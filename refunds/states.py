@@ -52,7 +52,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.AWAITING_APPROVAL: frozenset(
         {S.CONFIRMING, S.PROCESSING, *_PROVIDER_FINAL, S.CANCELLED, S.NEEDS_ATTENTION}
     ),
-    S.CONFIRMING: frozenset({S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
+    # Back to the hold when an approved term changed before the Confirm call (never sent then).
+    S.CONFIRMING: frozenset(
+        {S.PROCESSING, S.AWAITING_APPROVAL, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}
+    ),
     S.PROCESSING: frozenset({*_PROVIDER_FINAL, S.NEEDS_ATTENTION}),
     # An operator's retry puts the refund back where its provider-side progress says it is.
     S.NEEDS_ATTENTION: frozenset(

@@ -2,7 +2,7 @@
 
 A real HTTP server that follows ``provider-contract.md``: provider-shaped success envelopes and
 RFC 7807 errors, stateful refunds whose status advances over time, idempotency keys, and switches
-for faults (injected 429/500/502/503, lost and slow responses, latency, its own rate limit), the
+for faults (injected 409/429/500/502/503, lost and slow responses, latency, its own rate limit), the
 signed Crypto Refund Webhook (with delays, reordering, duplicates, drops and retries), plus an
 admin API under ``/sandbox``. Standard library only, and it never imports the pipeline it
 exercises, so it cannot accidentally agree with the client's bugs.

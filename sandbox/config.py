@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 #: Operations that faults can be applied to (the provider's endpoints, by short name).
 OPERATIONS = ("token", "create", "confirm", "get")
 #: HTTP statuses the error injector can answer with instead of doing the work.
-INJECTABLE_ERRORS = ("429", "500", "502", "503")
+INJECTABLE_ERRORS = ("409", "429", "500", "502", "503")
 #: Refund statuses with a meaning in the contract; an "unknown" status must be none of them.
 KNOWN_STATUSES = frozenset({1, 2, 3, 4, 5})
 #: In ``webhook_events``, stands for every status value outside :data:`KNOWN_STATUSES`.

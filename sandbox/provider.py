@@ -44,6 +44,7 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 _MAX_IDEMPOTENCY_KEY = 255
 
 _INJECTED = {
+    "409": (problems.REQUEST_IN_PROGRESS, "a request with this idempotency key is in progress"),
     "429": (problems.RATE_LIMITED, "rate limit exceeded, retry later"),
     "500": (problems.INTERNAL_ERROR, "internal error"),
     "503": (problems.SERVICE_UNAVAILABLE, "service temporarily unavailable, retry later"),

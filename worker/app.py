@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery.signals import setup_logging, worker_init, worker_process_shutdown
+from celery.concurrency import get_implementation
+from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_shutdown
 
 from config.celery import make_celery
 from config.settings import get_settings, implicit_redis_notice
@@ -33,6 +34,29 @@ app = make_celery(settings)
 # Only the holder of the Redis beat lock sends the tick: a second beat, or ``worker -B`` on every
 # replica, stands by instead of doubling it (worker/beat.py).
 app.conf.beat_scheduler = "worker.beat:LockedScheduler"
+
+
+#: Pools that enforce no Celery time limit: a provider call stuck in one would hold its refund's
+#: lease for ever (the heartbeat renews it while the step runs), so a worker refuses them.
+_UNBOUNDED_POOLS = {"celery.concurrency.solo": "solo", "celery.concurrency.thread": "threads"}
+
+
+@celeryd_init.connect
+def _refuse_unbounded_pools(conf: Any = None, options: Any = None, **_: Any) -> None:
+    """Stop at start, with one line, on a pool without time limits (``-P solo``, ``-P threads``):
+    only prefork (and the green pools) enforce ``REFUNDS_TASK_TIME_LIMIT``."""
+    given = options or {}
+    # The CLI passes -P as ``pool`` (a class); ``pool_cls`` when built in code; else the config.
+    chosen = given.get("pool") or given.get("pool_cls") or (conf.worker_pool if conf else None)
+    pool = get_implementation(chosen) if chosen else None
+    name = _UNBOUNDED_POOLS.get(getattr(pool, "__module__", ""))
+    if name is not None:
+        sys.stderr.write(
+            f"refunds: the {name} pool enforces no task time limit, so a stuck provider call "
+            "would hold its refund for ever; run the worker with the prefork pool (the default; "
+            "drop -P/--pool, or use -P prefork)\n"
+        )
+        raise SystemExit(2)
 
 
 @setup_logging.connect

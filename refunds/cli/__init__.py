@@ -24,6 +24,7 @@ import sqlalchemy.exc
 from refunds.archive.db import SchemaBehindError
 from refunds.cli import (
     actions,
+    conflicts,
     db,
     export,
     flower,
@@ -92,6 +93,7 @@ for _command in (
     serve.demo,
     *actions.COMMANDS,
     notifications.notifications,
+    conflicts.conflicts,
     serve.web,
     flower.flower,
     upgrade.index_payments,

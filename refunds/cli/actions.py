@@ -138,6 +138,7 @@ def _bulk_retry(
                 records,
                 actor=actor,
                 reason=reason,
+                code=code,
                 dry_run=dry_run,
                 on_each=each,
             )

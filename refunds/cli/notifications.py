@@ -19,7 +19,8 @@ from refunds.cli.views import age
 from refunds.models import iso
 from refunds.store.outbox import Outbox
 
-CHANNELS = ("task", "http")
+# The entries a dead letter can be: a channel's outcome, or its contradiction (refunds.notify).
+CHANNELS = ("task", "http", "task+contradiction", "http+contradiction")
 
 
 @click.group()

@@ -16,8 +16,15 @@ from refunds.decisions.failures import (
     decide_failure,
     within_read_lag,
 )
-from refunds.decisions.holds import address_stop, hold_before_confirm, hold_created_news
+from refunds.decisions.holds import (
+    address_stop,
+    hold_before_confirm,
+    hold_created_news,
+    stop_before_confirm_call,
+    terms_of,
+)
 from refunds.decisions.plan import (
+    INTERNAL_TRANSITION_REFUSED,
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
     STEP_FOR_STATE,
@@ -29,9 +36,13 @@ from refunds.decisions.plan import (
     known_status,
     state_for_status,
 )
+from refunds.decisions.stops import HUMAN_STOPS, NOT_BULK_RETRIED
 
 __all__ = [
     "FAILING_SINCE",
+    "HUMAN_STOPS",
+    "INTERNAL_TRANSITION_REFUSED",
+    "NOT_BULK_RETRIED",
     "PROVIDER_AMOUNT_INVALID",
     "PROVIDER_MISMATCH",
     "STEP_FOR_STATE",
@@ -49,5 +60,7 @@ __all__ = [
     "hold_created_news",
     "known_status",
     "state_for_status",
+    "stop_before_confirm_call",
+    "terms_of",
     "within_read_lag",
 ]

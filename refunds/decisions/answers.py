@@ -11,6 +11,8 @@ The rules (DESIGN principle 7, contract section 5 "What an answer means"):
 - News about another refund, with an invalid amount, or contradicting a final state is refused
   (``refunds.decisions.stops``).
 - Forward only: older news is *stale* and changes nothing.
+- ``needs_attention`` is a stop: only an operator's action or final news about the same refund
+  moves it; other news is recorded beside the stop, which keeps its error.
 - A successful Confirm (or an "already confirmed" answer) means "confirmed: follow it": the
   refund goes to ``processing`` and is polled, whatever status the answer carries; the step that
   just succeeded is never nudged again.
@@ -70,7 +72,9 @@ def _planned(record: RefundRecord, decision: Decision, policy: Policy) -> Decisi
     has_id = bool(fields.get("crypto_refund_id") or record.crypto_refund_id)
     return replace(
         decision,
-        outbox=policy.outbox_members(record.client_reference) if decision.notify else (),
+        outbox=(
+            policy.outbox_members(record.client_reference) if decision.notify else decision.outbox
+        ),
         dispatch=decision.nudge is not None and decision.timer == "set",
         inline=(
             decision.nudge == "confirm"
@@ -96,7 +100,12 @@ def _follow(
     if source == "poll":
         fields["polls"] = polls
     said = STATE_FOR_STATUS.get(status) if status is not None else None
-    if record.state == State.NEEDS_ATTENTION and stopped_for_human(record):
+    if record.state == State.NEEDS_ATTENTION and (
+        stopped_for_human(record) or said not in FINAL_STATES
+    ):
+        # A stop: only an operator's action, or final news about this same refund (identity
+        # and amounts already checked by ``refused``), moves it. Anything else is recorded
+        # beside the stop; its error stays and nothing is sent.
         return _record_only(record, fields, status)
     if said in FINAL_STATES:
         assert said is not None  # noqa: S101 - narrowed for mypy
@@ -147,7 +156,7 @@ def _target(current: State, status: int | None, source: Source) -> State:
         # asynchronously and answer 1 for a while). Never Confirm again.
         return State.PROCESSING
     if status is None and source not in ("create", "lookup"):
-        target = current if current != State.NEEDS_ATTENTION else State.CREATED
+        target = current
         if current in RANK and RANK[current] < RANK[State.CREATED]:
             target = State.CREATED
         return target

@@ -12,8 +12,14 @@ The checks, in order:
 - the refund address must be valid for the refund's chain (``refunds.addresses``), once the chain
   is known (the Create answer's ``blockchain``): otherwise the refund stops in ``needs_attention``
   with ``ADDRESS_INVALID``, kept for a human, and Confirm is never sent;
-- the approval rule: an approved refund is never held again; otherwise the policy's thresholds
+- the approval rule: an approved refund is not held again while what it approved (amount,
+  currency, refund address, chain: ``approved_terms``) is what Confirm would confirm; a change
+  of any of them holds it again, its approval withdrawn. Otherwise the policy's thresholds
   decide, failing closed.
+
+Right before the Confirm call (``refunds.steps.operations``) :func:`stop_before_confirm_call`
+asks the address and approval-terms checks once more: a refund approved straight into
+``confirming`` passes no other gate, and news may have changed it since.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from refunds.decisions.plan import LABEL, Decision, Source
 from refunds.decisions.stops import stop_error
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
-from refunds.policy import Policy
+from refunds.money import format_money
+from refunds.policy import Policy, exact_amount
 
 THRESHOLD_REASON = "amount above the approval threshold (or not known)"
 
@@ -69,6 +76,86 @@ def hold_before_confirm(record: RefundRecord, policy: Policy) -> Decision | None
         reason=f"confirm: {THRESHOLD_REASON}, not approved",
         note="held for approval",
         fields={},
+        level=logging.WARNING,
+    )
+
+
+def terms_of(
+    record: RefundRecord, *, amount: Any, currency: str | None, blockchain: str | None
+) -> dict[str, str | None]:
+    """What a Confirm of ``record`` for ``amount`` ``currency`` on ``blockchain`` would confirm:
+    the terms an approval records (``actions.approve``) and is compared with."""
+    return {
+        "amount": format_money(amount) if amount is not None else None,
+        "currency": currency,
+        "refundAddress": record.refund_address,
+        "blockchain": blockchain,
+    }
+
+
+def changed_terms(record: RefundRecord, terms: Mapping[str, str | None]) -> list[str]:
+    """The terms in which ``terms`` differ from what ``record``'s approval approved (amounts
+    compared as numbers: "500.0" is "500.00"). Empty for a refund not approved, or approved
+    before approvals recorded their terms."""
+    approved = record.approved_terms
+    if not record.approved_by or approved is None:
+        return []
+    changed = []
+    for name, value in terms.items():
+        before = approved.get(name)
+        if name == "amount" and value is not None and before is not None:
+            same = exact_amount(before) == exact_amount(value)
+        else:
+            same = before == value
+        if not same:
+            changed.append(name)
+    return changed
+
+
+def stop_before_confirm_call(record: RefundRecord, policy: Policy) -> Decision | None:
+    """The checks asked right before a Confirm call (the address valid for its chain, the
+    approval still for these terms): the Decision that stops it, or None (call)."""
+    invalid = address_stop(record, record.blockchain, {}, when="before Confirm")
+    if invalid is not None:
+        return invalid
+    return _approval_withdrawn(
+        record,
+        policy,
+        amount=record.amount,
+        currency=record.currency,
+        blockchain=record.blockchain,
+        when="before Confirm",
+        fields={},
+    )
+
+
+def _approval_withdrawn(
+    record: RefundRecord,
+    policy: Policy,
+    *,
+    amount: Any,
+    currency: str | None,
+    blockchain: str | None,
+    when: str,
+    fields: Mapping[str, Any],
+) -> Decision | None:
+    """Hold an approved refund again when what Confirm would confirm is not what was approved
+    (None: not approved, or the same terms). The approval is withdrawn; the history line names
+    each changed term, approved and now."""
+    terms = terms_of(record, amount=amount, currency=currency, blockchain=blockchain)
+    changed = changed_terms(record, terms)
+    if not changed:
+        return None
+    approved = record.approved_terms or {}
+    shown = ", ".join(f"{n} {approved.get(n)!r} -> {terms[n]!r}" for n in changed)
+    return Decision(
+        "applied",
+        State.AWAITING_APPROVAL,
+        "approval withdrawn: approved terms changed",
+        reason=f"{when}: approved by {record.approved_by} for other terms ({shown}); held again",
+        fields={**fields, "approved_by": None, "approved_at": None, "approved_terms": None},
+        timer="set",
+        due_in=policy.held_poll_seconds,
         level=logging.WARNING,
     )
 
@@ -132,7 +219,17 @@ def _gate(
     invalid = address_stop(record, blockchain, fields, when=when)
     if invalid is not None:
         return invalid
-    if record.approved_by or not policy.needs_approval(amount, currency):
+    if record.approved_by:
+        return _approval_withdrawn(
+            record,
+            policy,
+            amount=amount,
+            currency=currency,
+            blockchain=blockchain,
+            when=when,
+            fields=fields,
+        )
+    if not policy.needs_approval(amount, currency):
         return None
     return Decision(
         "applied",

@@ -31,6 +31,8 @@ Outcome = Literal["applied", "stale", "mismatch", "anomaly", "conflict"]
 
 PROVIDER_MISMATCH = "PROVIDER_MISMATCH"
 PROVIDER_AMOUNT_INVALID = "PROVIDER_AMOUNT_INVALID"
+#: A step asked for an edge the transition table forbids: a bug, stopped for a human.
+INTERNAL_TRANSITION_REFUSED = "INTERNAL_TRANSITION_REFUSED"
 
 # Which step moves a refund on from each state (what the timer dispatches). A held refund is
 # read (polled) slowly; a ``created`` one whose provider status is unknown is read, not confirmed,

@@ -19,6 +19,7 @@ from typing import Any
 
 from refunds.addresses import ADDRESS_INVALID
 from refunds.decisions.plan import (
+    INTERNAL_TRANSITION_REFUSED,
     LABEL,
     PROVIDER_AMOUNT_INVALID,
     PROVIDER_MISMATCH,
@@ -29,9 +30,14 @@ from refunds.decisions.plan import (
 )
 from refunds.mce.schemas import RefundData
 from refunds.models import FINAL_STATES, RefundRecord, State, iso
+from refunds.money import within_bounds
+from refunds.policy import CONTRADICTION_ENTRY
 
 # Codes of a stop that only a human lifts: later provider news does not move such a record.
 HUMAN_STOPS = frozenset({PROVIDER_MISMATCH, PROVIDER_AMOUNT_INVALID, ADDRESS_INVALID})
+#: Stops a bulk retry leaves alone unless the operator names their code: each one is evidence a
+#: human must look at (another refund, an invalid amount or address, a bug), not an outage.
+NOT_BULK_RETRIED = HUMAN_STOPS | {INTERNAL_TRANSITION_REFUSED}
 
 
 def stopped_for_human(record: RefundRecord) -> bool:
@@ -117,10 +123,10 @@ def _mismatch(record: RefundRecord, news: RefundData) -> tuple[str, str, str] | 
 def _bad_money(news: RefundData) -> dict[str, str]:
     bad = dict(news.invalid_money)
     # is_signed, not < 0: "-0.00" is a negative amount as sent, and no refund of ours is one.
-    if news.amount is not None and news.amount.is_signed():
-        bad["amount"] = str(news.amount)
-    if news.fee_amount is not None and news.fee_amount.is_signed():
-        bad["feeAmount"] = str(news.fee_amount)
+    # Beyond the digit bounds (1E+999999999): no amount, and never written out in plain form.
+    for name, value in (("amount", news.amount), ("feeAmount", news.fee_amount)):
+        if value is not None and (value.is_signed() or not within_bounds(value)):
+            bad[name] = str(value)[:64]
     return bad
 
 
@@ -136,12 +142,16 @@ def _conflict(
     }
     if news.txn_hash:
         mark["txnHash"] = news.txn_hash
+    # The merchant was told the final state: it is told of the contradiction too (once per
+    # kind of contradiction; a repeat of the same news only refreshes the mark).
+    told = (record.conflict or {}).get("kind") == kind
     return Decision(
         "conflict",
         record.state,
         f"conflict: {kind} (kept {record.state})",
         fields={"conflict": mark},
         timer="clear",
+        outbox=() if told else (f"{CONTRADICTION_ENTRY}:{record.client_reference}",),
         conflict=mark,
         level=logging.ERROR,
     )

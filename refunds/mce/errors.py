@@ -86,6 +86,8 @@ def _numeric(code: str | None) -> int | None:
 def _class_for(status: int, code: str | None) -> type[MceError]:
     if code == Code.NOT_FOUND:
         return MceNotFoundError
+    if status == 409 and code in set(Code):  # a business error sent as 409: as its 422
+        return MceUnprocessableError
     if 200 <= status < 300:
         # An error envelope in a 2xx answer: its code decides, as a status would. A numeric code
         # is read as the status it names (500 transient, 422 permanent, ...); a business code

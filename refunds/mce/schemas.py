@@ -80,6 +80,27 @@ def _money(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+#: The status recorded for a status that is not an integer (``"PROCESSING"``, ``2.5``, ``true``):
+#: not one of the contract's, so it is followed as an unknown status (read again, never
+#: confirmed), never a parse failure. The text MCE sent is kept in ``status_info``.
+UNREADABLE_STATUS = -1
+
+
+def _integer_status(value: Any) -> int | None:
+    """``value`` as an integer status, or None when it is not one (``"2"`` and ``2.0`` are 2)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if abs(value) < 10**10 else None
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite() or number.adjusted() >= 10:  # no status has ten digits
+        return None
+    return int(number) if number == number.to_integral_value() else None
+
+
 class RefundData(_Wire):
     """The refund object: ``data`` of Create, Confirm and Get, and of the webhook.
 
@@ -110,6 +131,14 @@ class RefundData(_Wire):
         if not isinstance(value, dict):
             return value
         data = dict(value)
+        raw_status = data.get("status")
+        if raw_status is not None and raw_status != "":
+            status = _integer_status(raw_status)
+            if status is None:
+                data["status"] = UNREADABLE_STATUS
+                data.setdefault("statusInfo", f"status {str(raw_status)[:100]!r}")
+            else:
+                data["status"] = status
         bad: dict[str, str] = {}
         for name in ("amount", "feeAmount"):
             raw = data.get(name)

@@ -5,9 +5,11 @@ seconds, which proves beat is alive and a worker serves the timers queue); exit 
 stderr otherwise. Compose uses it for the beat service, which has no port to probe.
 
 Red as well while MCE's token endpoint refuses our credentials (a cluster-wide incident: provider
-calls are paused; see ``refunds.mce.auth``). The age alert (a refund in flight older than
-``REFUNDS_AGE_ALERT_AFTER``) is printed as a warning, and turns the probe red with ``--alerts``
-(for a monitoring probe; a liveness probe should not restart a healthy process for it).
+calls are paused; see ``refunds.mce.auth``), and while MCE's news contradicts a final state we
+told the merchant and no operator has acknowledged it (``refunds.conflicts``). The age alert (a
+refund in flight older than ``REFUNDS_AGE_ALERT_AFTER``) is printed as a warning, and turns the
+probe red with ``--alerts`` (for a monitoring probe; a liveness probe should not restart a
+healthy process for it).
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(
                 f"unhealthy: MCE refuses our credentials since {iso(refused)}; provider calls "
                 "are paused (check MCE_CLIENT_ID / MCE_CLIENT_SECRET)\n"
+            )
+            return 1
+        conflicts = ledger.conflict_count()
+        if conflicts:
+            sys.stderr.write(
+                f"unhealthy: {conflicts} refund(s) where MCE contradicts the final state the "
+                "merchant was told (refunds conflicts list; refunds conflicts ack REF --reason)\n"
             )
             return 1
         lag = ArchiveQueue(ledger.redis).lag()

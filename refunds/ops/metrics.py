@@ -156,6 +156,19 @@ class RedisCollector(Collector):
             "Age of the oldest change not yet in the SQL archive (0 when none)",
             value=lag.oldest_age,
         )
+        contradictions = CounterMetricFamily(
+            "refunds_conflicts",
+            "MCE news that contradicted a final state, by kind (e.g. completed_after_cancelled)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(stats.conflicts().items()):
+            contradictions.add_metric([kind], n)
+        yield contradictions
+        yield GaugeMetricFamily(
+            "refunds_conflicts_unacknowledged",
+            "Refunds whose contradiction no operator has acknowledged (refunds conflicts ack)",
+            value=ledger.conflict_count(),
+        )
         yield GaugeMetricFamily(
             "refunds_mce_credentials_refused",
             "1 while the MCE token endpoint refuses our credentials (provider calls paused)",

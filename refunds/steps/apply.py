@@ -13,6 +13,7 @@ import logging
 
 from refunds.context import Context
 from refunds.decisions import Decision, Source, decide
+from refunds.errors import TransitionError
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State, now
 from refunds.steps.lease import room_for_another_step, write
@@ -40,6 +41,40 @@ def apply_provider_update(
     """
     decision = decide(record, data, p.policy, source=source, now=now())
     return perform(p, record, decision, actor=actor)
+
+
+#: How many times a step's answer is decided again against a record that moved meanwhile.
+_REDECIDE = 3
+
+
+def apply_step_answer(
+    p: Context, record: RefundRecord, data: RefundData, *, source: Source
+) -> StepResult:
+    """A step's own answer (Create, Confirm, Get), applied even when someone wrote first.
+
+    A webhook may adopt a refund id, or move the refund on, while the step's call is in flight;
+    the step's write then meets a record that moved. The answer is not dropped as "superseded":
+    it is decided again against the record as it now is, so an answer naming another refund
+    stops it for a human, and one that agrees changes nothing or moves it on. A forbidden edge
+    (a bug, not a race) and a record that is gone are raised as before.
+    """
+    for _ in range(_REDECIDE):
+        try:
+            return apply_provider_update(p, record, data, source=source)
+        except TransitionError as exc:
+            if exc.why == "not an allowed transition":
+                raise
+            fresh = p.ledger.find(record.client_reference)
+            if fresh is None:
+                raise
+            log.info(
+                "%s answer meets a record that moved (%s): deciding again",
+                source,
+                exc.why,
+                extra=log_extra(fresh, state=str(fresh.state)),
+            )
+            record = fresh
+    return apply_provider_update(p, record, data, source=source)
 
 
 def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str) -> StepResult:
@@ -125,6 +160,7 @@ def _log_decision(new: RefundRecord, decision: Decision) -> None:
         extra["code"] = decision.code
     elif decision.notify:
         message = f"refund final: {new.state}"
+        extra["txn_hash"] = new.txn_hash
     elif decision.conflict is not None:
         message = f"provider news contradicts {new.state}: {decision.conflict['kind']}"
         extra["conflict"] = dict(decision.conflict)

@@ -21,6 +21,7 @@ from typing import Any
 
 from config.settings import Settings
 from refunds.context import Context
+from refunds.decisions import INTERNAL_TRANSITION_REFUSED
 from refunds.errors import TransitionError
 from refunds.models import RefundRecord, State
 from refunds.steps.result import StepResult
@@ -47,7 +48,29 @@ class _Heartbeat:
         self.version = version
         self.seconds = p.settings.step_lease_seconds
         self.last = time.monotonic()  # the lock was taken (or last renewed) then
+        self.succeeded = self.last  # the last renewal Redis confirmed
         self.stopped = False
+        self.lost = False  # no renewal succeeded for a whole lease: the step must not call
+
+    def too_old(self) -> bool:
+        """Whether the lease may have lapsed: no renewal has succeeded for a whole lease (the
+        heartbeat's maximum age), so another worker may hold the refund now."""
+        return self.lost or time.monotonic() - self.succeeded > self.seconds
+
+    def failed(self) -> None:
+        """One renewal failed (a Redis blip). Past the maximum age the heartbeat gives up: the
+        step stops before its next provider call (``fenced``), and its refund comes due again."""
+        if not self.too_old():
+            log.warning("step heartbeat failed", extra={"client_reference": self.lock.ref})
+            return
+        self.lost = True
+        log.error(
+            "step heartbeat has not succeeded for %.1fs (a lease): the step stops before its "
+            "next provider call",
+            time.monotonic() - self.succeeded,
+            extra={"client_reference": self.lock.ref},
+        )
+        _HEARTBEATS.remove(self)
 
     def start(self) -> None:
         _HEARTBEATS.add(self)
@@ -57,9 +80,10 @@ class _Heartbeat:
         self.last = time.monotonic()
         try:
             if self.p.ledger.beat(self.lock, self.seconds, version=self.version):
+                self.succeeded = self.last
                 return
         except Exception:  # noqa: BLE001 - a Redis blip: try again at the next beat
-            log.warning("step heartbeat failed", extra={"client_reference": self.lock.ref})
+            self.failed()
             return
         if not self.stopped:  # not the step's own last write releasing it
             log.warning(
@@ -132,6 +156,41 @@ _running = threading.local()  # the _Run of the step this thread runs (None betw
 
 def _current() -> _Run | None:
     return getattr(_running, "run", None)
+
+
+def fenced(p: Context) -> bool:
+    """Whether the running step may send its provider POST now: the fence, checked right
+    before every POST. The step's heartbeat must not have given up (no renewal succeeded for a
+    whole lease, its maximum age), and its lease must still be its own, read (and renewed) in
+    Redis in this call: a heartbeat merely late (a busy machine) is not a lost lease. False:
+    abandon the call; the refund comes due again (its timer, or the worker that took it).
+    Outside a step (no lease): True."""
+    run = _current()
+    if run is None:
+        return True
+    heartbeat = run.heartbeat
+    ref = run.lock.ref
+    if heartbeat.lost:  # the heartbeat gave up (no renewal for a whole lease): stop here
+        log.error(
+            "provider call abandoned: the step's heartbeat is too old",
+            extra={"client_reference": ref},
+        )
+        return False
+    try:
+        ours = p.ledger.beat(run.lock, heartbeat.seconds, version=heartbeat.version)
+    except Exception:  # cannot tell whether the lease is ours: do not call
+        log.exception(
+            "provider call abandoned: the lease could not be read", extra={"client_reference": ref}
+        )
+        return False
+    if not ours:
+        log.error(
+            "provider call abandoned: another worker holds the refund's lease",
+            extra={"client_reference": ref},
+        )
+        return False
+    heartbeat.succeeded = time.monotonic()
+    return True
 
 
 def continue_inline(elapsed: float, call_budget: float, soft_limit: float) -> bool:
@@ -276,7 +335,7 @@ def _stop_for_bug(p: Context, ref: str, exc: TransitionError) -> StepResult:
         "type": "TransitionError",
         "message": str(exc),
         "status": None,
-        "code": "INTERNAL_TRANSITION_REFUSED",
+        "code": INTERNAL_TRANSITION_REFUSED,
         "logId": None,
         "operation": "transition",
     }

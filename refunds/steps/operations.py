@@ -12,15 +12,21 @@ import logging
 from collections.abc import Callable
 
 from refunds.context import Context
-from refunds.decisions import NextTask, Source, address_stop, hold_before_confirm, known_status
+from refunds.decisions import (
+    NextTask,
+    Source,
+    hold_before_confirm,
+    known_status,
+    stop_before_confirm_call,
+)
 from refunds.errors import MceError, McePermanentError
 from refunds.mce.client import idempotency_key
 from refunds.mce.contract import Code
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
-from refunds.steps.apply import CONFIRM_BEGUN, apply_provider_update, perform
+from refunds.steps.apply import CONFIRM_BEGUN, apply_step_answer, perform
 from refunds.steps.failures import failed_attempt
-from refunds.steps.lease import Body, locked, write
+from refunds.steps.lease import Body, fenced, locked, write
 from refunds.steps.result import StepResult, log_extra
 from refunds.store.locks import Begin
 
@@ -84,7 +90,7 @@ def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
                     "retry: adopting the provider's refund for this reference",
                     extra=log_extra(record),
                 )
-                return apply_provider_update(p, record, found, source="lookup")
+                return apply_step_answer(p, record, found, source="lookup")
         return _post_then_apply(
             p,
             record,
@@ -151,9 +157,10 @@ def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:
     ref, refund_id = record.client_reference, record.crypto_refund_id
     if record.state != State.CONFIRMING or not refund_id:  # not expected: begun records are
         return StepResult(f"nothing to confirm in state {record.state}", record)
-    invalid = address_stop(record, record.blockchain, {}, when="before Confirm")  # never sent
-    if invalid is not None:
-        return perform(p, record, invalid, actor="pipeline")
+    # The address for its chain, and an approval still for these terms: else never sent.
+    stop = stop_before_confirm_call(record, p.policy)
+    if stop is not None:
+        return perform(p, record, stop, actor="pipeline")
     _log_attempt(record, "confirm")
     return _post_then_apply(
         p,
@@ -186,7 +193,12 @@ def _post_then_apply(
     look_up: Callable[[], RefundData],
     look_up_source: Source,
 ) -> StepResult:
-    """One provider POST; the business error that means "already done" is answered with a Get."""
+    """One provider POST; the business error that means "already done" is answered with a Get.
+
+    The fence first: the POST is sent only while the step's lease is still its own (read in
+    Redis right before the call); otherwise it is abandoned, never sent twice at once."""
+    if not fenced(p):
+        return StepResult("lease lost before the call: not sent", record)
     try:
         try:
             data, said_by = post(), source
@@ -197,7 +209,7 @@ def _post_then_apply(
             data, said_by = look_up(), look_up_source
     except MceError as exc:
         return failed_attempt(p, record, exc)
-    return apply_provider_update(p, record, data, source=said_by)
+    return apply_step_answer(p, record, data, source=said_by)
 
 
 def poll(p: Context, ref: str, fence: int | None = None) -> StepResult:
@@ -217,7 +229,7 @@ def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
         data = p.client.get(crypto_refund_id=refund_id)
     except MceError as exc:
         return failed_attempt(p, record, exc, counted=False)
-    return apply_provider_update(p, record, data, source="poll")
+    return apply_step_answer(p, record, data, source="poll")
 
 
 STEPS: dict[NextTask, Callable[[Context, str, int | None], StepResult]] = {

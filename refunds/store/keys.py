@@ -20,7 +20,8 @@ key                        type   lifetime         holds
                                                    (store.inflight.IN_FLIGHT_STATES), by
                                                    creation time: the oldest in one ZRANGE
 ``rp:conflicts``           set    forever          references whose record carries a provider
-                                                   ``conflict`` mark (``list --conflicts``)
+                                                   ``conflict`` mark not yet acknowledged
+                                                   (``list --conflicts``, ``conflicts ack``)
 ``rp:rid:{refundId}``      string forever          the reference whose record first recorded
                                                    this cryptoRefundId (webhooks match on it)
 ``rp:pay:{type}:{txnId}``  string forever          the reference that refunds this original

@@ -117,6 +117,7 @@ class Ledger:
     transition = Delegated("records", Records.transition)
     transition_dispatch = Delegated("records", Records.transition_dispatch)
     flag_conflict = Delegated("records", Records.flag_conflict)
+    unflag_conflict = Delegated("records", Records.unflag_conflict)
 
     # --- intake (refunds.store.intake) -----------------------------------------------------------
     submit = Delegated("intake", Intake.submit)

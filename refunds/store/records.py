@@ -125,6 +125,11 @@ class Records:
         between lists a record without a mark rather than hiding a mark)."""
         self.redis.sadd(CONFLICTS, ref)
 
+    def unflag_conflict(self, ref: str) -> None:
+        """Take ``ref`` off the conflicted refunds (an operator acknowledged its conflict; the
+        mark stays on the record)."""
+        self.redis.srem(CONFLICTS, ref)
+
     # --- changing -------------------------------------------------------------------------------
 
     def transition(

@@ -138,7 +138,8 @@ def test_bulk_retry_by_code_and_since_from_the_cli_and_over_http(
         assert record.state == State.RECEIVED
         assert record.key_generation == 1 and record.last_error is None
         assert record.history[-1].actor == "ops-bob"
-        assert record.history[-1].reason == "retried: outage over"
+        assert record.history[-1].reason.startswith("retried: outage over; previous error: {")
+        assert "SERVICE_UNAVAILABLE" in record.history[-1].reason  # the evidence is kept
     assert ledger.get("old-1").state == State.NEEDS_ATTENTION  # stopped before --since
     assert ledger.get("n-3").state == State.NEEDS_ATTENTION  # another code
 

@@ -564,7 +564,7 @@ def test_operator_actions_over_http(web: Web, prefix: str) -> None:
     (record,) = wait_final(web.ledger, [ref], 30)
     assert record.state == State.COMPLETED
     entry = next(h for h in record.history if h.actor == "ann")
-    assert entry.reason == "retried: payment flagged now"
+    assert entry.reason.startswith("retried: payment flagged now; previous error: {")
     cancel = web.http.post(
         url + "/cancel", json={"by": "ann", "reason": "late"}, headers=OPERATOR_KEY, timeout=5
     )
@@ -614,3 +614,29 @@ def _is_operator_route(path: str) -> bool:
     return path.startswith("/operator/") or path == "/refunds/retry" or path.endswith(
         ("/approve", "/retry", "/cancel")
     )
+
+
+def test_a_contradiction_is_acknowledged_over_http(web: Web, prefix: str) -> None:
+    """A refund cancelled before MCE made it, then a webhook saying MCE completed it: marked
+    and listed; ``POST /refunds/REF/conflict/ack`` acknowledges it, once."""
+    ref = prefix + "contra"
+    web.sandbox.configure(webhook_url=None)
+    web.submit(intent(ref))  # payment never flagged: needs attention
+    wait_final(web.ledger, [ref], 30)
+    url = f"{web.url}/refunds/{ref}"
+    cancelled = web.http.post(
+        url + "/cancel", json={"reason": "withdrawn"}, headers=OPERATOR_KEY, timeout=10
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    news = {"cryptoRefundId": "CR-" + ref, "clientReference": ref, "status": 3, "txnHash": "0x1"}
+    event = {"notificationId": f"n-{ref}", "eventType": "crypto.refund.updated", "data": news}
+    assert web.hook(event).status_code == 200
+    assert ref in web.ledger.conflicted()
+    ack = {"reason": "refunded by MCE after our cancel; merchant called"}
+    answer = web.http.post(url + "/conflict/ack", json=ack, headers=OPERATOR_KEY, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert ref not in web.ledger.conflicted()
+    mark = web.ledger.get(ref).conflict
+    assert mark is not None and mark["acknowledgedReason"] == ack["reason"]
+    again = web.http.post(url + "/conflict/ack", json=ack, headers=OPERATOR_KEY, timeout=10)
+    assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]

@@ -695,7 +695,7 @@ def test_config_round_trips_and_rejects_bad_updates_without_change(sb: Sandbox) 
     assert config == SandboxConfig().to_dict()
     updated = sb.configure(latency_ms=5, error_rates={"429": 0.25}, max_rps=None)
     assert updated["latency_ms"] == 5
-    assert updated["error_rates"] == {"429": 0.25, "500": 0.0, "502": 0.0, "503": 0.0}
+    assert updated["error_rates"] == {"409": 0.0, "429": 0.25, "500": 0.0, "502": 0.0, "503": 0.0}
     for bad, field in [
         ({"nope": 1}, "nope"),
         ({"latency_ms": -1}, "latency_ms"),

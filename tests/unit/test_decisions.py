@@ -300,7 +300,7 @@ def test_a_json_number_amount_is_read_exactly_and_held() -> None:
 
 
 def test_an_approved_refund_is_not_held_again() -> None:
-    rec = record(State.NEEDS_ATTENTION, approved_by="alice", approved_at=NOW - 5)
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5)
     d = run(rec, news(status=1, amount="5000", currency="USDT"), "poll", HELD)
     assert (d.target, d.nudge) == (State.CREATED, "confirm")
 
@@ -392,3 +392,58 @@ def test_continue_inline_keeps_a_whole_steps_call_budget_under_the_soft_limit(
     elapsed: float, call_budget: float, soft_limit: float, expected: bool
 ) -> None:
     assert continue_inline(elapsed, call_budget, soft_limit) is expected
+
+
+# --- needs_attention is a stop ----------------------------------------------------------------
+
+GAVE_UP = {"code": "INTERNAL_ERROR", "message": "gave up after 90s of failures", "status": 500}
+
+
+@pytest.mark.parametrize("source", ["poll", "webhook", "confirm", "create", "lookup"])
+@pytest.mark.parametrize("status", [1, 2, None, 9])
+def test_non_final_news_records_beside_a_stop_and_moves_nothing(
+    source: Source, status: int | None
+) -> None:
+    rec = record(State.NEEDS_ATTENTION, crypto_refund_id="CR1", last_error=GAVE_UP)
+    d = run(rec, news(status=status), source)
+    assert d.target == State.NEEDS_ATTENTION
+    assert "last_error" not in d.fields and "attempts" not in d.fields
+    assert d.nudge is None and d.timer == "keep" and not d.notify
+
+
+@pytest.mark.parametrize(("status", "final"), [(3, State.COMPLETED), (4, State.FAILED)])
+def test_final_news_about_the_same_refund_ends_a_stop(status: int, final: State) -> None:
+    rec = record(State.NEEDS_ATTENTION, crypto_refund_id="CR1", last_error=GAVE_UP)
+    d = run(rec, news(status=status), "webhook")
+    assert (d.target, d.notify) == (final, True)
+
+
+# --- an approval is bound to its terms --------------------------------------------------------
+
+TERMS = {
+    "amount": "5000.00",
+    "currency": "USDT",
+    "refundAddress": "TMerchantAddr",
+    "blockchain": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"amount": "5000.01"}, "amount"), ({"currency": "USDC"}, "currency")],
+)
+def test_an_approval_for_other_terms_is_withdrawn_and_the_refund_held(
+    change: dict[str, str], named: str
+) -> None:
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5, approved_terms=TERMS)
+    terms = {"amount": "5000.00", "currency": "USDT", **change}
+    d = run(rec, news(status=1, **terms), "poll", HELD)
+    assert (d.target, d.nudge) == (State.AWAITING_APPROVAL, None)
+    assert d.fields["approved_by"] is None and d.fields["approved_terms"] is None
+    assert named in d.reason
+
+
+def test_an_approval_for_the_same_terms_goes_on_whatever_the_amounts_digits() -> None:
+    rec = record(State.CREATING, approved_by="alice", approved_at=NOW - 5, approved_terms=TERMS)
+    d = run(rec, news(status=1, amount="5000.0", currency="USDT"), "poll", HELD)
+    assert (d.target, d.nudge) == (State.CREATED, "confirm")

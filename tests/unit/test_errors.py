@@ -78,6 +78,17 @@ def test_each_status_maps_to_its_class(status: int, cls: type[MceError]) -> None
     assert "the detail" in str(err) and "logId=L123" in str(err)
 
 
+def test_a_409_is_transient_unless_its_code_is_a_business_error() -> None:
+    in_flight = error_from_response(response(409, problem(409, "REQUEST_IN_PROGRESS")), "create")
+    assert isinstance(in_flight, MceConflictError) and isinstance(in_flight, MceTransientError)
+    bare = error_from_response(response(409, raw=b""), "confirm")
+    assert isinstance(bare, MceTransientError)
+    business = error_from_response(
+        response(409, problem(409, "DUPLICATE_CLIENT_REFERENCE")), "create"
+    )
+    assert isinstance(business, McePermanentError) and business.code == "DUPLICATE_CLIENT_REFERENCE"
+
+
 def test_transient_and_permanent_branches() -> None:
     assert issubclass(MceRateLimitedError, MceTransientError)
     assert issubclass(MceServerError, MceTransientError)

@@ -70,6 +70,7 @@ PUBLIC_KEYS = [
     "providerOriginalTransactionId",
     "approvedBy",
     "approvedAt",
+    "approvedTerms",
     "conflict",
     "attempts",
     "polls",

@@ -80,8 +80,8 @@ def test_the_public_shape_is_the_declared_fields_in_their_order_with_public_name
         "clientReference", "state", "originalTransactionType", "originalTransactionId",
         "refundAddress", "cryptoRefundId", "providerStatus", "amount", "currency", "blockchain",
         "feeAmount", "feeCurrency", "txnHash", "statusInfo", "providerRefundAddress",
-        "providerOriginalTransactionId", "approvedBy", "approvedAt", "conflict", "attempts",
-        "polls", "lastError", "createdAt", "updatedAt", "history",
+        "providerOriginalTransactionId", "approvedBy", "approvedAt", "approvedTerms", "conflict",
+        "attempts", "polls", "lastError", "createdAt", "updatedAt", "history",
     ]  # fmt: skip
 
 

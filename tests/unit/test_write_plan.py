@@ -46,24 +46,21 @@ def news(**data: Any) -> RefundData:
     return RefundData.model_validate({"cryptoRefundId": "CR1", "clientReference": "ref-1", **data})
 
 
-def test_a_final_outcome_carries_one_outbox_entry_per_configured_channel() -> None:
-    both = replace(POLICY, notify_channels=("task", "http"))
-    d = decide(record(State.PROCESSING), news(status=3), both, source="poll", now=NOW)
-    assert (d.target, d.notify, d.outbox) == (State.COMPLETED, True, ("task:ref-1", "http:ref-1"))
-    none = decide(record(State.PROCESSING), news(status=3), POLICY, source="poll", now=NOW)
-    assert (none.notify, none.outbox) == (True, ())
+def test_a_final_outcome_carries_one_outbox_entry_whatever_the_writers_channels() -> None:
+    d = decide(record(State.PROCESSING), news(status=3), POLICY, source="poll", now=NOW)
+    assert (d.target, d.notify, d.outbox) == (State.COMPLETED, True, ("outcome:ref-1",))
 
 
-def test_channels_come_from_the_settings_once() -> None:
+def test_the_outbox_entry_does_not_depend_on_the_settings() -> None:
     from config.settings import load_settings  # noqa: PLC0415
 
-    s = load_settings(profile="sandbox", notify_task="merchant.refund_final")
-    assert Policy.from_settings(s).outbox_members("r") == ("task:r",)
+    for channels in ({}, {"notify_task": "merchant.refund_final"}):
+        s = load_settings(profile="sandbox", **channels)
+        assert Policy.from_settings(s).outbox_members("r") == ("outcome:r",)
 
 
 def test_news_that_is_not_final_queues_no_notification() -> None:
-    both = replace(POLICY, notify_channels=("task",))
-    d = decide(record(State.CONFIRMING), news(status=2), both, source="confirm", now=NOW)
+    d = decide(record(State.CONFIRMING), news(status=2), POLICY, source="confirm", now=NOW)
     assert (d.target, d.outbox) == (State.PROCESSING, ())
 
 
@@ -144,3 +141,12 @@ def test_a_permanent_failure_plans_a_stop_for_a_human() -> None:
         "CRYPTO_REFUND_NOT_PENDING",
     )
     assert d.reason == "provider refused: CRYPTO_REFUND_NOT_PENDING"
+
+
+def test_a_contradiction_queues_the_merchants_notification_once_per_kind() -> None:
+    cancelled = record(State.CANCELLED)
+    d = decide(cancelled, news(status=3), POLICY, source="webhook", now=NOW)
+    assert d.conflict is not None and d.outbox == ("contradiction:ref-1",)
+    marked = replace(cancelled, conflict=dict(d.conflict))
+    again = decide(marked, news(status=3), POLICY, source="webhook", now=NOW)
+    assert again.conflict is not None and again.outbox == ()

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from refunds.actions import ACTIONS, retry_many, select_for_retry
+from refunds.conflicts import acknowledge
 from refunds.errors import OperatorActionError
 from refunds.models import PublicRefund
 from refunds.web.deps import ContextDep, OperatorDep, ProducerDep, SettingsDep
@@ -37,9 +38,16 @@ def _route(name: str) -> None:
         context: ContextDep,
         producer: ProducerDep,
     ) -> Any:
+        # Cancel asks MCE first (refunds.before_cancel): with this process's client.
+        more: dict[str, Any] = {"provider": context.client} if name == "cancel" else {}
         try:
             result = action(
-                context.ledger, settings, client_reference, actor=operator, reason=body.reason
+                context.ledger,
+                settings,
+                client_reference,
+                actor=operator,
+                reason=body.reason,
+                **more,
             )
         except OperatorActionError as exc:
             return problem(409, str(exc))
@@ -136,6 +144,7 @@ def retry_bulk(
             records,
             actor=operator,
             reason=body.reason,
+            code=body.code,
             dry_run=body.dryRun,
         )
     except OperatorActionError as exc:
@@ -148,3 +157,25 @@ def retry_bulk(
 
 for _name in ACTIONS:
     _route(_name)
+
+
+@router.post(
+    "/refunds/{client_reference}/conflict/ack",
+    response_model=PublicRefund,
+    name="acknowledge_conflict",
+    responses={
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "No conflict to acknowledge"},
+        **JSON_BODY,
+        **OPERATOR,
+    },
+    summary="Operator action: acknowledge a refund's contradiction (health turns green)",
+)
+def acknowledge_conflict(
+    client_reference: str, body: ActionIn, operator: OperatorDep, context: ContextDep
+) -> Any:
+    try:
+        record = acknowledge(context.ledger, client_reference, actor=operator, reason=body.reason)
+    except OperatorActionError as exc:
+        return problem(409, str(exc))
+    return PublicRefund.of(record)
