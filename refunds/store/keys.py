@@ -9,7 +9,9 @@ key                        type   lifetime         holds
 ========================== ====== ================ ==========================================
 ``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS, and
                                                    a running step's lease ``lk``/``lku``: see
-                                                   store.locks; no key of its own)
+                                                   store.locks; no key of its own; the dispatch
+                                                   ids ``disp``/``start``, and ``lost``: the last
+                                                   one lost with its worker, store.workers)
 ``rp:hl:{ref}``            list   forever          its history, one JSON line per transition
                                                    (RPUSH: one command per write, no read)
 ``rp:h:{ref}``             string forever          the history written before ``rp:hl`` (lines
