@@ -87,6 +87,7 @@ class Watch:
     start_at_kill: int
     running: bool  # the step had started (inspect active), else reserved, not started
     recovered_after: float | None = None
+    done_before_kill: bool = False  # final, and no step started after the kill
 
 
 @dataclass
@@ -124,7 +125,11 @@ class Run:
             "load_after": self.load_after,
             "held_messages": self.held_messages,
             "watched": len(self.watches),
-            "not_recovered": sum(w.recovered_after is None for w in self.watches),
+            # Final without a newer step: the killed step had written its outcome already.
+            "done_before_kill": sum(w.done_before_kill for w in self.watches),
+            "not_recovered": sum(
+                w.recovered_after is None and not w.done_before_kill for w in self.watches
+            ),
             "recovery_all": stats(self.seconds()),
             "recovery_running": stats(self.seconds(True)),
             "recovery_reserved": stats(self.seconds(False)),
@@ -234,6 +239,7 @@ class ChaosBench:
                     break
             time.sleep(0.02)
         run.load_after = os.getloadavg()
+        self._note_unrecovered(run, t0)
         records = self.ledger.states_of(names)
         run.states = {s: records.count(s) for s in sorted({str(s) for s in records})}
         effects = stack.admin.counters(prefix)["effects"]
@@ -243,6 +249,14 @@ class ChaosBench:
         stack.stop_celery()
         stack.workers.clear()
         return run
+
+    def _note_unrecovered(self, run: Run, t0: float) -> None:
+        """After the run: a last look, then a watched refund that is final though no step
+        started after the kill had its outcome written by the killed step itself."""
+        self._note_recoveries(run, t0)
+        left = [w for w in run.watches if w.recovered_after is None]
+        for watch, state in zip(left, self.ledger.states_of([w.ref for w in left]), strict=True):
+            watch.done_before_kill = state in FINAL
 
     def _note_recoveries(self, run: Run, t0: float) -> None:
         waiting = [w for w in run.watches if w.recovered_after is None]
