@@ -16,6 +16,7 @@ import math
 from refunds.context import Context, current_context
 from refunds.models import State
 from refunds.steps import STEP_FOR_STATE
+from refunds.store.workers import STALE_AFTER_SECONDS
 from tasks.notifications import deliver
 from tasks.refunds import TASKS
 from worker.app import app
@@ -42,6 +43,26 @@ def _provider_budget(p: Context) -> tuple[int, int]:
     return p.settings.tick_batch, _MAX_BATCHES
 
 
+def _sweep_gone_workers(p: Context) -> None:
+    """Make the unstarted dispatches of workers that stopped beating due now (refunds.store.
+    workers), so this tick hands them out again: seconds after a worker dies, not a dispatch
+    lease. A failed sweep is logged and the tick goes on: the leases still cover those refunds."""
+    try:
+        gone = p.ledger.workers.sweep(STALE_AFTER_SECONDS)
+    except Exception:  # noqa: BLE001 - the tick's own work must not depend on the sweep
+        log.warning("tick: the worker sweep failed; lost dispatches wait for their lease")
+        return
+    for worker in gone:
+        log.warning(
+            "worker %s stopped beating %.1f s ago; %d dispatch(es) it held but never started "
+            "are due again now",
+            worker.name,
+            worker.silent_for,
+            len(worker.redispatched),
+            extra={"worker": worker.name, "redispatched": list(worker.redispatched)[:20]},
+        )
+
+
 # send_events=False: no task events for the heartbeat (one a second, 86,400 a day), so Flower's
 # task list and memory hold refund steps and notifications (issue 11). Beat's scheduler does not
 # emit task-sent for it either (worker/beat.py).
@@ -50,6 +71,7 @@ def tick() -> int:
     """Dispatch every refund (and outcome notification) that is due; returns how many."""
     p = current_context()
     handed = 0
+    _sweep_gone_workers(p)
     batch, batches = _provider_budget(p)
     for _ in range(batches):
         # One script claims the batch and answers each refund's state.

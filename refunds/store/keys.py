@@ -9,7 +9,9 @@ key                        type   lifetime         holds
 ========================== ====== ================ ==========================================
 ``rp:r:{ref}``             hash   forever          one refund record (fields: codec.FIELDS, and
                                                    a running step's lease ``lk``/``lku``: see
-                                                   store.locks; no key of its own)
+                                                   store.locks; no key of its own; the dispatch
+                                                   ids ``disp``/``start``, and ``lost``: the last
+                                                   one lost with its worker, store.workers)
 ``rp:hl:{ref}``            list   forever          its history, one JSON line per transition
                                                    (RPUSH: one command per write, no read)
 ``rp:h:{ref}``             string forever          the history written before ``rp:hl`` (lines
@@ -33,6 +35,10 @@ key                        type   lifetime         holds
 ``rp:timers``              zset   until final/held references by due time (leased by the tick)
 ``rp:tick:last``           string overwritten      time of the scheduler's last tick (float)
 ``rp:beat:lock``           string 4 ticks (>= 2 s) the one beat that may send ticks (host:pid:nonce)
+``rp:workers``             zset   until swept      live workers (``host:pid``) by last liveness beat
+``rp:worker:{name}``       hash   until swept      ref -> fence of the step messages the worker
+                                                   holds (reserved or running): see
+                                                   store.workers
 ``rp:outbox``              zset   until delivered  ``task:{ref}``/``http:{ref}`` by due time
 ``rp:outbox:attempts``     hash   until delivered  outbox member -> failed delivery attempts
 ``rp:outbox:failing``      hash   until delivered  outbox member -> JSON ``{"first", "error"}``:
@@ -129,6 +135,15 @@ def record_pattern(ref_prefix: str) -> str:
 TIMERS = PREFIX + "timers"
 LAST_TICK = PREFIX + "tick:last"
 BEAT_LOCK = PREFIX + "beat:lock"  # the beat that holds it is the only one that sends ticks
+
+# --- worker liveness (store/workers.py) ---------------------------------------------------------
+WORKERS = PREFIX + "workers"  # worker name -> Redis time of its last liveness beat
+
+
+def worker_key(name: str) -> str:
+    """The step messages worker ``name`` holds (ref -> fence), as of its last beat."""
+    return f"{PREFIX}worker:{name}"
+
 
 # --- outbox (store/outbox.py) ---------------------------------------------------------------------
 OUTBOX = PREFIX + "outbox"

@@ -45,6 +45,7 @@ from refunds.store.locks import StepLock, StepLocks
 from refunds.store.queries import Queries
 from refunds.store.records import Edge, Records, TimerAction, Written
 from refunds.store.timers import Timers
+from refunds.store.workers import WorkerRegistry
 
 __all__ = [
     "ALL",
@@ -107,6 +108,7 @@ class Ledger:
         self.queries = Queries(client)
         self.timers = Timers(client)
         self.locks = StepLocks(client)
+        self.workers = WorkerRegistry(client)
 
     # --- records (refunds.store.records) ---------------------------------------------------------
     find = Delegated("records", Records.find)

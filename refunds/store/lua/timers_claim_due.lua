@@ -22,7 +22,7 @@ for _, ref in ipairs(due) do
   if ARGV[3] ~= '' then
     -- One read of the state and, for a fenced claim, the dispatch counters and the step lease.
     if ARGV[4] ~= '' then
-      rec = redis.call('HMGET', ARGV[3] .. ref, 'state', 'disp', 'start', 'lk', 'lku')
+      rec = redis.call('HMGET', ARGV[3] .. ref, 'state', 'disp', 'start', 'lk', 'lku', 'lost')
       if (rec[4] or '') ~= '' and (tonumber(rec[5]) or 0) > now() then held = tonumber(rec[5]) end
     else
       rec = {redis.call('HGET', ARGV[3] .. ref, 'state')}
@@ -36,9 +36,12 @@ for _, ref in ipairs(due) do
     out[#out + 1] = state
     local lease = leased
     if ARGV[4] ~= '' and state ~= '' then
-      -- Dispatches that never started (a backlog, or lost messages) double the next lease, so
-      -- a queue that is slower than the lease gets one more message per doubling, not per tick.
-      local waiting = (tonumber(rec[2]) or 0) - (tonumber(rec[3]) or 0)
+      -- Dispatches that never started (a backlog) double the next lease, so a queue that is
+      -- slower than the lease gets one more message per doubling, not per tick. A dispatch known
+      -- lost with its worker ('lost', written by the worker sweep: store.workers) is no backlog:
+      -- it does not count.
+      local waiting = (tonumber(rec[2]) or 0)
+        - math.max(tonumber(rec[3]) or 0, tonumber(rec[6]) or 0)
       if waiting > 0 then
         lease = string.format('%.6f', now() + tonumber(ARGV[1]) * math.min(2 ^ waiting, 16))
       end
