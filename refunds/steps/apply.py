@@ -90,10 +90,13 @@ def perform(p: Context, record: RefundRecord, decision: Decision, *, actor: str)
     if decision.conflict is not None:
         # Listed before it is marked: a crash in between lists a record, never hides a mark.
         p.ledger.flag_conflict(ref)
+    new, fence, inline = _write_decision(p, record, decision, actor)
+    # Counted once the compare-and-set took: a step that lost the race to a webhook (its write
+    # refused, the news decided again) must not count the same stop twice.
+    if decision.conflict is not None:
         p.stats.record_conflict(str(decision.conflict["kind"]))
     if decision.code is not None:
         p.stats.record_error(decision.code)
-    new, fence, inline = _write_decision(p, record, decision, actor)
     _log_decision(new, decision)
     return StepResult(decision.note, new, decision.nudge, decision.outcome, fence, inline)
 

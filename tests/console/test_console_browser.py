@@ -122,7 +122,10 @@ def test_a_refund_stopped_for_an_unflagged_payment_is_retried_from_the_queue_and
     done = console_stack.wait_state(ref, {State.COMPLETED}, timeout=30)
     assert done.key_generation == stuck.key_generation + 1
     retried = [h for h in done.history if h.reason.startswith("retried:")]
-    assert [(h.actor, h.reason) for h in retried] == [("alice", "retried: payment flagged now")]
+    # The line names who and why, then keeps the error the retry cleared (its evidence).
+    assert [h.actor for h in retried] == ["alice"]
+    assert retried[0].reason.startswith("retried: payment flagged now; previous error: ")
+    assert "CRYPTO_REFUND_NOT_PENDING" in retried[0].reason
     page.goto(f"{console_stack.url}/console/refunds/{ref}")
     assert state_on_page(page) == "completed"
 

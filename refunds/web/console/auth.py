@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -52,6 +53,9 @@ class Session:
     key_fp: str
     flash: str = ""
     flash_kind: str = "ok"
+    #: When the person signed in (epoch seconds). The session ends REFUNDS_CONSOLE_SESSION_SECONDS
+    #: after it, however often the cookie is re-signed for a message in between (no sliding).
+    issued: float = field(default_factory=time.time)
 
     @property
     def can_act(self) -> bool:
@@ -142,6 +146,7 @@ class ConsoleAuth:
                     "k": session.key_fp,
                     "f": session.flash,
                     "fk": session.flash_kind,
+                    "i": session.issued,
                 }
             )
         )
@@ -157,6 +162,9 @@ class ConsoleAuth:
             return None
         if not isinstance(data, dict):
             return None
+        issued = data.get("i")
+        if not isinstance(issued, int | float) or time.time() - float(issued) > self.max_age:
+            return None  # the sign-in itself is too old: re-signing a cookie never extends it
         who = self._by_fp.get(str(data.get("k", "")))
         if who is None or who != (data.get("n"), data.get("r")):
             return None
@@ -167,6 +175,7 @@ class ConsoleAuth:
             key_fp=str(data["k"]),
             flash=str(data.get("f", "")),
             flash_kind=str(data.get("fk", "ok")),
+            issued=float(issued),
         )
 
 
