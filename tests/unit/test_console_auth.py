@@ -4,6 +4,7 @@ must refuse to start."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -91,6 +92,18 @@ def test_a_cookie_older_than_the_session_lifetime_is_refused(
     monkeypatch.undo()
     assert auth.load(old) is None
     assert auth.load(recent) == alice
+
+
+def test_re_signing_a_cookie_never_extends_the_sign_in() -> None:
+    # Each page that shows a message signs the cookie again with the current time; the session
+    # still ends its lifetime after the sign-in, however often it was re-signed (no sliding).
+    auth = console(console_session_seconds=600)
+    alice = auth.sign_in("operator-key-1f3a")
+    assert alice is not None
+    signed_in_long_ago = dataclasses.replace(alice, issued=alice.issued - 601)
+    assert auth.load(auth.dump(signed_in_long_ago)) is None  # freshly signed, still too old
+    recently = dataclasses.replace(alice, issued=alice.issued - 590)
+    assert auth.load(auth.dump(recently)) == recently
 
 
 def test_a_session_ends_when_its_key_is_removed_or_changes_role() -> None:
