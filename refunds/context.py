@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from config.settings import Settings, get_settings
+from refunds.kyt.intake import KytIntake
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
@@ -57,6 +58,11 @@ class Context:
     def outbox(self) -> Outbox:
         """The outbox of outcome notifications."""
         return Outbox.of(self.ledger)
+
+    @cached_property
+    def kyt(self) -> KytIntake:
+        """The KYT intake (detector readings, the rules file validated: ConfigError if bad)."""
+        return KytIntake(self.settings, self.ledger)
 
     def jitter(self, ceiling: float) -> float:
         """Full jitter, in its own method so tests can pin it."""

@@ -47,6 +47,9 @@ class Policy:
     webhook_grace_seconds: float | None = None
     # The outcome notification channels ("task", "http") a final refund gets an outbox entry for.
     notify_channels: tuple[str, ...] = ()
+    # A rule-made refund (KYT intake) of action ``create`` waits for a person at Confirm
+    # (``REFUNDS_KYT_CONFIRM_NEEDS_APPROVAL``; ``refunds.kyt.outcomes``).
+    kyt_create_needs_approval: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -68,6 +71,7 @@ class Policy:
                 )
                 if configured
             ),
+            kyt_create_needs_approval=settings.kyt_confirm_needs_approval,
         )
 
     def outbox_members(self, ref: str) -> tuple[str, ...]:

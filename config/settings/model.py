@@ -27,7 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from config.settings import approvals, notifications, provider, redis, timing, web
+from config.settings import approvals, kyt, notifications, provider, redis, timing, web
 from config.settings.common import UNUSABLE_FIELDS, Rule
 
 #: Every cross-field rule, in the order their sentences appear in the one start-up message.
@@ -74,10 +74,12 @@ GROUPS: dict[str, type[BaseModel]] = {
     "approvals": approvals.ApprovalSettings,
     "notifications": notifications.NotificationSettings,
     "web": web.WebSettings,
+    "kyt": kyt.KytSettings,
 }
 
 
 class Settings(
+    kyt.KytSettings,
     web.WebSettings,
     notifications.NotificationSettings,
     approvals.ApprovalSettings,

@@ -20,7 +20,16 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, flower, inspection, intake, notifications, serve, upgrade
+from refunds.cli import (
+    actions,
+    flower,
+    inspection,
+    intake,
+    notifications,
+    rules,
+    serve,
+    upgrade,
+)
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -73,6 +82,7 @@ for _command in (
     serve.web,
     flower.flower,
     upgrade.index_payments,
+    rules.rules,
 ):
     cli.add_command(_command)
 

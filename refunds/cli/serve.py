@@ -63,6 +63,7 @@ def web(
     Slow and idle clients are bounded: a read deadline per request, a keep-alive timeout and a
     connection cap below the open-files limit (whose soft value is raised to the hard one).
     """
+    from refunds.kyt.intake import rules_from_settings  # noqa: PLC0415
     from refunds.ops.logs import configure  # noqa: PLC0415
     from refunds.web.deps import api_key_of, operator_keys_of  # noqa: PLC0415
     from refunds.web.server import ServerLimits, serve  # noqa: PLC0415
@@ -70,6 +71,7 @@ def web(
     settings = common.settings()
     # Refuse to start without a real API key (or with bad operator keys), before binding a port.
     operator_keys_of(settings, api_key_of(settings))
+    rules_from_settings(settings)  # a bad KYT rules file: every problem in one message, exit 2
     configure(settings.log_level, settings.log_json)
     serve(
         "refunds.web.app:app_from_env",

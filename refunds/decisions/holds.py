@@ -12,7 +12,8 @@ The checks, in order:
 - the refund address must be valid for the refund's chain (``refunds.addresses``), once the chain
   is known (the Create answer's ``blockchain``): otherwise the refund stops in ``needs_attention``
   with ``ADDRESS_INVALID``, kept for a human, and Confirm is never sent;
-- the approval rule: an approved refund is never held again; otherwise the policy's thresholds
+- the approval rule: an approved refund is never held again; a rule-made one (KYT intake) is
+  held whatever its amount (``refunds.kyt.approval``); otherwise the policy's thresholds
   decide, failing closed.
 """
 
@@ -25,6 +26,8 @@ from typing import Any
 from refunds.addresses import ADDRESS_INVALID, problem_for_chain
 from refunds.decisions.plan import LABEL, Decision, Source
 from refunds.decisions.stops import stop_error
+from refunds.kyt.approval import HOLD_REASON as KYT_HOLD_REASON
+from refunds.kyt.approval import confirm_needs_person
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
 from refunds.policy import Policy
@@ -132,7 +135,11 @@ def _gate(
     invalid = address_stop(record, blockchain, fields, when=when)
     if invalid is not None:
         return invalid
-    if record.approved_by or not policy.needs_approval(amount, currency):
+    # --- KYT intake: a rule-made refund waits for a person whatever its amount.
+    if confirm_needs_person(record, create_needs_approval=policy.kyt_create_needs_approval):
+        reason = f"{when}: {KYT_HOLD_REASON}"
+    # --- end KYT intake
+    elif record.approved_by or not policy.needs_approval(amount, currency):
         return None
     return Decision(
         "applied",

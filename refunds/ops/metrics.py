@@ -68,6 +68,8 @@ class RedisCollector(Collector):
             hooks.add_metric([outcome], n)
         yield hooks
 
+        yield from _kyt_metrics(self.p)
+
         yield GaugeMetricFamily(
             "refunds_timer_lag_seconds",
             "How far the most overdue refund timer is past due",
@@ -106,6 +108,38 @@ class RedisCollector(Collector):
             "1 while the MCE token endpoint refuses our credentials (provider calls paused)",
             value=0.0 if credentials_refused_since(ledger.redis) is None else 1.0,
         )
+
+
+def _kyt_metrics(p: Context) -> Iterator[Metric]:
+    """KYT intake: rule matches by rule, action and mode (labels: the loaded rules file's ids
+    only, so a file's history cannot grow the label set), and the alerts' counters."""
+    store = p.kyt.store
+    ids = set(p.kyt.rules.ids) if p.kyt.rules is not None else set()
+    matches = CounterMetricFamily(
+        "refunds_kyt_rule_matches",
+        "KYT rule matches by rule, action and mode (shadow: recorded, nothing done)",
+        labels=["rule", "action", "mode"],
+    )
+    for (rule, action, mode), n in sorted(store.matches().items()):
+        if rule in ids:
+            matches.add_metric([rule, action, mode], n)
+    yield matches
+    alerts = store.alerts()
+    yield CounterMetricFamily(
+        "refunds_kyt_unmapped",
+        "Flagged payments whose kytResult the settings do not map (denied; alert)",
+        value=alerts.get("unmapped", 0),
+    )
+    yield CounterMetricFamily(
+        "refunds_kyt_denied",
+        "Flagged payments never refunded automatically: deny list or unmapped kytResult",
+        value=alerts.get("denied", 0),
+    )
+    yield CounterMetricFamily(
+        "refunds_kyt_unreadable",
+        "Flagged payments without a usable transaction id (nothing done; alert)",
+        value=alerts.get("unreadable", 0),
+    )
 
 
 def render_metrics(p: Context) -> tuple[bytes, str]:
