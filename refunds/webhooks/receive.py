@@ -79,7 +79,9 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
 
 def _payment_event(p: Context, nid: str, body: bytes) -> WebhookResult:
     """A stored event that is not a refund event: a payment webhook goes through the KYT intake
-    (outcome "payment", its decision kept on the event); anything else is "ignored". A failure
+    (outcome "payment", its decision kept on the event); without a rules file, or for anything
+    else, it is "ignored" (a payment webhook is still listed for ``refunds rules backtest``).
+    A failure
     keeps its error on the event and answers 500, so MCE delivers it again."""
     payment = p.kyt.detect(body)
     if payment is None:
@@ -91,6 +93,10 @@ def _payment_event(p: Context, nid: str, body: bytes) -> WebhookResult:
         p.events.mark_error(nid, f"{type(exc).__name__}: {exc}")
         p.stats.record_webhook("error")
         raise
-    ref = outcome.decision.reference if outcome is not None and outcome.intent else None
+    if outcome is None:
+        # No rules file: kept (and listed for a backtest), never acted on, as before.
+        mark(p, nid, "ignored", None)
+        return WebhookResult("ignored")
+    ref = outcome.decision.reference if outcome.intent else None
     mark(p, nid, "payment", ref)
     return WebhookResult("payment", ref)

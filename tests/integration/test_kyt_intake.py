@@ -42,6 +42,7 @@ from tests.conftest import RedisDatabases, SandboxAdmin
 
 KEY = "test-api-key-kyt"
 SECRET = "whsec-test-kyt-5b1e"
+OPERATOR_KEY = "sandbox-operator-key"  # the sandbox profile's published operator key
 RULES = """\
 version = 1
 [deny]
@@ -232,6 +233,25 @@ def test_active_mode_creates_one_intent_per_payment_held_for_a_person_at_confirm
     ).json()
     assert shown["kytPayment"]["originalTransactionId"] == one
     assert shown["kytRule"] == "active-usdc"
+    console = requests.Session()
+    login = console.post(
+        stack.url + "/console/login", data={"key": OPERATOR_KEY, "next": "/console"}, timeout=10
+    )
+    assert login.status_code == 200, login.text
+    page = console.get(stack.url + "/console/approvals", timeout=10).text
+    assert f"made by KYT rule active-usdc (create): deposit {one}, 125.50 USDC on TRON" in page
+    # A person approves: only then is Confirm sent, and the refund completes.
+    approved = requests.post(
+        f"{stack.url}/refunds/{refs[1]}/approve",
+        json={"reason": "KYT high risk, payer asked for it back"},
+        headers={"X-API-Key": OPERATOR_KEY},
+        timeout=10,
+    )
+    assert approved.status_code == 200, approved.text
+    wait_until(
+        lambda: stack.ledger.get(refs[1]).state == State.COMPLETED, 60, "completed", stack.web
+    )
+    assert stack.sandbox.effects(refs[1]).get("confirm") == 1
 
 
 def test_denied_and_unknown_kyt_results_create_nothing_and_raise_the_alert(
