@@ -16,6 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from config.settings import Settings
+from refunds.identifiers import TRANSACTION_ID_MAX, transaction_id_problem
+from refunds.mce.contract import ORIGINAL_TRANSACTION_TYPES
 from refunds.policy import exact_amount
 
 #: The contract's originalTransactionType of each family (assumed, contract section 5).
@@ -158,6 +160,11 @@ def detect(readings: Readings, event: Mapping[str, Any]) -> Payment | None:
     txn_id = _text(read("transactionId"))
     if txn_id is None:
         problems.append(f"originalTransactionId: nothing at {paths['transactionId']}")
+    elif len(txn_id) > TRANSACTION_ID_MAX or transaction_id_problem(txn_id):
+        why = transaction_id_problem(txn_id) or f"longer than {TRANSACTION_ID_MAX} characters"
+        problems.append(f"originalTransactionId: {why}")
+    if txn_type is not None and txn_type not in ORIGINAL_TRANSACTION_TYPES:
+        problems.append(f"originalTransactionType: {txn_type} is not a known type")
     raw_amount = read("amount")
     amount = exact_amount(raw_amount)
     if raw_amount is not None and amount is None:

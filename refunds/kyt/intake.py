@@ -37,7 +37,7 @@ class Outcome:
 
     payment: Payment
     decision: Decision
-    intent: str | None = None  # new | existing | held-by:{ref} | None (no intent)
+    intent: str | None = None  # new | existing | held-by:{ref} | conflict | None (no intent)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.decision.to_dict(), "intent": self.intent}
@@ -135,9 +135,13 @@ class KytIntake:
                 extra={"client_reference": decision.reference},
             )
             return f"held-by:{exc.existing_reference}"
-        except ConflictError:
-            log.exception("KYT: reference %s holds another intent", decision.reference)
-            raise
+        except ConflictError as exc:
+            # The reference exists with other content (someone submitted it by hand): never
+            # overwritten, never a 500 that MCE would redeliver for ever; a person looks.
+            log.error(  # noqa: TRY400 - the message says it all, no traceback needed
+                "KYT: %s; no intent made", exc, extra={"client_reference": decision.reference}
+            )
+            return "conflict"
         self.ledger.ensure_durable(self.settings)
         if result.created:
             return "new"

@@ -278,3 +278,17 @@ def test_the_docs_page_rules_file_loads_as_copied() -> None:
     loaded = parse_rules(block.encode(), "docs/kyt-rules.md", CATEGORIES, RESULTS)
     assert loaded.rules
     assert json.dumps(loaded.ids)
+
+
+def test_a_flagged_payment_whose_id_could_not_be_refunded_is_unreadable_not_a_crash() -> None:
+    for bad in ("TX\u200b1", "x" * 129):
+        payment = webhook(bad)
+        decision = decide(rules(), payment)
+        assert (decision.effect, decision.reference) == ("unreadable", None)
+        assert "originalTransactionId" in decision.why
+    s = load_settings(profile="sandbox", kyt_transaction_type_path="data.status")  # 7: no type
+    event = parse_body(payment_body(SandboxPayment(1, "TX-T", "5", "USDT", "TRON", "x"))[1])
+    assert event is not None
+    payment = detect(Readings.from_settings(s), event)
+    assert payment is not None
+    assert decide(rules(), payment).effect == "unreadable"
