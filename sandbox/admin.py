@@ -12,7 +12,7 @@ from typing import Any
 from sandbox import problems
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultInjector
-from sandbox.payment_webhooks import payment_body
+from sandbox.payment_webhooks import SHAPES, payment_body
 from sandbox.problems import ProviderError, invalid
 from sandbox.responses import Request, Response, json_response
 from sandbox.state import OUTCOME_STATUS, Payment, SandboxState
@@ -163,6 +163,8 @@ def _webhook_options(item: Any, label: str) -> dict[str, Any] | None:
     unknown = sorted(set(hook) - known)
     if unknown:
         raise invalid(f"{label}.webhook: unknown field {unknown[0]!r}")
+    if hook.get("shape", "default") not in SHAPES:
+        raise invalid(f"{label}.webhook.shape: must be one of {', '.join(SHAPES)}")
     copies = hook.get("copies", 1)
     if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= 10:
         raise invalid(f"{label}.webhook.copies: must be an integer from 1 to 10")
