@@ -48,7 +48,7 @@ class Policy:
     # The outcome notification channels ("task", "http") a final refund gets an outbox entry for.
     notify_channels: tuple[str, ...] = ()
     # A rule-made refund (KYT intake) of action ``create`` waits for a person at Confirm
-    # (``REFUNDS_KYT_CONFIRM_NEEDS_APPROVAL``; ``refunds.kyt.outcomes``).
+    # (``REFUNDS_KYT_CONFIRM_NEEDS_APPROVAL``; ``refunds.kyt.approval``).
     kyt_create_needs_approval: bool = True
 
     @classmethod
