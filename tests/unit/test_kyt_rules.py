@@ -3,6 +3,7 @@ wins, what is denied, and how a bad rules file is reported (every problem, with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -292,3 +293,19 @@ def test_a_flagged_payment_whose_id_could_not_be_refunded_is_unreadable_not_a_cr
     payment = detect(Readings.from_settings(s), event)
     assert payment is not None
     assert decide(rules(), payment).effect == "unreadable"
+
+
+def test_the_gate_before_confirm_holds_a_rule_made_refund_whatever_its_amount() -> None:
+    from refunds.decisions import hold_before_confirm  # noqa: PLC0415
+    from refunds.policy import Policy  # noqa: PLC0415
+
+    made = _record(kyt_rule="r", kyt_action="create", amount=Decimal("0.01"), currency="USDT")
+    made = dataclasses.replace(made, state=State.CREATED)
+    held = hold_before_confirm(made, Policy())  # no thresholds at all
+    assert held is not None
+    assert held.target == State.AWAITING_APPROVAL
+    assert "Confirm waits for a person" in held.reason
+    assert hold_before_confirm(dataclasses.replace(made, kyt_rule=None), Policy()) is None
+    assert hold_before_confirm(made, Policy(kyt_create_needs_approval=False)) is None
+    proposed = dataclasses.replace(made, kyt_action="propose")
+    assert hold_before_confirm(proposed, Policy(kyt_create_needs_approval=False)) is not None
