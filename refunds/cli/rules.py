@@ -9,14 +9,17 @@ then totals. It writes nothing: no intent, no counter, no mark on an event.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
-from config.settings import Settings, parse_duration
+from config.settings import parse_duration
+from config.settings.kyt import KytSettings
 from refunds.cli.common import EXIT_USAGE, fail, ledger, print_json, settings
 from refunds.kyt.detector import Readings, detect, parse_body
 from refunds.kyt.intake import rules_from_settings
@@ -30,15 +33,28 @@ def rules() -> None:
     """Check KYT rules files and backtest them on stored payment webhooks."""
 
 
-def _load(path: Path, s: Settings) -> RuleSet:
+def _load(path: Path, s: KytSettings) -> RuleSet:
     return load_rules(path, s.kyt_results.values(), s.kyt_results.keys())
+
+
+def _kyt_settings() -> KytSettings:
+    """Only the REFUNDS_KYT_* settings: checking a file needs no Redis, provider or secrets."""
+    names = {f.validation_alias for f in KytSettings.model_fields.values()}
+    given = {k: v for k, v in os.environ.items() if k in names}
+    try:
+        return KytSettings.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{err['loc'][0] if err['loc'] else 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        fail(f"invalid configuration: {problems}", EXIT_USAGE)
 
 
 @rules.command()
 @click.argument("file", type=click.Path(path_type=Path))
 def check(file: Path) -> None:
-    """Validate a rules file: exit 0, or 2 listing every problem."""
-    s = settings()
+    """Validate a rules file: exit 0, or 2 listing every problem (reads only REFUNDS_KYT_*)."""
+    s = _kyt_settings()
     try:
         loaded = _load(file, s)
     except RulesError as exc:

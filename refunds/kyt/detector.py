@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from config.settings import Settings
+from config.settings.kyt import KytSettings
 from refunds.identifiers import TRANSACTION_ID_MAX, transaction_id_problem
 from refunds.mce.contract import ORIGINAL_TRANSACTION_TYPES
 from refunds.policy import exact_amount
@@ -37,7 +37,7 @@ class Readings:
     paths: Mapping[str, str]  # what -> dotted path ("" : not read)
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Readings:
+    def from_settings(cls, s: KytSettings) -> Readings:
         return cls(
             families=dict(s.kyt_families),
             results=dict(s.kyt_results),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+from config.settings.kyt import KytSettings
 from refunds.errors import ConfigError, ConflictError, PaymentConflictError
 from refunds.kyt.detector import Payment, Readings, detect, parse_body
 from refunds.kyt.rules import Decision, RulesError, RuleSet, decide, load_rules
@@ -43,7 +44,7 @@ class Outcome:
         return {**self.decision.to_dict(), "intent": self.intent}
 
 
-def rules_from_settings(settings: Settings) -> RuleSet | None:
+def rules_from_settings(settings: KytSettings) -> RuleSet | None:
     """The rules file of ``settings`` validated (None: KYT intake off); ConfigError with every
     problem of a bad file."""
     path = settings.kyt_rules_file
