@@ -76,6 +76,16 @@ class SandboxAdmin:
         if batch:
             self._post("/sandbox/payments", {"payments": batch})
 
+    def flag_and_notify(self, payments: list[dict[str, Any]]) -> list[str]:
+        """Flag payments and send each one's payment webhook (an item's ``webhook`` object:
+        kytResult, kytType, shape, notificationId, participantCode, copies); answers the sent
+        notificationIds (``sandbox.payment_webhooks``)."""
+        return list(self._post("/sandbox/payments", {"payments": payments}).get("webhooks", []))
+
+    def payment_webhooks(self, payments: list[dict[str, Any]]) -> list[str]:
+        """Send payment webhooks without flagging the payments; answers their notificationIds."""
+        return list(self._post("/sandbox/payments/webhooks", {"payments": payments})["webhooks"])
+
     def revoke_tokens(self) -> Any:
         return self._post("/sandbox/revoke-tokens")
 

@@ -15,6 +15,7 @@ from functools import cached_property
 
 from config.settings import Settings, get_settings
 from refunds.archive.reads import Refunds, archived_lookup, refunds_of
+from refunds.kyt.intake import KytIntake
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
 from refunds.ops.counters import Stats
@@ -63,6 +64,11 @@ class Context:
     def refunds(self) -> Refunds:
         """Reads from Redis or the SQL archive, whichever holds the record."""
         return refunds_of(self.ledger, self.settings)
+
+    @cached_property
+    def kyt(self) -> KytIntake:
+        """The KYT intake (detector readings, the rules file validated: ConfigError if bad)."""
+        return KytIntake(self.settings, self.ledger)
 
     def jitter(self, ceiling: float) -> float:
         """Full jitter, in its own method so tests can pin it."""

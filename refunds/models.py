@@ -230,6 +230,14 @@ class RefundRecord:
     # What the approval approved ({"amount", "currency", "refundAddress", "blockchain"}, as text):
     # a change of any of them before Confirm holds the refund again (``decisions.holds``).
     approved_terms: dict[str, Any] | None = field(default=None, metadata=kept("apterms"))
+    # A rule-made refund (KYT intake, ``refunds.kyt``): the rule that made it and its action
+    # (propose, create), the sha256 of the rules file, the payment webhooks it came from, and
+    # the payment as they described it (what an approver reads before Confirm).
+    kyt_rule: str | None = field(default=None, metadata=kept("krule"))
+    kyt_action: str | None = field(default=None, metadata=kept("kact"))
+    kyt_rules_hash: str | None = field(default=None, metadata=kept("khash"))
+    notification_ids: list[str] | None = field(default=None, metadata=kept("knids"))
+    kyt_payment: dict[str, Any] | None = field(default=None, metadata=kept("kpay"))
     # Provider news that contradicted a final state: {"kind", "providerStatus", "at", "source",
     # "cryptoRefundId"}; the final state is kept, the mark is for a human (list --conflicts).
     conflict: dict[str, Any] | None = field(default=None, metadata=kept("conf"))

@@ -51,6 +51,9 @@ class Policy:
     give_up_after: float = 24 * 3600.0  # seconds a streak of transient failures may last
     # Seconds in which MCE's webhook normally arrives; None: no webhook is expected.
     webhook_grace_seconds: float | None = None
+    # A rule-made refund (KYT intake) of action ``create`` waits for a person at Confirm
+    # (``REFUNDS_KYT_CONFIRM_NEEDS_APPROVAL``; ``refunds.kyt.approval``).
+    kyt_create_needs_approval: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -64,6 +67,7 @@ class Policy:
             webhook_grace_seconds=(
                 settings.webhook_grace_seconds if settings.webhooks_expected else None
             ),
+            kyt_create_needs_approval=settings.kyt_confirm_needs_approval,
         )
 
     def outbox_members(self, ref: str) -> tuple[str, ...]:

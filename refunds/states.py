@@ -23,10 +23,13 @@ class State(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     NEEDS_ATTENTION = "needs_attention"
+    # A rule-made refund (KYT intake) whose Create MCE answered "no pending refund"
+    # (CRYPTO_REFUND_NOT_PENDING): nothing to refund, final, never retried.
+    NOT_REFUNDABLE = "not_refundable"
 
 
 S = State
-FINAL_STATES = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.CANCELLED})
+FINAL_STATES = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.CANCELLED, S.NOT_REFUNDABLE})
 _PROVIDER_FINAL = (S.COMPLETED, S.FAILED, S.REJECTED)
 
 # The one table of allowed transitions. A record moves only along these edges; final states have
@@ -35,7 +38,14 @@ _PROVIDER_FINAL = (S.COMPLETED, S.FAILED, S.REJECTED)
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.RECEIVED: frozenset({S.CREATING, S.CANCELLED, S.NEEDS_ATTENTION}),
     S.CREATING: frozenset(
-        {S.CREATED, S.AWAITING_APPROVAL, S.PROCESSING, *_PROVIDER_FINAL, S.NEEDS_ATTENTION}
+        {
+            S.CREATED,
+            S.AWAITING_APPROVAL,
+            S.PROCESSING,
+            *_PROVIDER_FINAL,
+            S.NEEDS_ATTENTION,
+            S.NOT_REFUNDABLE,
+        }
     ),
     S.CREATED: frozenset(
         {
@@ -73,6 +83,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.FAILED: frozenset(),
     S.REJECTED: frozenset(),
     S.CANCELLED: frozenset(),
+    S.NOT_REFUNDABLE: frozenset(),
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sandbox import problems
 from sandbox.config import SandboxConfig
 from sandbox.faults import FaultInjector
+from sandbox.payment_webhooks import SHAPES, payment_body
 from sandbox.problems import ProviderError, invalid
 from sandbox.responses import Request, Response, json_response
 from sandbox.state import OUTCOME_STATUS, Payment, SandboxState
@@ -38,12 +39,48 @@ class AdminApi:
         return json_response({"ok": True})
 
     def flag_payments(self, request: Request) -> Response:
+        """Flag payments pending-refund; an item with a ``webhook`` object also sends its
+        payment webhook with the KYT result (``sandbox.payment_webhooks``)."""
         body = parse_json_object(request.body)
         items = body.get("payments")
         if not isinstance(items, list):
             raise invalid("payments: required, must be a list")
         payments = [_payment(item, f"payments[{i}]") for i, item in enumerate(items)]
-        return json_response({"flagged": self.state.flag_payments(payments)})
+        sends = [_webhook_options(item, f"payments[{i}]") for i, item in enumerate(items)]
+        flagged = self.state.flag_payments(payments)
+        sent = self._send([(p, o) for p, o in zip(payments, sends, strict=True) if o is not None])
+        # "webhooks" only when some were sent: the answer to a plain flag stays {"flagged": n}.
+        return json_response({"flagged": flagged, **({"webhooks": sent} if sent else {})})
+
+    def send_payment_webhooks(self, request: Request) -> Response:
+        """Send payment webhooks for payments described in full, flagged or not (a payment the
+        sandbox does not hold pending answers Create with CRYPTO_REFUND_NOT_PENDING)."""
+        body = parse_json_object(request.body)
+        items = body.get("payments")
+        if not isinstance(items, list):
+            raise invalid("payments: required, must be a list")
+        pairs = [
+            (_payment(item, f"payments[{i}]"), _webhook_options(item, f"payments[{i}]") or {})
+            for i, item in enumerate(items)
+        ]
+        return json_response({"webhooks": self._send(pairs)})
+
+    def _send(self, pairs: list[tuple[Payment, dict[str, Any]]]) -> list[str]:
+        if pairs and self.state.config.webhook_url is None:
+            raise invalid("webhook_url: not set, there is nowhere to send a payment webhook")
+        sent = []
+        for payment, options in pairs:
+            copies = options.pop("copies", 1)
+            try:
+                nid, body = payment_body(
+                    payment, code_msg=self.state.config.webhook_code_msg, **options
+                )
+            except ValueError as exc:
+                raise invalid(str(exc)) from None
+            key = f"payment:{payment.transaction_type}:{payment.transaction_id}"
+            self.webhooks.send_body(nid, key, body, copies)
+            sent.append(nid)
+        return sent
 
     def get_config(self, _request: Request) -> Response:
         return json_response(self.state.config.to_dict())
@@ -113,3 +150,32 @@ def _payment(item: Any, label: str) -> Payment:
         blockchain=optional_str(item, "blockchain", "TRON", f"{label}.blockchain"),
         outcome=outcome,
     )
+
+
+def _webhook_options(item: Any, label: str) -> dict[str, Any] | None:
+    """An item's ``webhook`` object as ``payment_body`` arguments (None: no webhook)."""
+    if not isinstance(item, dict) or item.get("webhook") is None:
+        return None
+    hook = item["webhook"]
+    if not isinstance(hook, dict):
+        raise invalid(f"{label}.webhook: must be an object")
+    known = {"kytResult", "kytType", "shape", "notificationId", "participantCode", "copies"}
+    unknown = sorted(set(hook) - known)
+    if unknown:
+        raise invalid(f"{label}.webhook: unknown field {unknown[0]!r}")
+    if hook.get("shape", "default") not in SHAPES:
+        raise invalid(f"{label}.webhook.shape: must be one of {', '.join(SHAPES)}")
+    copies = hook.get("copies", 1)
+    if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= 10:
+        raise invalid(f"{label}.webhook.copies: must be an integer from 1 to 10")
+    options: dict[str, Any] = {"copies": copies}
+    for name, arg in (
+        ("kytResult", "kyt_result"),
+        ("kytType", "kyt_type"),
+        ("shape", "shape"),
+        ("notificationId", "notification_id"),
+        ("participantCode", "participant_code"),
+    ):
+        if name in hook:
+            options[arg] = hook[name]
+    return options

@@ -78,6 +78,7 @@ def build_routes(provider: ProviderApi, admin: AdminApi) -> dict[str, dict[str, 
     return routes | {
         f"{PREFIX}/healthz": {"GET": admin.healthz},
         f"{PREFIX}/payments": {"POST": admin.flag_payments},
+        f"{PREFIX}/payments/webhooks": {"POST": admin.send_payment_webhooks},
         f"{PREFIX}/config": {"GET": admin.get_config, "POST": admin.update_config},
         f"{PREFIX}/revoke-tokens": {"POST": admin.revoke_tokens},
         f"{PREFIX}/counters": {"GET": admin.counters},

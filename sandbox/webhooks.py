@@ -210,6 +210,16 @@ class WebhookSender:
                 delivery = _Delivery(notification, self._generation, duplicate=copy > 0)
                 self._push(delivery, delay_ms / 1000)
 
+    def send_body(self, notification_id: str, key: str, body: bytes, copies: int = 1) -> None:
+        """Queue a ready body (a payment webhook, ``sandbox.payment_webhooks``) ``copies`` times,
+        byte-identical, at once. ``key`` orders deliveries as a refund id does (one payment's
+        webhooks are never on the wire together) and names it in GET /sandbox/webhooks."""
+        notification = Notification(notification_id, key, key, 0, body)
+        with self._cond:
+            self._remember(notification)
+            for copy in range(copies):
+                self._push(_Delivery(notification, self._generation, duplicate=copy > 0), 0.0)
+
     def replay(self, notification_id: str) -> bool:
         """Send a past notification again now (same id and body, fresh signature)."""
         with self._cond:

@@ -27,7 +27,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from config.settings import approvals, archive, notifications, provider, redis, timing, web
+from config.settings import (
+    approvals,
+    archive,
+    kyt,
+    notifications,
+    provider,
+    redis,
+    timing,
+    web,
+)
 from config.settings.common import UNUSABLE_FIELDS, Rule
 
 #: Every cross-field rule, in the order their sentences appear in the one start-up message.
@@ -76,11 +85,13 @@ GROUPS: dict[str, type[BaseModel]] = {
     "notifications": notifications.NotificationSettings,
     "web": web.WebSettings,
     "archive": archive.ArchiveSettings,
+    "kyt": kyt.KytSettings,
 }
 
 
 class Settings(
     archive.ArchiveSettings,
+    kyt.KytSettings,
     web.WebSettings,
     notifications.NotificationSettings,
     approvals.ApprovalSettings,

@@ -31,6 +31,7 @@ from refunds.cli import (
     inspection,
     intake,
     notifications,
+    rules,
     serve,
     upgrade,
 )
@@ -100,6 +101,7 @@ for _command in (
     upgrade.index_inflight,
     db.db,
     export.export,
+    rules.rules,
 ):
     cli.add_command(_command)
 

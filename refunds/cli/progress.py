@@ -36,12 +36,14 @@ STATE_ORDER = (
     State.FAILED,
     State.REJECTED,
     State.CANCELLED,
+    State.NOT_REFUNDABLE,
 )
 STATE_STYLE = {
     State.COMPLETED: "green",
     State.FAILED: "red",
     State.REJECTED: "red",
     State.CANCELLED: "yellow",
+    State.NOT_REFUNDABLE: "yellow",
     State.NEEDS_ATTENTION: "bold magenta",
     State.AWAITING_APPROVAL: "cyan",
 }

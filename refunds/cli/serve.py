@@ -64,6 +64,7 @@ def web(
     connection cap below the open-files limit (whose soft value is raised to the hard one).
     """
     from refunds.archive.db import require_current_schema  # noqa: PLC0415
+    from refunds.kyt.intake import rules_from_settings  # noqa: PLC0415
     from refunds.ops.logs import configure  # noqa: PLC0415
     from refunds.web.deps import api_key_of, operator_keys_of  # noqa: PLC0415
     from refunds.web.server import ServerLimits, serve  # noqa: PLC0415
@@ -72,6 +73,7 @@ def web(
     # Refuse to start without a real API key (or with bad operator keys), before binding a port.
     operator_keys_of(settings, api_key_of(settings))
     require_current_schema(settings.database_url)  # reads answer from the archive too
+    rules_from_settings(settings)  # a bad KYT rules file: every problem in one message, exit 2
     configure(settings.log_level, settings.log_json)
     serve(
         "refunds.web.app:app_from_env",

@@ -7,6 +7,7 @@ in plain decimal notation (``refunds.money.format_money``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
@@ -35,6 +36,8 @@ def record_view(record: RefundRecord) -> RenderableType:
         value = pub.get(key)
         if value is None:
             continue
+        if isinstance(value, dict | list):  # a rule-made refund's payment and notificationIds
+            value = json.dumps(value, ensure_ascii=False)
         fields.add_row(key, state_text(record.state) if key == "state" else str(value))
     parts: list[RenderableType] = [fields]
     if record.last_error:

@@ -14,7 +14,8 @@ The checks, in order:
   with ``ADDRESS_INVALID``, kept for a human, and Confirm is never sent;
 - the approval rule: an approved refund is not held again while what it approved (amount,
   currency, refund address, chain: ``approved_terms``) is what Confirm would confirm; a change
-  of any of them holds it again, its approval withdrawn. Otherwise the policy's thresholds
+  of any of them holds it again, its approval withdrawn. A rule-made refund (KYT intake) is held
+  whatever its amount (``refunds.kyt.approval``). Otherwise the policy's thresholds
   decide, failing closed.
 
 Right before the Confirm call (``refunds.steps.operations``) :func:`stop_before_confirm_call`
@@ -31,6 +32,8 @@ from typing import Any
 from refunds.addresses import ADDRESS_INVALID, problem_for_chain
 from refunds.decisions.plan import LABEL, Decision, Source
 from refunds.decisions.stops import stop_error
+from refunds.kyt.approval import HOLD_REASON as KYT_HOLD_REASON
+from refunds.kyt.approval import confirm_needs_person
 from refunds.mce.schemas import RefundData
 from refunds.models import RefundRecord, State
 from refunds.money import format_money
@@ -229,7 +232,11 @@ def _gate(
             when=when,
             fields=fields,
         )
-    if not policy.needs_approval(amount, currency):
+    # --- KYT intake: a rule-made refund waits for a person whatever its amount.
+    if confirm_needs_person(record, create_needs_approval=policy.kyt_create_needs_approval):
+        reason = f"{when}: {KYT_HOLD_REASON}"
+    # --- end KYT intake
+    elif not policy.needs_approval(amount, currency):
         return None
     return Decision(
         "applied",

@@ -59,6 +59,10 @@ EXPORTED = (
     "refunds_archive_queue",
     "refunds_archive_lag_seconds",
     "refunds_mce_credentials_refused",
+    "refunds_kyt_rule_matches_total",
+    "refunds_kyt_unmapped_total",
+    "refunds_kyt_denied_total",
+    "refunds_kyt_unreadable_total",
 )
 
 
@@ -71,6 +75,7 @@ class RedisCollector(Collector):
         yield from _provider(self.p.stats)
         yield from self._scheduler()
         yield from self._attention()
+        yield from _kyt_metrics(self.p)
 
     def _refunds(self) -> Iterator[Metric]:
         ledger = self.p.ledger
@@ -211,6 +216,38 @@ def _provider(stats: Stats) -> Iterator[Metric]:
     yield hooks
     yield CounterMetricFamily(
         "refunds_token_fetches", "Bearer tokens fetched from MCE", value=stats.token_fetches()
+    )
+
+
+def _kyt_metrics(p: Context) -> Iterator[Metric]:
+    """KYT intake: rule matches by rule, action and mode (labels: the loaded rules file's ids
+    only, so a file's history cannot grow the label set), and the alerts' counters."""
+    store = p.kyt.store
+    ids = set(p.kyt.rules.ids) if p.kyt.rules is not None else set()
+    matches = CounterMetricFamily(
+        "refunds_kyt_rule_matches",
+        "KYT rule matches by rule, action and mode (shadow: recorded, nothing done)",
+        labels=["rule", "action", "mode"],
+    )
+    for (rule, action, mode), n in sorted(store.matches().items()):
+        if rule in ids:
+            matches.add_metric([rule, action, mode], n)
+    yield matches
+    alerts = store.alerts()
+    yield CounterMetricFamily(
+        "refunds_kyt_unmapped",
+        "Flagged payments whose kytResult the settings do not map (denied; alert)",
+        value=alerts.get("unmapped", 0),
+    )
+    yield CounterMetricFamily(
+        "refunds_kyt_denied",
+        "Flagged payments never refunded automatically: deny list or unmapped kytResult",
+        value=alerts.get("denied", 0),
+    )
+    yield CounterMetricFamily(
+        "refunds_kyt_unreadable",
+        "Flagged payments without a usable transaction id (nothing done; alert)",
+        value=alerts.get("unreadable", 0),
     )
 
 

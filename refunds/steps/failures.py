@@ -17,6 +17,7 @@ import logging
 from refunds.context import Context
 from refunds.decisions import decide_failed_call, within_read_lag
 from refunds.errors import MceError, McePermanentError, MceThrottledError, MceTransientError
+from refunds.kyt.outcomes import not_refundable
 from refunds.mce.contract import Code
 from refunds.models import RefundRecord, now
 from refunds.steps.lease import write
@@ -49,6 +50,16 @@ def failed_attempt(
         return StepResult(f"throttled for {delay:.2f}s", new)
     code = exc.code or type(exc).__name__
     p.stats.record_error(code)
+    # --- KYT intake: a rule-made refund the provider has no pending refund for ends here.
+    final = not_refundable(record, operation=exc.operation, code=exc.code, error=exc.as_dict())
+    if final is not None:
+        log.warning("not refundable: %s", final.reason, extra=log_extra(record, code=exc.code))
+        outbox = p.policy.outbox_members(record.client_reference)
+        new = write(
+            p, record, final.target, final.reason, fields=final.fields, timer="clear", outbox=outbox
+        ).record
+        return StepResult(final.note, new)
+    # --- end KYT intake
     at = now()
     read_lag = (
         exc.code == Code.NOT_FOUND

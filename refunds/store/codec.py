@@ -42,7 +42,7 @@ def _parser(hint: Any) -> tuple[Callable[[str], Any], bool]:
     args = [a for a in get_args(hint) if a is not type(None)]
     optional = type(None) in get_args(hint)
     base = args[0] if optional else hint
-    if getattr(base, "__origin__", base) is dict:
+    if getattr(base, "__origin__", base) in (dict, list):
         return json.loads, optional
     if base in (str, int, float, Decimal, State):
         return base, optional
@@ -67,8 +67,9 @@ FIELDS = {s.name: s.stored for s in _STORED}
 
 
 def encode(value: Any) -> str:
-    """One hash value: dicts as compact sorted JSON, floats by ``repr`` (exact), else ``str``."""
-    if isinstance(value, dict):
+    """One hash value: dicts and lists as compact sorted JSON, floats by ``repr`` (exact), else
+    ``str``."""
+    if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if isinstance(value, float):
         return repr(value)

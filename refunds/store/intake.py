@@ -10,8 +10,8 @@ pipelined.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -78,11 +78,12 @@ class Intake:
         self._submit = Script(client, "ledger_submit")
 
     def _submit_args(
-        self, intent: RefundIntent, at: float, due_in: float
+        self, intent: RefundIntent, at: float, due_in: float, extra: Mapping[str, Any] | None = None
     ) -> tuple[list[str], list[str]]:
         ref = intent.client_reference
-        # The record's own fields, as the record the caller gets back has them (codec).
-        fields = stored_fields(new_record(intent, at))
+        # The record's own fields, as the record the caller gets back has them (codec); ``extra``
+        # are record fields beyond the intent's (a rule-made refund's origin, refunds.kyt).
+        fields = stored_fields(replace(new_record(intent, at), **(extra or {})))
         flat = [encode(x) for kv in fields.items() for x in kv]
         hist = history_line(at, None, State.RECEIVED, "submitted", "pipeline")
         payment = payment_key(intent.original_transaction_type, intent.original_transaction_id)
@@ -92,16 +93,19 @@ class Intake:
         argv += flat
         return keys, argv
 
-    def submit(self, intent: RefundIntent, due_in: float) -> SubmitResult:
+    def submit(
+        self, intent: RefundIntent, due_in: float, extra: Mapping[str, Any] | None = None
+    ) -> SubmitResult:
         """Store a new intent in ``received`` with its timer, or return the existing record.
 
         ``due_in`` is the safety-net delay: the caller nudges a worker at once, and the timer makes
         the refund come due anyway if that nudge is lost. Raises ConflictError when the reference
         exists with different content, PaymentConflictError when another reference holds the
-        original payment.
+        original payment. ``extra``: more record fields to write with a new record (never with
+        an existing one, and never part of the intent's fingerprint).
         """
         at = now()
-        keys, argv = self._submit_args(intent, at, due_in)
+        keys, argv = self._submit_args(intent, at, due_in, extra)
         answer = self._submit(keys, argv)
         return self._submit_outcome(intent, answer)
 

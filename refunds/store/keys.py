@@ -50,6 +50,10 @@ key                        type   lifetime         holds
 ``rp:wh:{notificationId}`` hash   EVENT_TTL (30 d) one MCE webhook event: body, status,
                                                    received_at, error, ref
 ``rp:wh:parked:{ref}``     zset   EVENT_TTL (30 d) event ids waiting for their refund, by time
+``rp:kyt:events``          zset   EVENT_TTL (30 d) payment webhook ids by time received (the
+                                                   backtest's replay list; store/kyt.py)
+``rp:stats:kyt:matches``   hash   forever          ``{rule}|{action}|{mode}`` -> rule matches
+``rp:stats:kyt:alerts``    hash   forever          ``unmapped``/``denied`` -> KYT alerts
 ``rp:mce:token``           hash   token expiry     bearer token: token, expires, refresh
 ``rp:mce:token:lock``      string lock timeout     single-flight lock of a token refresh
 ``rp:pace:tat``            string idle + 1 s       GCRA time of the next provider call slot
@@ -162,6 +166,11 @@ def event_key(notification_id: str) -> str:
 def parked_key(ref: str) -> str:
     return f"{PREFIX}wh:parked:{ref}"
 
+
+# --- KYT intake (store/kyt.py) --------------------------------------------------------------------
+KYT_EVENTS = PREFIX + "kyt:events"
+KYT_MATCHES = PREFIX + "stats:kyt:matches"
+KYT_ALERTS = PREFIX + "stats:kyt:alerts"
 
 # --- token cache (store/tokens.py) ----------------------------------------------------------------
 TOKEN = PREFIX + "mce:token"

@@ -49,6 +49,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     api_key = api_key_of(settings)
     operator_keys = operator_keys_of(settings, api_key)
     ctx = context or build_context(settings)
+    _ = ctx.kyt  # the KYT rules file validated at start (ConfigError listing every problem)
     # /docs and /redoc with their scripts served by the app itself (no CDN: they work offline);
     # no validator badge, which would call out to swagger.io.
     app = FastAPIOffline(

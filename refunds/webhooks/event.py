@@ -24,7 +24,7 @@ ACTOR = "mce-webhook"
 @dataclass(frozen=True)
 class WebhookResult:
     #: applied | duplicate | conflict | stale | parked | ignored | unmatched | contradiction |
-    #: mismatch | anomaly
+    #: mismatch | anomaly | payment (a payment webhook, through the KYT intake)
     outcome: str
     client_reference: str | None = None
     state: str | None = None

@@ -8,8 +8,9 @@ The fast path to a final refund. Order matters (dj-stripe's lesson):
    also claims it: of concurrent copies exactly one is applied, the rest answer "duplicate";
    the same id with another body is a "conflict" (logged, counted, not applied);
 3. route on the payload: a ``data.cryptoRefundId`` makes it a refund event
-   (``crypto.refund.updated`` or ``.v2``); other families (deposits, collections) are stored
-   and "ignored";
+   (``crypto.refund.updated`` or ``.v2``); a payment webhook (the deposit, collection and
+   checkout families, ``REFUNDS_KYT_FAMILIES``) goes to the KYT intake (``refunds.kyt``: the
+   detector and the rules); anything else is stored and "ignored";
 4. apply it, or park it until its refund can take it (``refunds.webhooks.parking``).
 
 A failed apply keeps its error on the stored event and answers 500, so MCE delivers it again.
@@ -65,9 +66,7 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
         p.stats.record_webhook("conflict")
         return WebhookResult("conflict", ref)
     if not is_refund_event(kind, data):
-        # Other families (deposits, collections): kept for reconciliation, never applied.
-        mark(p, nid, "ignored", None)
-        return WebhookResult("ignored")
+        return _payment_event(p, nid, body)
     try:
         result = apply_event(p, nid, data)
     except Exception as exc:
@@ -76,3 +75,28 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
         raise
     mark(p, nid, result.outcome, result.client_reference)
     return result
+
+
+def _payment_event(p: Context, nid: str, body: bytes) -> WebhookResult:
+    """A stored event that is not a refund event: a payment webhook goes through the KYT intake
+    (outcome "payment", its decision kept on the event); without a rules file, or for anything
+    else, it is "ignored" (a payment webhook is still listed for ``refunds rules backtest``).
+    A failure
+    keeps its error on the event and answers 500, so MCE delivers it again."""
+    payment = p.kyt.detect(body)
+    if payment is None:
+        mark(p, nid, "ignored", None)
+        return WebhookResult("ignored")
+    try:
+        outcome = p.kyt.handle(payment, now())
+    except Exception as exc:
+        p.events.mark_error(nid, f"{type(exc).__name__}: {exc}")
+        p.stats.record_webhook("error")
+        raise
+    if outcome is None:
+        # No rules file: kept (and listed for a backtest), never acted on, as before.
+        mark(p, nid, "ignored", None)
+        return WebhookResult("ignored")
+    ref = outcome.decision.reference if outcome.intent else None
+    mark(p, nid, "payment", ref)
+    return WebhookResult("payment", ref)

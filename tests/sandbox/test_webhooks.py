@@ -668,3 +668,76 @@ def test_bad_webhook_flag_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "webhook_url" in result.stderr
+
+
+# --- payment webhooks with a KYT result (sandbox.payment_webhooks) ---------------------------
+
+
+def _flagged(txn: str, **webhook: Any) -> dict[str, Any]:
+    return {
+        "originalTransactionType": 3,
+        "originalTransactionId": txn,
+        "amount": "0.000000000000000001",
+        "currency": "USDC",
+        "webhook": webhook,
+    }
+
+
+def test_flagging_a_payment_sends_its_signed_payment_webhook_in_the_default_shape(
+    sb: Sandbox, receiver: Receiver
+) -> None:
+    answer = sb.admin("POST", "/payments", {"payments": [_flagged("TX-K1", kytResult=3)]})
+    assert answer.status_code == 200, answer.text
+    [nid] = answer.json()["webhooks"]
+    [got] = receiver.wait_for(1)
+    verify(got)
+    assert got.body.count(b'"amount":0.000000000000000001') == 1  # a JSON number, exact
+    event = got.json
+    assert (event["eventType"], event["notificationId"]) == ("crypto.checkout.updated.v2", nid)
+    data = event["data"]
+    assert data["transactionId"] == "TX-K1"
+    assert data["statusInfo"] == "PENDING_REFUND"
+    assert data["kytInfo"]["kytResult"] == 3
+    assert data["kytInfo"]["kytDetails"] == "High risk - further review required"
+
+
+def test_payment_webhooks_come_in_other_shapes_with_any_kyt_result_and_repeat_on_request(
+    sb: Sandbox, receiver: Receiver
+) -> None:
+    items = [
+        {**_flagged("TX-K2", kytResult=42, shape="flat", copies=3)},
+        {**_flagged("TX-K3", shape="no-kyt", notificationId="n-fixed-1")},
+    ]
+    answer = sb.admin("POST", "/payments/webhooks", {"payments": items})
+    assert answer.status_code == 200, answer.text
+    flat_id, fixed = answer.json()["webhooks"]
+    assert fixed == "n-fixed-1"
+    got = receiver.wait_for(4)
+    flat = [r for r in got if r.notification_id == flat_id]
+    assert len(flat) == 3 and len({r.body for r in flat}) == 1  # byte-identical copies
+    assert flat[0].json["data"]["kytResult"] == 42
+    assert flat[0].json["data"]["txnId"] == "TX-K2"
+    bare = next(r for r in got if r.notification_id == fixed).json["data"]
+    assert "kytInfo" not in bare and "kytResult" not in bare
+    for received in got:
+        verify(received)
+
+
+def test_a_payment_webhook_with_an_unknown_shape_is_refused_whole(sb: Sandbox) -> None:
+    answer = sb.admin("POST", "/payments", {"payments": [_flagged("TX-K4", shape="round")]})
+    assert answer.status_code == 400
+    assert "payments[0].webhook.shape" in answer.text
+    create = sb.http.post(
+        sb.base + CREATE,
+        json={
+            "originalTransactionType": 3,
+            "originalTransactionId": "TX-K4",
+            "clientReference": "k4",
+        },
+        headers={"Authorization": f"Bearer {sb.token}"},
+        timeout=TIMEOUT,
+    )
+    assert create.status_code == 422  # not flagged either: nothing changed
+    unknown = sb.admin("POST", "/payments", {"payments": [_flagged("TX-K5", colour="red")]})
+    assert unknown.status_code == 400
+    assert "colour" in unknown.text

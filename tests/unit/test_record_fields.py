@@ -24,6 +24,8 @@ def _value_of(hint: Any, n: int) -> Any:
         return State.PROCESSING
     if getattr(base, "__origin__", base) is dict:
         return {"code": f"c{n}", "n": n}
+    if getattr(base, "__origin__", base) is list:
+        return [f"i{n}", f"j{n}"]
     if base is Decimal:
         return Decimal(f"{n}.0000001")
     samples = {str: f"v{n}", int: n + 1, float: 1_700_000_000.5 + n}
@@ -80,8 +82,9 @@ def test_the_public_shape_is_the_declared_fields_in_their_order_with_public_name
         "clientReference", "state", "originalTransactionType", "originalTransactionId",
         "refundAddress", "cryptoRefundId", "providerStatus", "amount", "currency", "blockchain",
         "feeAmount", "feeCurrency", "txnHash", "statusInfo", "providerRefundAddress",
-        "providerOriginalTransactionId", "approvedBy", "approvedAt", "approvedTerms", "conflict",
-        "attempts", "polls", "lastError", "createdAt", "updatedAt", "history",
+        "providerOriginalTransactionId", "approvedBy", "approvedAt", "approvedTerms", "kytRule",
+        "kytAction", "kytRulesHash", "notificationIds", "kytPayment", "conflict", "attempts",
+        "polls", "lastError", "createdAt", "updatedAt", "history",
     ]  # fmt: skip
 
 
