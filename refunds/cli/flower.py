@@ -57,7 +57,11 @@ def flower_credential(value: str | None) -> str:
             raise CredentialError(
                 f"{ENV_NAME} holds the control or invisible character U+{ord(char):04X}"
             )
-    if password.strip().lower() in PLACEHOLDER_PASSWORDS:
+    if not password.strip():
+        raise CredentialError(f"{ENV_NAME} has an empty password")
+    folded = password.strip().lower()
+    # Any "change-this-..." is an example file's placeholder (ours, Grafana's), whatever follows.
+    if folded in PLACEHOLDER_PASSWORDS or folded.startswith("change-this"):
         raise CredentialError(f"{ENV_NAME} has a placeholder password; set a real one")
     if len(password) < MIN_PASSWORD_CHARS:
         raise CredentialError(

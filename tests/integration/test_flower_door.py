@@ -165,6 +165,9 @@ def test_only_the_whole_login_gets_in(
         (":no-user-at-all-here", "must be user:password"),
         ("operator:changeme", "placeholder"),
         ("operator:CHANGE-THIS-PASSWORD", "placeholder"),
+        ("ops:change-this-grafana-password", "placeholder"),  # .env.example's other placeholder
+        ("ops:", "empty password"),
+        ("ops:            ", "empty password"),
     ],
 )
 def test_flower_credential_names_the_problem_without_the_password(value: str, message: str) -> None:
