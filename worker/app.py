@@ -11,13 +11,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_shutdown
+from celery.signals import heartbeat_sent, setup_logging, worker_process_shutdown, worker_ready
 
 from config.celery import make_celery
 from config.settings import get_settings, implicit_redis_notice
 from refunds.errors import ConfigError
 from refunds.ops import logs
+from refunds.store.connection import redis_client
 from refunds.store.counters import flush_all
+from refunds.store.epoch import EpochWatch
 
 try:
     settings = get_settings()
@@ -44,3 +46,21 @@ def _configure_logging(**_: Any) -> None:
 def _flush_counters(**_: Any) -> None:
     # Pool processes leave through os._exit (no atexit): write the last second's call counts.
     flush_all()
+
+
+_epoch: EpochWatch | None = None
+
+
+@worker_ready.connect
+@heartbeat_sent.connect
+def _check_epoch(**_: Any) -> None:
+    """The worker's main process reads the ledger's epoch at start and with each event heartbeat
+    (every 2 s): a Redis restarted empty is logged at ERROR once and recorded for every process
+    (refunds.store.epoch). Redis trouble here is the broker connection's to report."""
+    global _epoch  # noqa: PLW0603 - one per worker process
+    try:
+        if _epoch is None:
+            _epoch = EpochWatch(redis_client(settings), "worker")
+        _epoch.check()
+    except Exception:  # noqa: BLE001, S110 - never let a probe break the heartbeat
+        pass

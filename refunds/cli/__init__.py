@@ -10,7 +10,9 @@ builds Settings once with ``load_settings`` and turns the pipeline's own errors 
 
 Exit codes are part of the interface (scripts branch on them): 0 success, 1 a refund-level problem
 (conflict, unknown reference, an operator action that does not apply, a demo that did not
-complete), 2 bad input or configuration (nothing was written), 130 interrupted.
+complete), 2 bad input or configuration (nothing was written), 75 (EX_TEMPFAIL) Redis cannot be
+reached, timed out or refused the command (out of memory included), or a write is not yet on
+enough replicas: run it again later; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,15 +22,26 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, flower, inspection, intake, notifications, serve, upgrade
+from refunds.cli import (
+    actions,
+    flower,
+    inspection,
+    intake,
+    notifications,
+    redis_epoch,
+    serve,
+    upgrade,
+)
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
     EXIT_PROBLEM,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     fail,
+    redis_problem,
 )
-from refunds.errors import ConfigError, NotDurableError, RefundNotFoundError
+from refunds.errors import ConfigError, LedgerResetError, NotDurableError, RefundNotFoundError
 
 
 class _Cli(click.Group):
@@ -43,8 +56,10 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_PROBLEM)
         except NotDurableError as exc:
             fail(str(exc), EXIT_NOT_DURABLE)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
+        except LedgerResetError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        except redis.RedisError as exc:
+            fail(redis_problem(exc), EXIT_UNAVAILABLE)
         except KeyboardInterrupt:
             click.echo("refunds: interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -73,6 +88,7 @@ for _command in (
     serve.web,
     flower.flower,
     upgrade.index_payments,
+    redis_epoch.redis_group,
 ):
     cli.add_command(_command)
 

@@ -1,8 +1,10 @@
 """``python -m refunds.ops.health [--tick-within S] [--alerts]``: a health probe for orchestrators.
 
-Exit 0 when Redis answers (and, with ``--tick-within``, when a scheduler tick ran within that many
-seconds, which proves beat is alive and a worker serves the timers queue); exit 1 with one line on
-stderr otherwise. Compose uses it for the beat service, which has no port to probe.
+Exit 0 when Redis answers, takes a write (not out of memory, not a replica) and still holds the
+ledger (no reset recorded: ``refunds.store.epoch``), and, with ``--tick-within``, when a
+scheduler tick ran within that many seconds, which proves beat is alive and a worker serves the
+timers queue; exit 1 with one line on stderr otherwise. Compose uses it for the beat service,
+which has no port to probe.
 
 Red as well while MCE's token endpoint refuses our credentials (a cluster-wide incident: provider
 calls are paused; see ``refunds.mce.auth``). The age alert (a refund in flight older than
@@ -22,6 +24,7 @@ from refunds.errors import ConfigError
 from refunds.models import iso
 from refunds.ops.snapshot import oldest_in_flight_age
 from refunds.store.connection import redis_client
+from refunds.store.epoch import watch, write_probe
 from refunds.store.ledger import Ledger
 from refunds.store.pacing import credentials_refused_since
 
@@ -44,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         ledger = Ledger(redis_client(settings))
         ledger.ping()
+        # --- Redis lost the ledger, or refuses writes (refunds.store.epoch) ----------------
+        reset = watch(ledger.redis, "health").check()
+        if reset is not None:
+            sys.stderr.write(f"unhealthy: {reset.describe()}\n")
+            return 1
+        write_probe(ledger.redis)  # OutOfMemoryError / ReadOnlyError: red below
+        # --- end ----------------------------------------------------------------------------
         refused = credentials_refused_since(ledger.redis)
         if refused is not None:
             sys.stderr.write(

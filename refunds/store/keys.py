@@ -54,6 +54,13 @@ key                        type   lifetime         holds
 ``rp:stats:conflicts``     hash   forever          provider conflict kind -> count
 ``rp:stats:token_fetches`` string forever          Create Token calls made (integer)
 ``rp:durability:probe``    string forever          a counter written before ``WAIT`` (replica acks)
+``rp:epoch``               string forever          JSON: the ledger's epoch (random ``id``,
+                                                   ``created``, ``origin`` start/ack, ``by``,
+                                                   ``reason``, ``replaces``): store/epoch.py
+``rp:epoch:lost``          string until acked      JSON: a detected loss of the ledger
+                                                   (``previous``, ``found``, ``detected``, ``by``)
+``rp:health:probe``        string forever          "1", written by health probes (a write that
+                                                   fails under OOM or on a replica)
 ========================== ====== ================ ==========================================
 
 "forever" means until an operator deletes it: records are never expired by the pipeline.
@@ -158,3 +165,8 @@ def errors_key(minute: int) -> str:
 
 # --- durability (store/connection.py) -------------------------------------------------------------
 DURABILITY_PROBE = PREFIX + "durability:probe"
+
+# --- epoch (store/epoch.py) -----------------------------------------------------------------------
+EPOCH = PREFIX + "epoch"
+EPOCH_LOST = PREFIX + "epoch:lost"
+HEALTH_PROBE = PREFIX + "health:probe"
