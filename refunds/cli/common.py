@@ -62,11 +62,19 @@ def settings() -> Settings:
 
 def ledger(settings: Settings) -> Ledger:
     """The ledger, after a look at its epoch: a recorded reset is said once on stderr (reads go
-    on: an operator needs them to look around; intake refuses in the producer)."""
-    found = Ledger(redis_client(settings))
+    on: an operator needs them to look around)."""
+    found = intake_ledger(settings)
     reset = watch(found.redis, "cli").check()
     if reset is not None:
         click.echo(f"refunds: warning: {reset.describe()}", err=True)
+    return found
+
+
+def intake_ledger(settings: Settings) -> Ledger:
+    """The ledger for a Producer: its epoch watch reports nothing in the log, since intake
+    refused for a lost ledger is the command's one ``refunds: ...`` line (exit 75)."""
+    found = Ledger(redis_client(settings))
+    watch(found.redis, "cli", quiet=True)
     return found
 
 

@@ -155,9 +155,11 @@ class EpochWatch:
         *,
         interval: float = CHECK_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        quiet: bool = False,
     ) -> None:
         self.client = client
         self.process = process
+        self.quiet = quiet  # the caller reports a reset itself (the CLI's one line)
         self.interval = interval
         self.clock = clock
         self.known: str | None = None
@@ -193,7 +195,7 @@ class EpochWatch:
         if lost is None:
             lost = self._record_loss(epoch)
         self.reset = lost
-        if not self._logged:
+        if not self._logged and not self.quiet:
             self._logged = True
             log.error("%s (%s)", lost.describe(), self.process, extra={"operation": "epoch"})
 
@@ -246,12 +248,13 @@ _watches: weakref.WeakKeyDictionary[redis.Redis, EpochWatch] = weakref.WeakKeyDi
 _watches_lock = threading.Lock()
 
 
-def watch(client: redis.Redis, process: str) -> EpochWatch:
+def watch(client: redis.Redis, process: str, *, quiet: bool = False) -> EpochWatch:
     """The watch of ``client`` (one per client object, so the web app's health route, its intake
     and its producer, which share the Context's client, share what they know; a forked child
-    builds clients of its own, and with them watches of its own)."""
+    builds clients of its own, and with them watches of its own). ``quiet`` (no ERROR log line)
+    applies when the watch is made: the CLI, which says it in its own line, makes its first."""
     with _watches_lock:
         found = _watches.get(client)
         if found is None:
-            found = _watches[client] = EpochWatch(client, process)
+            found = _watches[client] = EpochWatch(client, process, quiet=quiet)
         return found
