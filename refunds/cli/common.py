@@ -37,8 +37,8 @@ def fail(message: str, code: int = EXIT_PROBLEM) -> NoReturn:
 
 
 def redis_problem(exc: redis.RedisError) -> str:
-    """One line for any Redis error: what it means for the command, then the error's own first
-    line (the class for a timeout or a refusal: the text of those may quote the command)."""
+    """One line for any Redis error and what to do: a connection's own first line (it names the
+    address, for the operator), else the class only (a refusal's text may quote the command)."""
     name = type(exc).__name__
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         first = str(exc).splitlines()[0] if str(exc) else name
@@ -63,16 +63,17 @@ def settings() -> Settings:
 def ledger(settings: Settings) -> Ledger:
     """The ledger, after a look at its epoch: a recorded reset is said once on stderr (reads go
     on: an operator needs them to look around)."""
-    found = intake_ledger(settings)
+    found = quiet_ledger(settings)
     reset = watch(found.redis, "cli").check()
     if reset is not None:
         click.echo(f"refunds: warning: {reset.describe()}", err=True)
     return found
 
 
-def intake_ledger(settings: Settings) -> Ledger:
-    """The ledger for a Producer: its epoch watch reports nothing in the log, since intake
-    refused for a lost ledger is the command's one ``refunds: ...`` line (exit 75)."""
+def quiet_ledger(settings: Settings) -> Ledger:
+    """The ledger, its epoch watch reporting nothing itself: for a Producer (intake refused for
+    a lost ledger is the command's one ``refunds: ...`` line, exit 75) and for the ``redis``
+    commands, which are about the epoch."""
     found = Ledger(redis_client(settings))
     watch(found.redis, "cli", quiet=True)
     return found

@@ -30,7 +30,7 @@ def redis_group() -> None:
 @redis_group.command(name="epoch", help="Show the ledger's epoch and any recorded reset.")
 @click.option("--json", "as_json", is_flag=True, help="As a JSON object.")
 def show_epoch(as_json: bool) -> None:
-    client = common.ledger(common.settings()).redis
+    client = common.quiet_ledger(common.settings()).redis
     current, lost = epochs.read(client)
     if as_json:
         print_json(
@@ -63,7 +63,7 @@ def ack_reset(actor: str, reason: str) -> None:
         fail("say who you are (--by NAME)", EXIT_USAGE)
     if not reason.strip():
         fail("--reason must say what was checked", EXIT_USAGE)
-    client = common.ledger(common.settings()).redis
+    client = common.quiet_ledger(common.settings()).redis
     try:
         new = epochs.acknowledge(client, reason=reason.strip(), by=actor.strip())
     except NoResetToAcknowledgeError as exc:

@@ -29,6 +29,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import redis
 
@@ -256,5 +257,8 @@ def watch(client: redis.Redis, process: str, *, quiet: bool = False) -> EpochWat
     with _watches_lock:
         found = _watches.get(client)
         if found is None:
-            found = _watches[client] = EpochWatch(client, process, quiet=quiet)
+            # The watch reaches its client through a weak proxy: the registry must not keep a
+            # client (and its sockets) alive after its owner dropped it.
+            proxy = cast(redis.Redis, weakref.proxy(client))
+            found = _watches[client] = EpochWatch(proxy, process, quiet=quiet)
         return found

@@ -30,8 +30,10 @@ import requests
 
 from config.redis_connection import SOCKET_TIMEOUT
 from devstack.localstack import Child, free_port, start_redis, start_web, wait_until
+from devstack.processes import start_beat, start_worker, wait_for_worker
 from refunds.store.keys import EPOCH, EPOCH_LOST
 from sandbox.webhooks import SIGNATURE_HEADER, signature_header
+from worker.beat import EPOCH_EVERY
 
 KEY = "test-api-key-redis-faults"
 SECRET = "whsec-test-redis-faults"
@@ -325,3 +327,36 @@ def test_a_frozen_redis_gets_bounded_503_answers_under_every_redis_py(
         wait_until(lambda: started.healthz().status_code == 200, 20, "thawed", started.web)
     finally:
         started.stop()
+
+
+def test_a_worker_and_beat_that_knew_the_ledger_log_its_loss_once(tmp_path: Path) -> None:
+    """Workers (at start and with each event heartbeat) and beat (every few ticks) read the epoch
+    too: after an empty restart each logs one ERROR, and the loss is recorded for all."""
+    redis_child, url = start_redis(tmp_path / "redis", appendonly=False)
+    env = {"REFUNDS_PROFILE": "sandbox", "REDIS_URL": url, "REFUNDS_LOG_JSON": "true"}
+    env["REFUNDS_TICK_INTERVAL"] = "0.25"
+    worker = start_worker(tmp_path, env, name="epoch-worker", concurrency=1)
+    beat = start_beat(tmp_path, env, name="epoch-beat")
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    try:
+        wait_for_worker(worker)
+        wait_until(lambda: client.get(EPOCH) is not None, 30, "an epoch", worker)
+        time.sleep(EPOCH_EVERY + 1)  # beat has read it too
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        redis_child.stop()
+        redis_child, _ = start_redis(tmp_path / "redis", port=port, appendonly=False)
+        for child in (worker, beat):
+            wait_until(
+                lambda c=child: error_lines(c, "lost the ledger"),  # type: ignore[misc]
+                30,
+                f"{child.name} logs the loss",
+                child,
+            )
+        time.sleep(EPOCH_EVERY + 1)  # more checks: no more lines
+        assert len(error_lines(worker, "lost the ledger")) == 1
+        assert len(error_lines(beat, "lost the ledger")) == 1
+        assert client.get(EPOCH_LOST) is not None
+    finally:
+        beat.stop()
+        worker.stop()
+        redis_child.stop()
