@@ -31,7 +31,7 @@ import requests
 from config.redis_connection import SOCKET_TIMEOUT
 from devstack.localstack import Child, free_port, start_redis, start_web, wait_until
 from devstack.processes import start_beat, start_worker, wait_for_worker
-from refunds.store.keys import EPOCH, EPOCH_LOST
+from refunds.store.keys import EPOCH, EPOCH_LOST, event_key, record_key
 from sandbox.webhooks import SIGNATURE_HEADER, signature_header
 from worker.beat import EPOCH_EVERY
 
@@ -194,8 +194,8 @@ def test_a_redis_restarted_empty_is_detected_named_and_refused_until_acknowledge
     hook = web.webhook(prefix + "before", f"n-{prefix}")
     assert_503_json(hook, "lost the ledger")
     client = web.client()
-    assert client.keys("rp:wh:*") == []
-    assert client.exists(f"rp:r:{prefix}after") == 0
+    assert client.keys(event_key("*")) == []  # stored or parked: none
+    assert client.exists(record_key(prefix + "after")) == 0
     assert json.loads(client.get(EPOCH_LOST) or "{}")["by"] == "web"
 
     # Fresh processes see the recorded loss too: the health probe is red, CLI intake exits 75.
