@@ -82,6 +82,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, errors.client_gone)
     for unavailable in errors.UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, errors.redis_unavailable)
+    errors.first_epoch_check(ctx.ledger.redis)
     return app
 
 

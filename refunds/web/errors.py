@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -89,6 +90,13 @@ def require_ledger_intact(request: Request) -> None:
     usual and reconciliation sees the rest."""
     ledger = request.app.state.services.context.ledger
     watch(ledger.redis, "web").require_intact()
+
+
+def first_epoch_check(client: redis.Redis) -> None:
+    """At start, learn (or write) the ledger's epoch, so an empty restart before the first
+    request is already a change; a Redis away at start is for the first request to meet."""
+    with contextlib.suppress(redis.RedisError):
+        watch(client, "web").check()
 
 
 def storage_problem(client: redis.Redis) -> str | None:
