@@ -172,12 +172,18 @@ class EpochWatch:
     def check(self, *, force: bool = False) -> Reset | None:
         """The recorded reset, or None while the ledger is intact; reads Redis at most once per
         ``interval`` unless ``force``. Raises redis.RedisError when Redis cannot answer."""
+        now = self.clock()
         with self._lock:
-            now = self.clock()
             fresh = self._checked_at is not None and now - self._checked_at < self.interval
-            if force or not fresh:
-                self._observe(*read(self.client))
-                self._checked_at = now
+            if fresh and not force:
+                return self.reset
+            # Claimed before the read, which is not made under the lock: requests arriving while
+            # it waits on a frozen Redis use the last answer and meet Redis's bound on their own
+            # calls, instead of queueing here one socket timeout after another.
+            self._checked_at = now
+        current, lost = read(self.client)
+        with self._lock:
+            self._observe(current, lost)
             return self.reset
 
     def require_intact(self) -> None:
