@@ -27,11 +27,56 @@ from redis.sentinel import Sentinel
 
 from config.settings import Settings
 
-# Sentinel and failover timings: a command against a dead primary must fail within seconds so the
-# caller's retry reaches the new one (Sentinel's own down-after is usually 5-30 s).
+# Every client the pipeline builds carries these bounds explicitly, because redis-py's defaults
+# differ by version (7.x: no socket timeout at all, so a frozen Redis, SIGSTOP or CLIENT PAUSE,
+# holds a request forever; 8.x: 5 s), and kombu's own default is None (a publish waits forever).
+# A command against a dead or frozen primary fails within SOCKET_TIMEOUT, so the caller answers
+# 503 / exit 75 and a retry reaches the new primary after a failover (Sentinel's down-after is
+# usually 5-30 s). No retry inside the client (redis-py's Redis() default is 10, timeouts
+# included): a command that timed out or lost its connection may have run, and every retry adds
+# a wait to the bound; the caller (a task's retry, MCE's redelivery, the merchant's resubmit)
+# repeats the whole idempotent operation instead.
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 30
+
+
+def command_timeout(settings: Settings) -> float:
+    """The socket timeout of a data connection: SOCKET_TIMEOUT, or longer when a replica
+    ``WAIT`` (``REFUNDS_REPLICA_ACK_TIMEOUT_MS``, ``store.connection.ensure_durable``) must fit
+    inside it."""
+    if settings.min_replica_acks <= 0:
+        return SOCKET_TIMEOUT
+    return max(SOCKET_TIMEOUT, settings.replica_ack_timeout_ms / 1000 + 1.0)
+
+
+def bounded_retry() -> Retry:
+    """No retry inside the client (see SOCKET_TIMEOUT), set explicitly: defaults vary by version."""
+    return Retry(NoBackoff(), 0)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The bounds every data client gets (redis-py keyword arguments), whatever its version."""
+    return {
+        "socket_timeout": command_timeout(settings),
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "retry": bounded_retry(),
+        "retry_on_timeout": False,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+    }
+
+
+def client_from_url(url: str, *, decode_responses: bool = True) -> redis.Redis:
+    """A client for a plain URL with the same bounds (tools and tests that have no Settings)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        retry=bounded_retry(),
+        retry_on_timeout=False,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+    )
 
 
 class SentinelCredentials(CredentialProvider):
@@ -55,7 +100,11 @@ def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
     """The Sentinels' own clients: one try each (redis-py's default retries a refused connection
     about ten times with backoff, seconds per dead Sentinel before the next one is asked, often
     during the very incident that causes a failover). The data client keeps its retries."""
-    kwargs: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
+    kwargs: dict[str, Any] = {
+        "socket_timeout": CONNECT_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if settings.redis_sentinel_password is not None:
         kwargs["credential_provider"] = SentinelCredentials(
             settings.redis_sentinel_password.get_secret_value()
@@ -81,7 +130,7 @@ def sentinel(settings: Settings) -> Sentinel:
     return Sentinel(
         list(settings.redis_sentinels),
         sentinel_kwargs=_sentinel_kwargs(settings),
-        socket_timeout=SOCKET_TIMEOUT,
+        socket_timeout=command_timeout(settings),
         socket_connect_timeout=CONNECT_TIMEOUT,
     )
 
@@ -95,15 +144,13 @@ def redis_client(settings: Settings, *, decode_responses: bool = True) -> redis.
     """
     if not settings.uses_sentinel:
         return redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=decode_responses,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
+            settings.redis_url, decode_responses=decode_responses, **client_options(settings)
         )
     assert settings.redis_sentinel_master is not None  # noqa: S101 - uses_sentinel says so
     client: redis.Redis = sentinel(settings).master_for(
         settings.redis_sentinel_master,
         decode_responses=decode_responses,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
+        **client_options(settings),
         **_data_auth(settings),
     )
     return client
@@ -132,10 +179,18 @@ def broker_url(settings: Settings) -> str:
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
-    """The Sentinel part of Celery's ``broker_transport_options`` (empty without Sentinel)."""
+    """Celery's ``broker_transport_options`` beyond the visibility timeout: the socket bounds
+    (kombu's default is none, so a publish to a frozen Redis would wait forever; kombu's BRPOP
+    waits 1 s, well inside them) and, with Sentinel, the master name and the Sentinels' own
+    client options. Source: kombu ``transport/redis.py`` (Channel.from_transport_options)."""
+    bounds: dict[str, Any] = {
+        "socket_timeout": command_timeout(settings),
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+    }
     if not settings.uses_sentinel:
-        return {}
+        return bounds
     return {
+        **bounds,
         "master_name": settings.redis_sentinel_master,
         "sentinel_kwargs": _sentinel_kwargs(settings),
     }

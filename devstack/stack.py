@@ -22,6 +22,7 @@ import requests
 from redis import Redis
 
 from config.celery import ALL_QUEUES
+from config.redis_connection import client_from_url
 from devstack import processes
 from devstack.processes import Child
 from devstack.sandbox_admin import SandboxAdmin
@@ -118,7 +119,7 @@ class LocalStack:
         return SandboxAdmin(self.sandbox_url, **kwargs)
 
     def client(self, decode: bool = True) -> Redis:
-        return Redis.from_url(self.redis_url, decode_responses=decode)
+        return client_from_url(self.redis_url, decode_responses=decode)
 
     def start_worker(
         self,

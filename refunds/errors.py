@@ -365,3 +365,23 @@ class MceProtocolError(MceTransientError):
     Treated as transient: such answers come from gateways and half-deployed releases far more
     often than from a stable API; the attempt budget still ends in ``needs_attention``.
     """
+
+
+class LedgerResetError(RefundsError):
+    """Redis lost the ledger (its epoch is gone or replaced: ``refunds.store.epoch``) and no
+    operator has acknowledged it yet: intake is refused. The web answers 503 with
+    ``Retry-After``; the CLI exits 75. Nothing was written."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),))
+
+
+class NoResetToAcknowledgeError(RefundsError):
+    """``refunds redis ack-reset`` found no recorded reset: the epoch is left as it is."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+        super().__init__(f"no ledger reset is recorded (current epoch: {current}); nothing changed")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.current,))

@@ -31,6 +31,7 @@ from refunds.archive.reads import archived_lookup
 from refunds.errors import ConflictError
 from refunds.models import RefundIntent, RefundRecord, State
 from refunds.store.connection import redis_client
+from refunds.store.epoch import EpochWatch, watch
 from refunds.store.ledger import Ledger, SubmitResult
 
 log = logging.getLogger("refunds.producer")
@@ -74,6 +75,12 @@ class Producer:
         self._celery = celery
 
     @property
+    def epoch(self) -> EpochWatch:
+        """This process's watch of the ledger's epoch (``refunds.store.epoch``): intake is
+        refused while Redis is known to have lost the ledger."""
+        return watch(self.ledger.redis, "producer")
+
+    @property
     def celery(self) -> Celery:
         if self._celery is None:
             self._celery = make_celery(self.settings)
@@ -87,6 +94,7 @@ class Producer:
         """Like ``submit``, and also says whether this call created the record."""
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
+        self.epoch.require_intact()  # LedgerResetError: Redis lost the ledger, nothing written
         result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
         self.ledger.ensure_durable(self.settings)  # NotDurableError: answer "retry"
         if result.created or result.record.state == State.RECEIVED:
@@ -130,6 +138,7 @@ class Producer:
         "existing" when identical and a conflict when not.
         """
         out = BatchResult()
+        self.epoch.require_intact()
         outcomes = self.ledger.submit_many(list(intents), due_in=0.0)
         self.ledger.ensure_durable(self.settings)
         for outcome in outcomes:

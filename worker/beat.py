@@ -24,6 +24,7 @@ so the worker's own ``task_send_sent_event`` is untouched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -32,6 +33,9 @@ from celery.beat import PersistentScheduler
 from config.redis_connection import redis_client
 from config.settings import get_settings
 from refunds.store.beat import BeatLock, lock_ttl
+from refunds.store.epoch import EpochWatch
+
+EPOCH_EVERY = 5.0  # seconds between two reads of the ledger's epoch by beat
 
 log = logging.getLogger("refunds.beat")
 
@@ -42,9 +46,11 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc] # celery is un
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
         self._interval = settings.tick_interval
-        self.beat_lock = BeatLock(
-            redis_client(settings), lock_ttl(settings.tick_interval)
-        )
+        client = redis_client(settings)
+        self.beat_lock = BeatLock(client, lock_ttl(settings.tick_interval))
+        # Beat reads the ledger's epoch too (plain GETs, at most once per EPOCH_EVERY): a Redis
+        # restarted empty is logged at ERROR and recorded for every process (refunds.store.epoch).
+        self.epoch = EpochWatch(client, "beat", interval=EPOCH_EVERY)
         self._standing_by = False
         self._ever_held = False
         self._lock_unavailable = False
@@ -52,6 +58,8 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc] # celery is un
         self.app.conf.task_send_sent_event = False
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        with contextlib.suppress(Exception):  # Redis away: the lock below says so, once
+            self.epoch.check()
         try:
             holding = self.beat_lock.hold()
         except Exception as exc:  # noqa: BLE001 - Redis away: send nothing, retry next wake-up

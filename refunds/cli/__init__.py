@@ -10,7 +10,9 @@ builds Settings once with ``load_settings`` and turns the pipeline's own errors 
 
 Exit codes are part of the interface (scripts branch on them): 0 success, 1 a refund-level problem
 (conflict, unknown reference, an operator action that does not apply, a demo that did not
-complete), 2 bad input or configuration (nothing was written), 130 interrupted.
+complete), 2 bad input or configuration (nothing was written), 75 (EX_TEMPFAIL) Redis cannot be
+reached, timed out or refused the command (out of memory included), or a write is not yet on
+enough replicas: run it again later; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from refunds.cli import (
     inspection,
     intake,
     notifications,
+    redis_epoch,
     rules,
     serve,
     upgrade,
@@ -39,12 +42,15 @@ from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
     EXIT_PROBLEM,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     fail,
+    redis_problem,
 )
 from refunds.errors import (
     ArchiveUnavailableError,
     ConfigError,
+    LedgerResetError,
     NotDurableError,
     RefundNotFoundError,
 )
@@ -62,13 +68,15 @@ class _Cli(click.Group):
             fail(str(exc), EXIT_PROBLEM)
         except NotDurableError as exc:
             fail(str(exc), EXIT_NOT_DURABLE)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            fail(f"cannot reach Redis (REDIS_URL): {exc}", EXIT_USAGE)
+        except LedgerResetError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
         except ArchiveUnavailableError as exc:
             fail(str(exc), EXIT_PROBLEM)
         except sqlalchemy.exc.OperationalError as exc:
             reason = str(exc.orig or exc).strip().splitlines()[0]
             fail(f"cannot reach the archive database (REFUNDS_DATABASE_URL): {reason}", EXIT_USAGE)
+        except redis.RedisError as exc:
+            fail(redis_problem(exc), EXIT_UNAVAILABLE)
         except KeyboardInterrupt:
             click.echo("refunds: interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -102,6 +110,7 @@ for _command in (
     db.db,
     export.export,
     rules.rules,
+    redis_epoch.redis_group,
 ):
     cli.add_command(_command)
 

@@ -63,7 +63,7 @@ def operator_command(name: str) -> click.Command:
         if not actor.strip():
             fail("say who you are (--by NAME)", EXIT_USAGE)
         settings = common.settings()
-        producer = Producer(settings)
+        producer = Producer(settings, ledger=common.quiet_ledger(settings))
         try:
             result = ACTIONS[name](producer.ledger, settings, ref, actor=actor, reason=reason)
         except OperatorActionError as exc:
@@ -110,7 +110,7 @@ def _bulk_retry(
     from refunds.producer import Producer  # noqa: PLC0415 - Celery loads only when acting
 
     settings = common.settings()
-    producer = Producer(settings)
+    producer = Producer(settings, ledger=common.quiet_ledger(settings))
     since_at = None if since is None else parse_since(since, now())
     try:
         records = select_for_retry(producer.ledger, state=state, code=code, since=since_at)

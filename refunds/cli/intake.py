@@ -108,7 +108,7 @@ def _submit_one(settings: Settings, intent: RefundIntent, *, as_json: bool) -> N
     from refunds.producer import Producer  # noqa: PLC0415 - Celery loads only when submitting
 
     try:
-        result = Producer(settings).submit_intent(intent)
+        result = Producer(settings, ledger=common.quiet_ledger(settings)).submit_intent(intent)
     except ConflictError as exc:
         fail(str(exc), EXIT_PROBLEM)
     record = result.record
@@ -175,7 +175,7 @@ def _refuse_batch(path: Path, problems: list[FieldError], count: int) -> NoRetur
 def _send_batch(settings: Settings, path: Path, report: BatchReport, *, quiet: bool) -> BatchResult:
     from refunds.producer import BatchResult, Producer  # noqa: PLC0415
 
-    producer = Producer(settings)
+    producer = Producer(settings, ledger=common.quiet_ledger(settings))
     total = BatchResult()
     progress = Progress(
         TextColumn("submitting"),

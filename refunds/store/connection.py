@@ -12,6 +12,7 @@ import redis
 from config.redis_connection import (
     broker_transport_options,
     broker_url,
+    client_from_url,
     redis_client,
     sentinel,
 )
@@ -22,6 +23,7 @@ from refunds.store.keys import DURABILITY_PROBE
 __all__ = [
     "broker_transport_options",
     "broker_url",
+    "client_from_url",
     "ensure_durable",
     "redis_client",
     "sentinel",

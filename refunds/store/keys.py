@@ -75,6 +75,13 @@ key                        type   lifetime         holds
 ``rp:arch:lock``           string lock timeout     the one archiver draining (token, PX)
 ``rp:gone``                set    forever          references whose record left Redis for the
                                                    archive (intake tombstones: one member each)
+``rp:epoch``               string forever          JSON: the ledger's epoch (random ``id``,
+                                                   ``created``, ``origin`` start/ack, ``by``,
+                                                   ``reason``, ``replaces``): store/epoch.py
+``rp:epoch:lost``          string until acked      JSON: a detected loss of the ledger
+                                                   (``previous``, ``found``, ``detected``, ``by``)
+``rp:health:probe``        string forever          "1", written by health probes (a write that
+                                                   fails under OOM or on a replica)
 ========================== ====== ================ ==========================================
 
 "forever" means until an operator deletes it. A final record (hash, history, state and index
@@ -202,3 +209,8 @@ DURABILITY_PROBE = PREFIX + "durability:probe"
 ARCHIVE_QUEUE = PREFIX + "arch"
 ARCHIVE_LOCK = PREFIX + "arch:lock"
 ARCHIVED_REFS = PREFIX + "gone"
+
+# --- epoch (store/epoch.py) -----------------------------------------------------------------------
+EPOCH = PREFIX + "epoch"
+EPOCH_LOST = PREFIX + "epoch:lost"
+HEALTH_PROBE = PREFIX + "health:probe"

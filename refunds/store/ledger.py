@@ -29,7 +29,7 @@ from typing import Concatenate, Generic, ParamSpec, TypeVar, overload
 import redis
 
 from config.settings import Settings
-from refunds.store.connection import ensure_durable
+from refunds.store.connection import client_from_url, ensure_durable
 from refunds.store.intake import ARCHIVED, ArchivedLookup, Intake, SubmitResult
 from refunds.store.keys import (
     ALL,
@@ -161,7 +161,7 @@ class Ledger:
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+        return cls(client_from_url(url))
 
     def ping(self) -> bool:
         """Round trip to Redis; raises redis.RedisError when it is unreachable."""

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from config.settings import Settings
 from refunds.context import Context, build_context
-from refunds.errors import NotDurableError, RefundNotFoundError
+from refunds.errors import LedgerResetError, NotDurableError, RefundNotFoundError
 from refunds.producer import Producer
 from refunds.web import console, errors
 from refunds.web.deps import (
@@ -85,10 +85,12 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(RefundNotFoundError, errors.not_found)
     app.add_exception_handler(NotDurableError, errors.not_durable)
+    app.add_exception_handler(LedgerResetError, errors.ledger_reset)
     app.add_exception_handler(RequestValidationError, errors.invalid)
     app.add_exception_handler(ClientDisconnect, errors.client_gone)
     for unavailable in errors.UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, errors.redis_unavailable)
+    errors.first_epoch_check(ctx.ledger.redis)
     return app
 
 

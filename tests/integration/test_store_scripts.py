@@ -202,3 +202,17 @@ def test_the_wheel_ships_every_lua_script(tmp_path: Path) -> None:
     assert shipped == expected
     packaged = resources.files("refunds.store").joinpath("lua")
     assert {p.name for p in packaged.iterdir()} >= {p.name for p in LUA.glob("*.lua")}
+
+
+def test_the_beat_lock_renews_and_releases_after_a_flushed_cache(client: redis.Redis) -> None:
+    """Beat's lock runs redis-py's own Lock scripts (``redis.lock.Lock``), which reload on
+    NOSCRIPT by themselves: the one scripted path that is not a ``Script`` of ours."""
+    from refunds.store.beat import BeatLock  # noqa: PLC0415 - only this test needs it
+
+    lock = BeatLock(client, ttl=4.0, name="beat-a", renew_every=0.0)
+    assert lock.hold()
+    flush(client)
+    assert lock.hold()  # a renewal: the reacquire script
+    flush(client)
+    lock.release()  # the release script
+    assert lock.holder() is None

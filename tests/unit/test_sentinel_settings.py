@@ -23,7 +23,10 @@ def test_plain_redis_url_is_unchanged() -> None:
     settings = load_settings(**BASE, redis_url="redis://:pw@10.0.0.5:6380/3")
     assert not settings.uses_sentinel
     assert broker_url(settings) == "redis://:pw@10.0.0.5:6380/3"
-    assert broker_transport_options(settings) == {}
+    assert broker_transport_options(settings) == {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+    }
     client = redis_client(settings)
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == (
@@ -34,7 +37,11 @@ def test_plain_redis_url_is_unchanged() -> None:
     )
     conf = celery_config(settings)
     assert conf["broker_url"] == "redis://:pw@10.0.0.5:6380/3"
-    assert conf["broker_transport_options"] == {"visibility_timeout": 3600}
+    assert conf["broker_transport_options"] == {
+        "visibility_timeout": 3600,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+    }
     assert conf["broker_connection_max_retries"] is None
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from refunds.errors import WebhookRejectedError
 from refunds.web.deps import ContextDep, ProducerDep
-from refunds.web.errors import problem
+from refunds.web.errors import problem, require_ledger_intact
 from refunds.web.schemas import BODY, UNAVAILABLE, Problem, WebhookOut
 from refunds.webhooks import receive_delivery
 
@@ -40,6 +40,8 @@ router = APIRouter()
         }
     },
     summary="MCE's Crypto Refund Webhook (signed; verified over the raw body)",
+    # 503 while Redis is known to have lost the ledger: MCE redelivers after the acknowledgement.
+    dependencies=[Depends(require_ledger_intact)],
 )
 async def webhook(request: Request, context: ContextDep, producer: ProducerDep) -> Any:
     body = await request.body()

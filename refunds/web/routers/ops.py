@@ -14,18 +14,25 @@ from fastapi import APIRouter, Header, HTTPException, Response
 
 from refunds.ops.metrics import render_metrics
 from refunds.web.deps import ContextDep, SettingsDep
-from refunds.web.errors import unavailable
+from refunds.web.errors import storage_problem, unavailable
 from refunds.web.schemas import UNAVAILABLE
 
 router = APIRouter()
 
 
-@router.get("/healthz", responses=UNAVAILABLE, summary="Liveness: Redis answers")
+@router.get(
+    "/healthz",
+    responses=UNAVAILABLE,
+    summary="Health: Redis answers, takes writes, and still holds the ledger (its epoch)",
+)
 def healthz(context: ContextDep) -> Any:
     try:
         context.ledger.ping()
+        problem = storage_problem(context.ledger.redis)
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         return unavailable(f"redis: {type(exc).__name__}")
+    if problem is not None:
+        return unavailable(problem)
     return {"ok": True}
 
 
