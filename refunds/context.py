@@ -16,7 +16,10 @@ from functools import cached_property
 from config.settings import Settings, get_settings
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
+from refunds.models import RefundRecord
 from refunds.ops.counters import Stats
+from refunds.participants.clients import ParticipantClients
+from refunds.participants.registry import registry_of
 from refunds.policy import Policy
 from refunds.store.connection import redis_client
 from refunds.store.events import EventStore
@@ -36,6 +39,9 @@ class Context:
     client: MceClient
     stats: Stats
     rng: random.Random = field(default_factory=random.Random)
+    # The clients per participant (a registry file, or MCE_PARTICIPANT_CODE); None: ``client``
+    # serves every refund (a Context built by hand).
+    participants: ParticipantClients | None = None
     _policy: tuple[Settings, Policy] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -46,6 +52,12 @@ class Context:
         if self._policy is None or self._policy[0] is not self.settings:
             self._policy = (self.settings, Policy.from_settings(self.settings))
         return self._policy[1]
+
+    def client_for(self, record: RefundRecord) -> MceClient:
+        """The client of the refund's participant: its credential, its participantCode."""
+        if self.participants is None:
+            return self.client
+        return self.participants.for_participant(record.participant)
 
     # Derived from the ledger (built on first use), so a Context built by hand has them too.
     @cached_property
@@ -81,8 +93,18 @@ _current: tuple[int, Context] | None = None
 
 
 def build_context(settings: Settings) -> Context:
+    """The process's Context. Without a registry file and without ``MCE_PARTICIPANT_CODE``, one
+    client serves every refund, as before registries; otherwise one client per participant
+    (``refunds.participants``), and ``client`` is the default participant's."""
     ledger = Ledger(redis_client(settings))
     stats = Stats.of(ledger)
+    registry = registry_of(settings)  # a bad registry file: ConfigError, before any refund
+    if registry.from_file or settings.mce_participant_code:
+        clients = ParticipantClients(settings, ledger, stats, registry)
+        client = clients.for_participant(None)
+        return Context(
+            settings=settings, ledger=ledger, client=client, stats=stats, participants=clients
+        )
     client = MceClient(
         settings,
         pacer=Pacer.of(ledger, settings.mce_max_rps, settings.pacing_max_wait),

@@ -27,8 +27,9 @@ from celery import Celery
 
 from config.celery import make_celery
 from config.settings import Settings, get_settings
-from refunds.errors import ConflictError
+from refunds.errors import ConflictError, FieldError, InvalidIntentError
 from refunds.models import RefundIntent, RefundRecord, State
+from refunds.participants.registry import Registry, intake_problem, registry_of
 from refunds.store.connection import redis_client
 from refunds.store.ledger import Ledger, SubmitResult
 
@@ -69,6 +70,14 @@ class Producer:
         self.settings = settings or get_settings()
         self.ledger = ledger or Ledger(redis_client(self.settings))
         self._celery = celery
+        # Read at start: a bad registry file is a ConfigError before any intent is taken.
+        self.registry: Registry = registry_of(self.settings)
+
+    def check_participant(self, intent: RefundIntent, line: int | None = None) -> None:
+        """Refuse (InvalidIntentError) an intent whose participantCode this deployment lacks."""
+        problem = intake_problem(self.registry, intent.participant)
+        if problem is not None:
+            raise InvalidIntentError([FieldError("participantCode", problem, line)])
 
     @property
     def celery(self) -> Celery:
@@ -84,6 +93,7 @@ class Producer:
         """Like ``submit``, and also says whether this call created the record."""
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
+        self.check_participant(intent)
         result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
         self.ledger.ensure_durable(self.settings)  # NotDurableError: answer "retry"
         if result.created or result.record.state == State.RECEIVED:
@@ -127,7 +137,15 @@ class Producer:
         "existing" when identical and a conflict when not.
         """
         out = BatchResult()
-        outcomes = self.ledger.submit_many(list(intents), due_in=0.0)
+        intents = list(intents)
+        problems = [
+            FieldError("participantCode", problem, i)
+            for i, intent in enumerate(intents, 1)
+            if (problem := intake_problem(self.registry, intent.participant)) is not None
+        ]
+        if problems:
+            raise InvalidIntentError(problems)  # nothing written
+        outcomes = self.ledger.submit_many(intents, due_in=0.0)
         self.ledger.ensure_durable(self.settings)
         for outcome in outcomes:
             if isinstance(outcome, ConflictError):
