@@ -20,7 +20,16 @@ from typing import Any
 import click
 import redis
 
-from refunds.cli import actions, flower, inspection, intake, notifications, serve, upgrade
+from refunds.cli import (
+    actions,
+    flower,
+    inspection,
+    intake,
+    notifications,
+    participants,
+    serve,
+    upgrade,
+)
 from refunds.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_DURABLE,
@@ -70,6 +79,7 @@ for _command in (
     serve.demo,
     *actions.COMMANDS,
     notifications.notifications,
+    participants.participant,
     serve.web,
     flower.flower,
     upgrade.index_payments,

@@ -1,0 +1,276 @@
+"""A PSP deployment: two credentials, three participants, two sandboxes (one per credential's MCE).
+
+Real worker and beat processes read a registry file; each sandbox is one credential's MCE with its
+own client id and secret, so a call sent with the wrong credential would fail its token call and
+a refund sent to the wrong MCE would show up in the other sandbox's effects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from config.settings import load_settings
+from devstack.processes import Child, start_beat, start_sandbox, start_worker, wait_for_worker
+from devstack.sandbox_admin import SandboxAdmin
+from devstack.wait import wait_until
+from refunds.models import State
+from refunds.producer import Producer
+from refunds.store.ledger import Ledger
+from refunds.store.participants import ParticipantPauses
+from tests.conftest import SANDBOX_TEST_CONFIG, RedisDatabases, wait_final
+
+# Participant -> credential: ALPHA serves two merchants, BETA one.
+SERVED_BY = {"SHOP-A1": "alpha", "SHOP-A2": "alpha", "SHOP-B1": "beta"}
+SECRETS = {"alpha": "alpha-secret-7f3c", "beta": "beta-secret-91d2"}
+
+REGISTRY = """
+default_participant = "SHOP-A1"
+
+[[credentials]]
+id = "alpha"
+base_url = "{alpha}"
+client_id = "alpha-client"
+client_secret = "env:PSP_ALPHA_SECRET"
+webhook_secrets = ["env:PSP_ALPHA_HOOK"]
+max_rps = {alpha_rps}
+
+[[credentials]]
+id = "beta"
+base_url = "{beta}"
+client_id = "beta-client"
+client_secret = "file:{beta_secret_file}"
+webhook_secrets = ["env:PSP_BETA_HOOK", "env:PSP_BETA_HOOK_NEXT"]
+max_rps = {beta_rps}
+
+[[participants]]
+participant_code = "SHOP-A1"
+credential = "alpha"
+
+[[participants]]
+participant_code = "SHOP-A2"
+credential = "alpha"
+
+[[participants]]
+participant_code = "SHOP-B1"
+credential = "beta"
+"""
+
+RATES = {"alpha": 12.0, "beta": 6.0}
+
+
+@dataclass
+class Psp:
+    sandboxes: dict[str, SandboxAdmin]
+    producer: Producer
+    ledger: Ledger
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def psp(
+    redis_dbs: RedisDatabases, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Psp]:
+    url = redis_dbs.take()
+    work = tmp_path_factory.mktemp("psp")
+    children: list[Child] = []
+    sandboxes: dict[str, SandboxAdmin] = {}
+    try:
+        for cred in ("alpha", "beta"):
+            logdir = work / cred
+            logdir.mkdir()
+            child, base = start_sandbox(
+                logdir,
+                extra_args=[
+                    "--client-id",
+                    f"{cred}-client",
+                    "--client-secret",
+                    SECRETS[cred],
+                ],
+            )
+            children.append(child)
+            sandboxes[cred] = SandboxAdmin(base, defaults=SANDBOX_TEST_CONFIG)
+        secret_file = work / "beta.secret"
+        secret_file.write_text(SECRETS["beta"] + "\n")
+        registry = work / "registry.toml"
+        registry.write_text(
+            REGISTRY.format(
+                alpha=sandboxes["alpha"].url,
+                beta=sandboxes["beta"].url,
+                beta_secret_file=secret_file,
+                alpha_rps=RATES["alpha"],
+                beta_rps=RATES["beta"],
+            )
+        )
+        psp_env = {
+            **env,
+            "REDIS_URL": url,
+            "REFUNDS_REGISTRY_FILE": str(registry),
+            "PSP_ALPHA_SECRET": SECRETS["alpha"],
+            "PSP_ALPHA_HOOK": "alpha-hook-secret",
+            "PSP_BETA_HOOK": "beta-hook-secret",
+            "PSP_BETA_HOOK_NEXT": "beta-hook-secret-next",
+            "REFUNDS_AUTH_PAUSE_SECONDS": "1",
+            "REFUNDS_PARTICIPANT_HOLD_SECONDS": "0.5",
+        }
+        worker = start_worker(work, psp_env, name="psp-worker", concurrency=4)
+        children.append(worker)
+        wait_for_worker(worker)
+        children.append(start_beat(work, psp_env, name="psp-beat"))
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("REFUNDS_REGISTRY_FILE", "PSP_ALPHA_SECRET", "PSP_ALPHA_HOOK"):
+                mp.setenv(name, psp_env[name])
+            mp.setenv("PSP_BETA_HOOK", psp_env["PSP_BETA_HOOK"])
+            mp.setenv("PSP_BETA_HOOK_NEXT", psp_env["PSP_BETA_HOOK_NEXT"])
+            settings = load_settings(profile="sandbox", redis_url=url)
+            producer = Producer(settings)
+            yield Psp(sandboxes, producer, producer.ledger, psp_env)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        redis_dbs.give_back(url)
+
+
+def _submit(psp: Psp, prefix: str, per_participant: int) -> dict[str, list[str]]:
+    """``per_participant`` refunds for each participant; participant -> its references."""
+    refs: dict[str, list[str]] = {}
+    for code, cred in SERVED_BY.items():
+        mine = [f"{prefix}{code}-{i}" for i in range(per_participant)]
+        psp.sandboxes[cred].flag([f"tx-{r}" for r in mine])
+        refs[code] = mine
+    for code, mine in refs.items():
+        for ref in mine:
+            psp.producer.submit(
+                {
+                    "originalTransactionType": 1,
+                    "originalTransactionId": f"tx-{ref}",
+                    "clientReference": ref,
+                    "participantCode": code,
+                }
+            )
+    return refs
+
+
+def _reset(psp: Psp, **switches: object) -> None:
+    for admin in psp.sandboxes.values():
+        admin.reset(**switches)
+
+
+def _assert_calls_carry_their_participant(psp: Psp, refs: dict[str, list[str]]) -> None:
+    """Every refund was created at its credential's MCE only, and every recorded Create,
+    Confirm and Get there carries a participantCode that credential serves (Create: the
+    refund's own)."""
+    owner = {ref: code for code, mine in refs.items() for ref in mine}
+    for cred, admin in psp.sandboxes.items():
+        served = {c for c, by in SERVED_BY.items() if by == cred}
+        effects = admin.counters("")["effects"]
+        mine = {ref for ref in owner if SERVED_BY[owner[ref]] == cred}
+        seen = {ref for ref in effects if ref in owner}
+        assert seen == mine, (cred, sorted(seen ^ mine)[:5])
+        recorded = admin.recorded_requests()
+        for entry in recorded.get("create", []):
+            body = entry["body"]
+            assert body["participantCode"] == owner[body["clientReference"]], body
+        for entry in recorded.get("confirm", []):
+            assert entry["body"]["participantCode"] in served, entry
+        for entry in recorded.get("get", []):
+            assert entry["query"]["participantCode"] in served, entry
+        for entry in recorded.get("token", []):
+            assert entry["body"]["client_id"] == f"{cred}-client", entry
+        assert recorded.get("create"), cred
+
+
+def test_each_participants_refunds_go_through_its_own_credential_with_its_code(
+    psp: Psp, prefix: str
+) -> None:
+    _reset(psp)
+    refs = _submit(psp, prefix, 6)
+    every = [r for mine in refs.values() for r in mine]
+    records = wait_final(psp.ledger, every, 90)
+    assert {r.state for r in records} == {State.COMPLETED}
+    assert {r.client_reference: r.participant for r in records} == {
+        ref: code for code, mine in refs.items() for ref in mine
+    }
+    _assert_calls_carry_their_participant(psp, refs)
+
+
+def test_a_revoked_credential_pauses_only_its_participants_and_loses_nothing(
+    psp: Psp, prefix: str
+) -> None:
+    _reset(psp)
+    alpha = psp.sandboxes["alpha"]
+    refs = _submit(psp, prefix, 6)
+    # Mid-run: alpha's login is refused from now on, and its tokens stop working.
+    alpha.configure(token_refuse_status=401)
+    alpha.revoke_tokens()
+    records = wait_final(psp.ledger, refs["SHOP-B1"], 60)
+    assert {r.state for r in records} == {State.COMPLETED}
+    time.sleep(2)  # alpha's refunds had the time to finish, were they not paused
+    held = psp.ledger.get_many(refs["SHOP-A1"] + refs["SHOP-A2"])
+    waiting = [r for r in held if not r.is_final]
+    assert waiting, "alpha's refunds all finished before the revocation took effect"
+    assert not any(r.state == State.NEEDS_ATTENTION for r in held), [
+        (r.client_reference, r.last_error) for r in held if r.state == State.NEEDS_ATTENTION
+    ]
+    alpha.configure(token_refuse_status=None)  # the PSP fixed its login
+    every = [r for mine in refs.values() for r in mine]
+    records = wait_final(psp.ledger, every, 90)
+    assert {r.state for r in records} == {State.COMPLETED}
+    _assert_calls_carry_their_participant(psp, refs)
+
+
+def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix: str) -> None:
+    _reset(psp)
+    pauses = ParticipantPauses.of(psp.ledger)
+    assert pauses.pause("SHOP-A2", "test", "merchant asked", time.time())
+    try:
+        refs = _submit(psp, prefix, 4)
+        others = refs["SHOP-A1"] + refs["SHOP-B1"]
+        records = wait_final(psp.ledger, others, 60)
+        assert {r.state for r in records} == {State.COMPLETED}
+        time.sleep(1.5)
+        paused = psp.ledger.get_many(refs["SHOP-A2"])
+        assert {r.state for r in paused} <= {State.RECEIVED, State.CREATING}
+        assert all(r.attempts == 0 for r in paused)  # throttled, not failed: no attempt counted
+        effects = psp.sandboxes["alpha"].counters(prefix)["effects"]
+        assert not set(refs["SHOP-A2"]) & set(effects)  # nothing of it reached MCE
+    finally:
+        pauses.resume("SHOP-A2")
+    records = wait_final(psp.ledger, refs["SHOP-A2"], 60)
+    assert {r.state for r in records} == {State.COMPLETED}
+
+
+def test_each_credential_keeps_its_own_pace(psp: Psp, prefix: str) -> None:
+    # Each MCE's own limit sits a little above the credential's pace: pacing alone must keep
+    # every call under it, each credential at its own rate.
+    _reset(psp, processing_seconds=0.2, fault_operations=["token", "create", "confirm", "get"])
+    for cred, admin in psp.sandboxes.items():
+        admin.configure(max_rps=RATES[cred] * 1.2)
+    start = time.monotonic()
+    refs = _submit(psp, prefix, 12)
+    every = [r for mine in refs.values() for r in mine]
+    finished: dict[str, float] = {}
+    by_cred = {
+        cred: [r for code, mine in refs.items() if SERVED_BY[code] == cred for r in mine]
+        for cred in psp.sandboxes
+    }
+
+    def done() -> bool:
+        for cred, mine in by_cred.items():
+            if cred not in finished and all(r.is_final for r in psp.ledger.get_many(mine)):
+                finished[cred] = time.monotonic() - start
+        return len(finished) == len(by_cred)
+
+    wait_until(done, 180, interval=0.1, what="every refund final")
+    assert {r.state for r in psp.ledger.get_many(every)} == {State.COMPLETED}
+    for cred, admin in psp.sandboxes.items():
+        counters = admin.counters(prefix)
+        calls = sum(counters["calls"].values())
+        rate = calls / finished[cred]
+        print(f"{cred}: {calls} calls in {finished[cred]:.2f}s = {rate:.2f}/s ({RATES[cred]})")
+        assert counters["faults"].get("rate_limited", 0) == 0, counters["faults"]
+        assert rate <= RATES[cred] * 1.05, (cred, calls, finished[cred])
+        assert calls >= len(by_cred[cred]) * 3
