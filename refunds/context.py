@@ -7,6 +7,7 @@ ledger's Redis connection pool; only ``refunds.store`` knows their keys.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -50,7 +51,16 @@ class Context:
         the decisions take it as it is, nothing after them reads the settings' raw values
         again. Rebuilt only when ``settings`` is replaced (tests swap a Context's settings)."""
         if self._policy is None or self._policy[0] is not self.settings:
-            self._policy = (self.settings, Policy.from_settings(self.settings))
+            policy = Policy.from_settings(self.settings)
+            if self.participants is not None:
+                participants = self.participants.registry.participants.values()
+                own = {
+                    part.code: part.approval_thresholds
+                    for part in participants
+                    if part.code is not None and part.approval_thresholds is not None
+                }
+                policy = dataclasses.replace(policy, participant_thresholds=own)
+            self._policy = (self.settings, policy)
         return self._policy[1]
 
     def client_for(self, record: RefundRecord) -> MceClient:

@@ -132,7 +132,7 @@ def _gate(
     invalid = address_stop(record, blockchain, fields, when=when)
     if invalid is not None:
         return invalid
-    if record.approved_by or not policy.needs_approval(amount, currency):
+    if record.approved_by or not policy.needs_approval(amount, currency, record.participant):
         return None
     return Decision(
         "applied",

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -32,6 +32,9 @@ from refunds.errors import ConfigError
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 MAX_WEBHOOK_SECRETS = 2  # the current one and, during a rotation, the next
+
+
+_Entry = TypeVar("_Entry", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -70,12 +73,6 @@ class ParticipantEntry(_Strict):
     @classmethod
     def _thresholds(cls, value: Any) -> Any:
         return parse_currency_amounts(value)
-
-
-class RegistryFile(_Strict):
-    default_participant: str | None = None  # serves intents that name no participantCode
-    credentials: list[CredentialEntry] = Field(min_length=1)
-    participants: list[ParticipantEntry] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -168,32 +165,49 @@ def resolve_secret(reference: str, where: str, problems: list[str]) -> SecretStr
     return None
 
 
-def _shape_problems(exc: ValidationError) -> list[str]:
+def _shape_problems(exc: ValidationError, where: str) -> list[str]:
     out = []
     for err in exc.errors(include_input=False, include_url=False):
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        out.append(f"{loc or 'registry'}: {msg}")
+        out.append(f"{where}{loc}: {msg}")
+    return out
+
+
+def _entries(
+    raw: dict[str, Any], name: str, model: type[_Entry], problems: list[str]
+) -> list[_Entry]:
+    """The valid tables of array ``name``; each invalid one's problems added to ``problems``."""
+    tables = raw.get(name)
+    if not isinstance(tables, list) or not tables:
+        problems.append(f"{name}: at least one [[{name}]] table is required")
+        return []
+    out = []
+    for i, table in enumerate(tables):
+        try:
+            out.append(model.model_validate(table))
+        except ValidationError as exc:
+            problems.extend(_shape_problems(exc, f"{name}[{i}]"))
     return out
 
 
 def parse_registry(text: str, source: str = "registry") -> Registry:
-    """A registry from TOML text, or ConfigError listing every problem (one line each, joined)."""
+    """A registry from TOML text, or ConfigError listing every problem (one line each, joined):
+    every malformed table and every broken reference, not only the first."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid registry {source}: not TOML ({exc})") from None
-    try:
-        shape = RegistryFile.model_validate(raw)
-    except ValidationError as exc:
-        listed = "; ".join(_shape_problems(exc))
-        raise ConfigError(f"invalid registry {source}: {listed}") from None
-    problems: list[str] = []
+    problems: list[str] = [
+        f"{key}: unknown field (expected credentials, participants, default_participant)"
+        for key in raw
+        if key not in {"credentials", "participants", "default_participant"}
+    ]
     credentials: dict[str | None, Credential] = {}
-    for i, entry in enumerate(shape.credentials):
-        where = f"credentials[{i}] ({entry.id})"
+    for entry in _entries(raw, "credentials", CredentialEntry, problems):
+        where = f"credentials ({entry.id})"
         if entry.id in credentials:
             problems.append(f"{where}: id {entry.id} is used twice")
         secret = resolve_secret(entry.client_secret, f"{where}.client_secret", problems)
@@ -210,12 +224,12 @@ def parse_registry(text: str, source: str = "registry") -> Registry:
             entry.max_rps,
         )
     participants: dict[str | None, Participant] = {}
-    for i, part in enumerate(shape.participants):
-        where = f"participants[{i}] ({part.participant_code})"
+    for part in _entries(raw, "participants", ParticipantEntry, problems):
+        where = f"participants ({part.participant_code})"
         if part.participant_code in participants:
             problems.append(f"{where}: participant_code is used twice")
         if part.credential not in credentials:
-            known = ", ".join(sorted(str(c) for c in credentials))
+            known = ", ".join(sorted(str(c) for c in credentials)) or "none valid"
             problems.append(f"{where}.credential: no credential {part.credential!r} ({known})")
         participants[part.participant_code] = Participant(
             part.participant_code,
@@ -225,7 +239,7 @@ def parse_registry(text: str, source: str = "registry") -> Registry:
             part.notify_url,
             part.enabled,
         )
-    default = shape.default_participant
+    default = raw.get("default_participant")
     if default is not None and default not in participants:
         problems.append(f"default_participant: no participant {default!r}")
     if problems:
