@@ -7,18 +7,31 @@ a refund sent to the wrong MCE would show up in the other sandbox's effects.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import requests
 
 from config.settings import load_settings
-from devstack.processes import Child, start_beat, start_sandbox, start_worker, wait_for_worker
+from devstack.processes import (
+    Child,
+    free_port,
+    start_beat,
+    start_sandbox,
+    start_web,
+    start_worker,
+    wait_for_worker,
+)
 from devstack.sandbox_admin import SandboxAdmin
 from devstack.wait import wait_until
 from refunds.models import State
 from refunds.producer import Producer
+from refunds.store.events import EventStore
 from refunds.store.ledger import Ledger
 from refunds.store.participants import ParticipantPauses
 from tests.conftest import SANDBOX_TEST_CONFIG, RedisDatabases, wait_final
@@ -26,6 +39,9 @@ from tests.conftest import SANDBOX_TEST_CONFIG, RedisDatabases, wait_final
 # Participant -> credential: ALPHA serves two merchants, BETA one.
 SERVED_BY = {"SHOP-A1": "alpha", "SHOP-A2": "alpha", "SHOP-B1": "beta"}
 SECRETS = {"alpha": "alpha-secret-7f3c", "beta": "beta-secret-91d2"}
+# What each credential's MCE signs its webhooks with (beta: the new secret of a rotation).
+HOOK_SECRETS = {"alpha": "alpha-hook-secret", "beta": "beta-hook-secret-next"}
+API_KEY = {"X-API-Key": "psp-api-key-5c1e"}
 
 REGISTRY = """
 default_participant = "SHOP-A1"
@@ -68,6 +84,7 @@ class Psp:
     producer: Producer
     ledger: Ledger
     env: dict[str, str]
+    web: str
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +95,8 @@ def psp(
     work = tmp_path_factory.mktemp("psp")
     children: list[Child] = []
     sandboxes: dict[str, SandboxAdmin] = {}
+    web_port = free_port()
+    web_url = f"http://127.0.0.1:{web_port}"
     try:
         for cred in ("alpha", "beta"):
             logdir = work / cred
@@ -92,7 +111,11 @@ def psp(
                 ],
             )
             children.append(child)
-            sandboxes[cred] = SandboxAdmin(base, defaults=SANDBOX_TEST_CONFIG)
+            hooks = {
+                "webhook_url": f"{web_url}/webhooks/mce/{cred}",
+                "webhook_secret": HOOK_SECRETS[cred],
+            }
+            sandboxes[cred] = SandboxAdmin(base, defaults={**SANDBOX_TEST_CONFIG, **hooks})
         secret_file = work / "beta.secret"
         secret_file.write_text(SECRETS["beta"] + "\n")
         registry = work / "registry.toml"
@@ -115,7 +138,13 @@ def psp(
             "PSP_BETA_HOOK_NEXT": "beta-hook-secret-next",
             "REFUNDS_AUTH_PAUSE_SECONDS": "1",
             "REFUNDS_PARTICIPANT_HOLD_SECONDS": "0.5",
+            "REFUNDS_API_KEY": API_KEY["X-API-Key"],
         }
+        web = start_web(work, psp_env, port=web_port, name="psp-web")
+        children.append(web)
+        wait_until(
+            lambda: requests.get(f"{web_url}/healthz", timeout=1).ok, 30, what="web", child=web
+        )
         worker = start_worker(work, psp_env, name="psp-worker", concurrency=4)
         children.append(worker)
         wait_for_worker(worker)
@@ -127,7 +156,7 @@ def psp(
             mp.setenv("PSP_BETA_HOOK_NEXT", psp_env["PSP_BETA_HOOK_NEXT"])
             settings = load_settings(profile="sandbox", redis_url=url)
             producer = Producer(settings)
-            yield Psp(sandboxes, producer, producer.ledger, psp_env)
+            yield Psp(sandboxes, producer, producer.ledger, psp_env, web_url)
     finally:
         for child in reversed(children):
             child.stop()
@@ -195,6 +224,11 @@ def test_each_participants_refunds_go_through_its_own_credential_with_its_code(
         ref: code for code, mine in refs.items() for ref in mine
     }
     _assert_calls_carry_their_participant(psp, refs)
+    for cred, admin in psp.sandboxes.items():  # each MCE's webhooks, at its own address
+        deliveries = admin.webhook_deliveries(prefix)
+        assert deliveries, cred
+        answers = {(d["outcome"], d["last_status"]) for d in deliveries}
+        assert answers <= {("delivered", 200), ("delivered", 202)}, (cred, deliveries[:3])
 
 
 def test_a_revoked_credential_pauses_only_its_participants_and_loses_nothing(
@@ -246,7 +280,13 @@ def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix
 def test_each_credential_keeps_its_own_pace(psp: Psp, prefix: str) -> None:
     # Each MCE's own limit sits a little above the credential's pace: pacing alone must keep
     # every call under it, each credential at its own rate.
-    _reset(psp, processing_seconds=0.2, fault_operations=["token", "create", "confirm", "get"])
+    # No webhooks here: polling keeps each credential busy at its pace.
+    _reset(
+        psp,
+        processing_seconds=0.2,
+        fault_operations=["token", "create", "confirm", "get"],
+        webhook_url=None,
+    )
     for cred, admin in psp.sandboxes.items():
         admin.configure(max_rps=RATES[cred] * 1.2)
     start = time.monotonic()
@@ -274,3 +314,64 @@ def test_each_credential_keeps_its_own_pace(psp: Psp, prefix: str) -> None:
         assert counters["faults"].get("rate_limited", 0) == 0, counters["faults"]
         assert rate <= RATES[cred] * 1.05, (cred, calls, finished[cred])
         assert calls >= len(by_cred[cred]) * 3
+
+
+def _event(ref: str, refund_id: str, participant: str, nid: str) -> bytes:
+    data = {
+        "cryptoRefundId": refund_id,
+        "clientReference": ref,
+        "status": 4,  # failed: a change no refund of this test may take from this delivery
+        "participantCode": participant,
+    }
+    body = {"notificationId": nid, "eventType": "crypto.refund.updated", "data": data}
+    return json.dumps(body).encode()
+
+
+def _post_hook(psp: Psp, cred: str, body: bytes, secret: str) -> requests.Response:
+    stamp = str(time.time_ns() // 1_000_000)
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return requests.post(
+        f"{psp.web}/webhooks/mce/{cred}",
+        data=body,
+        timeout=10,
+        headers={"Content-Type": "application/json", "X-Signature": f"t={stamp},v0={mac}"},
+    )
+
+
+def _mismatches(psp: Psp) -> float:
+    text = requests.get(f"{psp.web}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith('refunds_webhooks_total{outcome="participant_mismatch"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_webhook_naming_another_credentials_participant_is_refused_and_counted(
+    psp: Psp, prefix: str
+) -> None:
+    _reset(psp)
+    refs = _submit(psp, prefix, 1)
+    every = [r for mine in refs.values() for r in mine]
+    wait_final(psp.ledger, every, 60)
+    victim = psp.ledger.get(refs["SHOP-B1"][0])
+    assert victim.state == State.COMPLETED and victim.crypto_refund_id
+    before = _mismatches(psp)
+    nid = f"{prefix}-forged-1"
+    # Alpha's login, correctly signed, speaking of beta's merchant's refund.
+    body = _event(victim.client_reference, victim.crypto_refund_id, "SHOP-B1", nid)
+    answer = _post_hook(psp, "alpha", body, HOOK_SECRETS["alpha"])
+    assert answer.status_code == 403, answer.text
+    assert "SHOP-B1 does not belong to credential alpha" in answer.text
+    stored = EventStore.of(psp.ledger).get(nid)
+    assert stored["status"] == "refused"
+    assert json.loads(stored["body"]) == json.loads(body)  # kept raw
+    wait_until(lambda: _mismatches(psp) == before + 1, 10, what="the mismatch counted")
+    assert psp.ledger.get(victim.client_reference).state == State.COMPLETED  # untouched
+    # The address checks the signature with its own credential's secrets only.
+    own = _event(victim.client_reference, victim.crypto_refund_id, "SHOP-B1", f"{nid}-2")
+    assert _post_hook(psp, "beta", own, HOOK_SECRETS["alpha"]).status_code == 401
+    # Both secrets of beta's rotation are accepted (a final refund: nothing changes).
+    for i, secret in enumerate(("beta-hook-secret", "beta-hook-secret-next")):
+        again = _event(victim.client_reference, victim.crypto_refund_id, "SHOP-B1", f"{nid}-r{i}")
+        assert _post_hook(psp, "beta", again, secret).status_code < 300
+    assert _post_hook(psp, "gamma", own, HOOK_SECRETS["alpha"]).status_code == 404
