@@ -153,7 +153,6 @@ AUTH_REFUSED = PREFIX + "mce:auth:refused"
 AUTH_PROBE = PREFIX + "mce:auth:probe"
 
 
-
 # --- per credential (store/tokens.py, store/pacing.py) ------------------------------------------
 # ``credential=None`` is the one credential of a deployment without a registry file: its keys are
 # the single-credential keys above, so a deployment's cached token and schedule survive upgrades.

@@ -29,9 +29,7 @@ MISMATCH = "participant_mismatch"  # the webhook outcome counted (refunds_webhoo
 _NO_MATCH = "signature does not match"
 
 
-def verify_any(
-    secrets: list[str], header: str | None, body: bytes, *, tolerance: float
-) -> None:
+def verify_any(secrets: list[str], header: str | None, body: bytes, *, tolerance: float) -> None:
     """``verify`` with each secret in turn (a rotation's old and new); the first that matches
     wins. A malformed or stale header is refused whatever the secret."""
     refused: WebhookRejectedError | None = None
