@@ -123,6 +123,12 @@ class RefundIntent(BaseModel):
                 raise ValueError(problem)
         return value
 
+    @field_validator("participant", mode="before")
+    @classmethod
+    def _blank_participant_is_none(cls, value: Any) -> Any:
+        # An empty CSV cell names no participant (the deployment's default), as with addresses.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("refund_address", mode="after")
     @classmethod
     def _address_characters(cls, value: str | None) -> str | None:

@@ -59,6 +59,7 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
         )
     try:
         intent = RefundIntent.parse(data)
+        producer.check_participant(intent)  # in the registry (REFUNDS_REGISTRY_FILE), enabled
     except InvalidIntentError as exc:
         return problem(
             422,
