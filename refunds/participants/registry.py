@@ -75,6 +75,23 @@ class ParticipantEntry(_Strict):
         return parse_currency_amounts(value)
 
 
+class IntakeKeyEntry(_Strict):
+    """One ``[[intake_keys]]`` table: an HTTP intake key that sees only some participants."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    key: str
+    participants: list[str] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class IntakeKey:
+    """A merchant app's key: it submits and reads only ``participants``' refunds."""
+
+    name: str
+    key: SecretStr = field(repr=False)
+    participants: frozenset[str]
+
+
 @dataclass(frozen=True)
 class Credential:
     """One MCE login. ``id`` None: the deployment's one credential from the ``MCE_*`` settings."""
@@ -107,6 +124,11 @@ class Registry:
     participants: Mapping[str | None, Participant]
     from_file: bool = False
     default: str | None = None  # the participant of intents that name none
+    intake_keys: tuple[IntakeKey, ...] = ()
+
+    def owner(self, code: str | None) -> str | None:
+        """The participant a refund recorded with ``code`` belongs to (None: the default)."""
+        return self.default if code is None else code
 
     def participant(self, code: str | None) -> Participant | None:
         return self.participants.get(code)
@@ -203,7 +225,7 @@ def parse_registry(text: str, source: str = "registry") -> Registry:
     problems: list[str] = [
         f"{key}: unknown field (expected credentials, participants, default_participant)"
         for key in raw
-        if key not in {"credentials", "participants", "default_participant"}
+        if key not in {"credentials", "participants", "default_participant", "intake_keys"}
     ]
     credentials: dict[str | None, Credential] = {}
     for entry in _entries(raw, "credentials", CredentialEntry, problems):
@@ -242,9 +264,29 @@ def parse_registry(text: str, source: str = "registry") -> Registry:
     default = raw.get("default_participant")
     if default is not None and default not in participants:
         problems.append(f"default_participant: no participant {default!r}")
+    keys = _intake_keys(raw, participants, problems) if "intake_keys" in raw else ()
     if problems:
         raise ConfigError(f"invalid registry {source}: " + "; ".join(problems))
-    return Registry(credentials, participants, from_file=True, default=default)
+    return Registry(credentials, participants, from_file=True, default=default, intake_keys=keys)
+
+
+def _intake_keys(
+    raw: dict[str, Any], participants: Mapping[str | None, Participant], problems: list[str]
+) -> tuple[IntakeKey, ...]:
+    out: list[IntakeKey] = []
+    for entry in _entries(raw, "intake_keys", IntakeKeyEntry, problems):
+        where = f"intake_keys ({entry.name})"
+        if any(k.name == entry.name for k in out):
+            problems.append(f"{where}: name {entry.name} is used twice")
+        unknown = [c for c in entry.participants if c not in participants]
+        if unknown:
+            problems.append(f"{where}.participants: not in the registry: {', '.join(unknown)}")
+        secret = resolve_secret(entry.key, f"{where}.key", problems)
+        if secret is not None:
+            if any(k.key.get_secret_value() == secret.get_secret_value() for k in out):
+                problems.append(f"{where}.key: the same key as another intake key")
+            out.append(IntakeKey(entry.name, secret, frozenset(entry.participants)))
+    return tuple(out)
 
 
 def load_registry(path: Path) -> Registry:

@@ -42,6 +42,7 @@ SECRETS = {"alpha": "alpha-secret-7f3c", "beta": "beta-secret-91d2"}
 # What each credential's MCE signs its webhooks with (beta: the new secret of a rotation).
 HOOK_SECRETS = {"alpha": "alpha-hook-secret", "beta": "beta-hook-secret-next"}
 API_KEY = {"X-API-Key": "psp-api-key-5c1e"}
+SHOP_A1_KEY = {"X-API-Key": "shop-a1-key-2b7d"}  # scoped: SHOP-A1's refunds only
 
 REGISTRY = """
 default_participant = "SHOP-A1"
@@ -73,6 +74,11 @@ credential = "alpha"
 [[participants]]
 participant_code = "SHOP-B1"
 credential = "beta"
+
+[[intake_keys]]
+name = "shop-a1-app"
+key = "env:PSP_SHOP_A1_KEY"
+participants = ["SHOP-A1"]
 """
 
 RATES = {"alpha": 12.0, "beta": 6.0}
@@ -139,6 +145,7 @@ def psp(
             "REFUNDS_AUTH_PAUSE_SECONDS": "1",
             "REFUNDS_PARTICIPANT_HOLD_SECONDS": "0.5",
             "REFUNDS_API_KEY": API_KEY["X-API-Key"],
+            "PSP_SHOP_A1_KEY": SHOP_A1_KEY["X-API-Key"],
         }
         web = start_web(work, psp_env, port=web_port, name="psp-web")
         children.append(web)
@@ -154,6 +161,7 @@ def psp(
                 mp.setenv(name, psp_env[name])
             mp.setenv("PSP_BETA_HOOK", psp_env["PSP_BETA_HOOK"])
             mp.setenv("PSP_BETA_HOOK_NEXT", psp_env["PSP_BETA_HOOK_NEXT"])
+            mp.setenv("PSP_SHOP_A1_KEY", psp_env["PSP_SHOP_A1_KEY"])
             settings = load_settings(profile="sandbox", redis_url=url)
             producer = Producer(settings)
             yield Psp(sandboxes, producer, producer.ledger, psp_env, web_url)
@@ -375,3 +383,49 @@ def test_a_webhook_naming_another_credentials_participant_is_refused_and_counted
         again = _event(victim.client_reference, victim.crypto_refund_id, "SHOP-B1", f"{nid}-r{i}")
         assert _post_hook(psp, "beta", again, secret).status_code < 300
     assert _post_hook(psp, "gamma", own, HOOK_SECRETS["alpha"]).status_code == 404
+
+
+def test_a_scoped_intake_key_submits_and_sees_only_its_participants_refunds(
+    psp: Psp, prefix: str
+) -> None:
+    _reset(psp)
+    refs = _submit(psp, prefix, 2)
+    mine, theirs = refs["SHOP-A1"][0], refs["SHOP-B1"][0]
+    http = requests.Session()
+
+    def intent(ref: str, code: str | None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "originalTransactionType": 1,
+            "originalTransactionId": f"tx-{ref}",
+            "clientReference": ref,
+        }
+        if code is not None:
+            body["participantCode"] = code
+        return body
+
+    url = f"{psp.web}/refunds"
+    psp.sandboxes["beta"].flag([f"tx-{prefix}b-new"])
+    refused = http.post(url, json=intent(f"{prefix}b-new", "SHOP-B1"), headers=SHOP_A1_KEY)
+    assert refused.status_code == 403, refused.text
+    assert psp.ledger.find(f"{prefix}b-new") is None  # nothing written
+    unknown = http.post(url, json=intent(f"{prefix}x-new", "SHOP-ZZ"), headers=API_KEY)
+    assert unknown.status_code == 422, unknown.text
+    assert "participantCode" in unknown.text
+    psp.sandboxes["alpha"].flag([f"tx-{prefix}a-new"])
+    made = http.post(url, json=intent(f"{prefix}a-new", None), headers=SHOP_A1_KEY)
+    assert made.status_code == 201, made.text  # the default participant, SHOP-A1: its own
+    assert psp.ledger.get(f"{prefix}a-new").participant is None
+
+    assert http.get(f"{url}/{mine}", headers=SHOP_A1_KEY).status_code == 200
+    assert http.get(f"{url}/{theirs}", headers=SHOP_A1_KEY).status_code == 404
+    assert http.get(f"{url}/{theirs}", headers=API_KEY).status_code == 200
+
+    def listed(headers: dict[str, str], **params: str) -> set[str]:
+        page = http.get(url, params={"limit": "500", **params}, headers=headers).json()
+        return {r["clientReference"] for r in page["items"] if r["clientReference"] in every}
+
+    every = {r for rs in refs.values() for r in rs} | {f"{prefix}a-new"}
+    assert listed(SHOP_A1_KEY) == set(refs["SHOP-A1"]) | {f"{prefix}a-new"}
+    assert listed(API_KEY, participant="SHOP-B1") == set(refs["SHOP-B1"])
+    assert listed(SHOP_A1_KEY, participant="SHOP-B1") == set()
+    wait_final(psp.ledger, sorted(every), 60)

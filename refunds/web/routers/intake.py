@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from refunds.batch import DuplicateKeyError, unique_keys
-from refunds.errors import ConflictError, InvalidIntentError
-from refunds.models import PublicRefund, RefundIntent, State
-from refunds.web.deps import SECURED, ContextDep, ProducerDep
+from refunds.errors import ConflictError, InvalidIntentError, RefundNotFoundError
+from refunds.models import PublicRefund, RefundIntent, RefundRecord, State
+from refunds.participants.registry import CODE_PATTERN, Registry
+from refunds.web.deps import SECURED, ContextDep, ProducerDep, Scope, ScopeDep
 from refunds.web.errors import problem
 from refunds.web.schemas import JSON_BODY, Problem, RefundPage
 from refunds.web.schemas import SECURED as SECURED_ERRORS
@@ -31,6 +32,7 @@ router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
             "description": "Same reference, other content; or the payment is already refunded "
             "under another reference (named)",
         },
+        403: {"model": Problem, "description": "A participant this key may not submit for"},
         **JSON_BODY,
         **SECURED_ERRORS,
     },
@@ -44,7 +46,9 @@ router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
     },
     summary="Submit a refund intent (idempotent on clientReference)",
 )
-async def submit(request: Request, response: Response, producer: ProducerDep) -> Any:
+async def submit(
+    request: Request, response: Response, producer: ProducerDep, scope: ScopeDep
+) -> Any:
     # The body is read by hand (not a pydantic parameter) so that every bad field is reported
     # with the intent's own messages, the same as the CLI's and submit_refund's.
     try:
@@ -66,6 +70,13 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
             "invalid refund intent",
             [{"field": e.field, "message": e.message} for e in exc.errors],
         )
+    owner = producer.registry.owner(intent.participant)
+    if scope is not None and owner not in scope:
+        return problem(
+            403,
+            f"this key may not submit refunds for participant {owner}",
+            [{"field": "participantCode", "message": "not one of this key's participants"}],
+        )
     try:
         result = await run_in_threadpool(producer.submit_intent, intent)
     except ConflictError as exc:
@@ -84,8 +95,23 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
     responses={404: {"model": Problem}, **SECURED_ERRORS},
     summary="One refund",
 )
-def get_refund(client_reference: str, context: ContextDep) -> Any:
-    return PublicRefund.of(context.ledger.get(client_reference))
+def get_refund(
+    client_reference: str, context: ContextDep, producer: ProducerDep, scope: ScopeDep
+) -> Any:
+    record = context.ledger.get(client_reference)
+    if not _visible(record, producer.registry, scope, None):
+        raise RefundNotFoundError(client_reference)  # another participant's: as if none
+    return PublicRefund.of(record)
+
+
+def _visible(
+    record: RefundRecord, registry: Registry, scope: Scope, participant: str | None
+) -> bool:
+    """Whether a key of ``scope`` asking for ``participant`` (None: any) sees ``record``."""
+    owner = registry.owner(record.participant)
+    if scope is not None and owner not in scope:
+        return False
+    return participant is None or owner == participant
 
 
 @router.get(
@@ -94,17 +120,27 @@ def get_refund(client_reference: str, context: ContextDep) -> Any:
     responses=SECURED_ERRORS,
     summary="Refunds, oldest first, optionally in one state (paged)",
 )
-def list_refunds(
+def list_refunds(  # noqa: PLR0917 - FastAPI reads query parameters from the signature
     context: ContextDep,
+    producer: ProducerDep,
+    scope: ScopeDep,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
     conflicts: bool = False,
+    participant: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
 ) -> Any:
     refs = context.ledger.references(state)
     if conflicts:  # only refunds whose provider news contradicted a final state
         marked = set(context.ledger.conflicted())
         refs = [r for r in refs if r in marked]
+    if scope is not None or participant is not None:
+        # One participant's (or a scoped key's) refunds: read, then filtered (no index yet).
+        refs = [
+            r.client_reference
+            for r in context.ledger.get_many(refs)
+            if _visible(r, producer.registry, scope, participant)
+        ]
     page = refs[cursor : cursor + limit]
     nxt = cursor + limit if cursor + limit < len(refs) else None
     return RefundPage(
