@@ -56,6 +56,8 @@ key                        type   lifetime         holds
 ``rp:cred:{id}:probe``     string one pause        its one probe per pause
 ``rp:participants:paused`` hash   until resumed    participantCode -> JSON ``{"at", "by",
                                                    "reason"}``: an operator paused its calls
+``rp:stats:participants:submitted`` hash forever  participantCode -> refunds submitted (with a
+                                                   registry file only)
 ``rp:stats:calls``         hash   forever          ``{operation}|{outcome}`` -> count
 ``rp:stats:latency``       hash   forever          ``{operation}|{bucket}`` -> count, ``|sum``
 ``rp:stats:errors:{min}``  hash   2 hours          error code -> count in one epoch minute
@@ -180,6 +182,7 @@ def credential_probe_key(credential: str | None) -> str:
 
 # --- participants (store/participants.py) ---------------------------------------------------------
 PARTICIPANTS_PAUSED = PREFIX + "participants:paused"
+PARTICIPANTS_SUBMITTED = PREFIX + "stats:participants:submitted"
 
 # --- counters (store/counters.py) -----------------------------------------------------------------
 CALLS = PREFIX + "stats:calls"

@@ -1,4 +1,5 @@
-"""Operator pauses of single participants (``refunds participant pause|resume CODE``).
+"""Operator pauses of single participants (``refunds participant pause|resume CODE``), and the
+count of refunds submitted per participant (the ``participant`` metric label).
 
 One hash ``rp:participants:paused``: participantCode -> JSON ``{"at", "by", "reason"}``. A paused
 participant's provider calls are not sent (``refunds.mce.client``: the step is throttled and goes
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from refunds.store.keys import PARTICIPANTS_PAUSED
+from refunds.store.keys import PARTICIPANTS_PAUSED, PARTICIPANTS_SUBMITTED
 
 if TYPE_CHECKING:
     from refunds.store.ledger import Ledger
@@ -49,6 +50,20 @@ class ParticipantPauses:
         """participantCode -> its pause (when, by whom, why)."""
         raw = cast(dict[str, str], self.redis.hgetall(PARTICIPANTS_PAUSED))
         return {code: json.loads(entry) for code, entry in raw.items()}
+
+    def count_submitted(self, codes: list[str]) -> None:
+        """Count new refunds per participant (one round trip for a batch)."""
+        if not codes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for code in codes:
+            pipe.hincrby(PARTICIPANTS_SUBMITTED, code, 1)
+        pipe.execute()
+
+    def submitted(self) -> dict[str, int]:
+        """participantCode -> refunds submitted for it."""
+        raw = cast(dict[str, str], self.redis.hgetall(PARTICIPANTS_SUBMITTED))
+        return {code: int(n) for code, n in raw.items()}
 
     def is_paused(self, code: str) -> bool:
         """Whether ``code`` is paused, as this process saw it at most ``CHECK_SECONDS`` ago."""

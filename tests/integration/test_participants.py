@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -257,6 +258,7 @@ def test_a_revoked_credential_pauses_only_its_participants_and_loses_nothing(
     assert not any(r.state == State.NEEDS_ATTENTION for r in held), [
         (r.client_reference, r.last_error) for r in held if r.state == State.NEEDS_ATTENTION
     ]
+    assert _metric(psp, "refunds_credential_refused") == {"alpha": 1.0, "beta": 0.0}
     alpha.configure(token_refuse_status=None)  # the PSP fixed its login
     every = [r for mine in refs.values() for r in mine]
     records = wait_final(psp.ledger, every, 90)
@@ -276,6 +278,11 @@ def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix
         time.sleep(1.5)
         paused = psp.ledger.get_many(refs["SHOP-A2"])
         assert {r.state for r in paused} <= {State.RECEIVED, State.CREATING}
+        assert _metric(psp, "refunds_participant_paused") == {
+            "SHOP-A1": 0.0,
+            "SHOP-A2": 1.0,
+            "SHOP-B1": 0.0,
+        }
         assert all(r.attempts == 0 for r in paused)  # throttled, not failed: no attempt counted
         effects = psp.sandboxes["alpha"].counters(prefix)["effects"]
         assert not set(refs["SHOP-A2"]) & set(effects)  # nothing of it reached MCE
@@ -346,12 +353,15 @@ def _post_hook(psp: Psp, cred: str, body: bytes, secret: str) -> requests.Respon
     )
 
 
-def _mismatches(psp: Psp) -> float:
+def _metric(psp: Psp, name: str) -> dict[str, float]:
+    """``label value -> sample`` of a one-label metric on /metrics."""
     text = requests.get(f"{psp.web}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith('refunds_webhooks_total{outcome="participant_mismatch"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    found = re.findall(rf'^{name}{{\w+="([^"]*)"}} (\S+)$', text, flags=re.MULTILINE)
+    return {label: float(value) for label, value in found}
+
+
+def _mismatches(psp: Psp) -> float:
+    return _metric(psp, "refunds_webhooks_total").get("participant_mismatch", 0.0)
 
 
 def test_a_webhook_naming_another_credentials_participant_is_refused_and_counted(
@@ -429,3 +439,8 @@ def test_a_scoped_intake_key_submits_and_sees_only_its_participants_refunds(
     assert listed(API_KEY, participant="SHOP-B1") == set(refs["SHOP-B1"])
     assert listed(SHOP_A1_KEY, participant="SHOP-B1") == set()
     wait_final(psp.ledger, sorted(every), 60)
+    # The metric's participant label: the registry's codes, nothing else.
+    submitted = _metric(psp, "refunds_participant_submitted_total")
+    assert set(submitted) == {"SHOP-A1", "SHOP-A2", "SHOP-B1"}
+    assert submitted["SHOP-B1"] >= 2
+    assert submitted["SHOP-A1"] >= 3  # its two and the scoped key's, without participantCode
