@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +36,6 @@ from refunds.models import State
 from refunds.producer import Producer
 from refunds.store.events import EventStore
 from refunds.store.ledger import Ledger
-from refunds.store.participants import ParticipantPauses
 from tests.conftest import SANDBOX_TEST_CONFIG, RedisDatabases, wait_final
 
 # Participant -> credential: ALPHA serves two merchants, BETA one.
@@ -266,11 +267,31 @@ def test_a_revoked_credential_pauses_only_its_participants_and_loses_nothing(
     _assert_calls_carry_their_participant(psp, refs)
 
 
+def _cli(psp: Psp, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "refunds.cli", *args],
+        env=psp.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix: str) -> None:
     _reset(psp)
-    pauses = ParticipantPauses.of(psp.ledger)
-    assert pauses.pause("SHOP-A2", "test", "merchant asked", time.time())
+    paused_by = _cli(
+        psp, "participant", "pause", "SHOP-A2", "--reason", "merchant asked", "--by", "ann"
+    )
+    assert paused_by.returncode == 0, paused_by.stderr
     try:
+        listed = json.loads(_cli(psp, "participant", "list", "--json").stdout)
+        assert {r["participantCode"]: r["paused"] for r in listed} == {
+            "SHOP-A1": False,
+            "SHOP-A2": True,
+            "SHOP-B1": False,
+        }
+        assert _cli(psp, "participant", "pause", "SHOP-ZZ", "--reason", "x").returncode == 2
         refs = _submit(psp, prefix, 4)
         others = refs["SHOP-A1"] + refs["SHOP-B1"]
         records = wait_final(psp.ledger, others, 60)
@@ -287,9 +308,15 @@ def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix
         effects = psp.sandboxes["alpha"].counters(prefix)["effects"]
         assert not set(refs["SHOP-A2"]) & set(effects)  # nothing of it reached MCE
     finally:
-        pauses.resume("SHOP-A2")
+        resumed = _cli(psp, "participant", "resume", "SHOP-A2")
+    assert resumed.returncode == 0, resumed.stderr
     records = wait_final(psp.ledger, refs["SHOP-A2"], 60)
     assert {r.state for r in records} == {State.COMPLETED}
+    shown = json.loads(
+        _cli(psp, "list", "--participant", "SHOP-A2", "--limit", "0", "--json").stdout
+    )
+    assert {r["clientReference"] for r in shown} >= set(refs["SHOP-A2"])
+    assert not {r["clientReference"] for r in shown} & set(others)
 
 
 def test_each_credential_keeps_its_own_pace(psp: Psp, prefix: str) -> None:
