@@ -31,6 +31,8 @@ def test_the_pages_registry_file_loads_as_copied(
     assert registry.codes_of("psp-eu") == {"SHOP-EU-1", "SHOP-EU-2"}
     assert registry.default == "SHOP-EU-1"
     assert len(registry.credentials["psp-us"].webhook_secrets) == 2
+    (apps,) = registry.intake_keys
+    assert apps.participants == {"SHOP-EU-1", "SHOP-EU-2"}
 
 
 def test_the_page_is_in_the_sites_navigation() -> None:
