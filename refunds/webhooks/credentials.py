@@ -2,9 +2,10 @@
 
 Each MCE login signs its webhooks with its own secret, so each credential of the registry has its
 own address, verified with that credential's secrets: two during a rotation, either accepted.
-A verified delivery that names a ``participantCode`` the credential does not serve is refused as
-a mismatch: stored raw (status ``refused``), counted (``participant_mismatch``), logged, answered
-403 and never applied, because one login must not move another login's merchants' refunds.
+A verified delivery that names a ``participantCode`` the credential does not serve (or, without
+one, a refund of such a participant) is refused as a mismatch: stored raw (status ``refused``),
+counted (``participant_mismatch``), logged, answered 403 and never applied, because one login
+must not move another login's merchants' refunds.
 Everything else goes the way of ``/webhooks/mce`` (``refunds.webhooks.receive.accept``).
 """
 
@@ -70,9 +71,13 @@ def receive_for_credential(
         tolerance=p.settings.webhook_tolerance_seconds,
     )
     nid, _kind, data = parse(body)
+    ref = data.get("clientReference") if isinstance(data.get("clientReference"), str) else None
     code = named_participant(body, data)
+    if code is None and ref is not None:
+        # No code in the body: the refund it names says whose it is.
+        record = p.ledger.find(ref)
+        code = None if record is None else registry.owner(record.participant)
     if code is not None and code not in registry.codes_of(credential):
-        ref = data.get("clientReference") if isinstance(data.get("clientReference"), str) else None
         if p.events.store(nid, body, now()) in ("new", "retry"):
             p.events.mark(nid, "refused", ref)  # kept raw, for a human; never applied
         p.stats.record_webhook(MISMATCH)

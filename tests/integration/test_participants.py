@@ -412,6 +412,11 @@ def test_a_webhook_naming_another_credentials_participant_is_refused_and_counted
     assert json.loads(stored["body"]) == json.loads(body)  # kept raw
     wait_until(lambda: _mismatches(psp) == before + 1, 10, what="the mismatch counted")
     assert psp.ledger.get(victim.client_reference).state == State.COMPLETED  # untouched
+    # Without a participantCode, the refund it names says whose it is.
+    silent = json.loads(_event(victim.client_reference, victim.crypto_refund_id, "X", f"{nid}-s"))
+    del silent["data"]["participantCode"]
+    quiet = json.dumps(silent).encode()
+    assert _post_hook(psp, "alpha", quiet, HOOK_SECRETS["alpha"]).status_code == 403
     # The address checks the signature with its own credential's secrets only.
     own = _event(victim.client_reference, victim.crypto_refund_id, "SHOP-B1", f"{nid}-2")
     assert _post_hook(psp, "beta", own, HOOK_SECRETS["alpha"]).status_code == 401
