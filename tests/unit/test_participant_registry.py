@@ -7,11 +7,15 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from config.settings import load_settings
+from refunds.decisions import decide, hold_before_confirm
 from refunds.errors import ConfigError
+from refunds.mce.schemas import RefundData
+from refunds.models import RefundRecord, State
 from refunds.participants.registry import (
     intake_problem,
     parse_registry,
@@ -216,3 +220,43 @@ def test_a_bad_registry_file_stops_the_cli_and_the_worker_with_exit_2(tmp_path: 
     )
     assert worker.returncode == 2, worker.stderr
     assert "invalid registry" in worker.stderr
+
+
+def _refund(state: State, participant: str | None, **more: Any) -> RefundRecord:
+    base: dict[str, Any] = {
+        "client_reference": "ref-1",
+        "state": state,
+        "original_transaction_type": 1,
+        "original_transaction_id": "tx-1",
+        "refund_address": None,
+        "fingerprint": "fp",
+        "created_at": 1_800_000_000.0,
+        "updated_at": 1_800_000_000.0,
+        "version": 3,
+        "participant": participant,
+        "crypto_refund_id": "CR1",
+    }
+    return RefundRecord(**{**base, **more})
+
+
+def test_the_hold_before_confirm_uses_the_refunds_participants_thresholds() -> None:
+    policy = Policy(
+        approval_thresholds={"USDT": Decimal(100)},
+        participant_thresholds={"BIG": {"USDT": Decimal(10000)}},
+    )
+    amount = {"amount": Decimal(500), "currency": "USDT"}
+    assert hold_before_confirm(_refund(State.CREATED, "BIG", **amount), policy) is None
+    held = hold_before_confirm(_refund(State.CREATED, "SMALL", **amount), policy)
+    assert held is not None and held.target == State.AWAITING_APPROVAL
+    assert hold_before_confirm(_refund(State.CREATED, None, **amount), policy) is not None
+    news = RefundData.model_validate(
+        {"cryptoRefundId": "CR1", "clientReference": "ref-1", "status": 1, **amount}
+    )
+    by_news = decide(
+        _refund(State.CREATING, "BIG"), news, policy, source="create", now=1_800_000_001.0
+    )
+    assert by_news.target != State.AWAITING_APPROVAL
+    small = decide(
+        _refund(State.CREATING, "SMALL"), news, policy, source="create", now=1_800_000_001.0
+    )
+    assert small.target == State.AWAITING_APPROVAL
