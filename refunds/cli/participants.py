@@ -35,15 +35,18 @@ def _known(registry: Registry, code: str) -> None:
 @participant.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of participants.")
 def list_participants(as_json: bool) -> None:
-    """Every participant: its credential, whether enabled, whether paused (by whom, why)."""
+    """Every participant: its credential, whether enabled, refunds submitted for it (with a
+    registry file), whether paused (by whom, why)."""
     settings = common.settings()
     registry = registry_of(settings)
-    paused = ParticipantPauses.of(common.ledger(settings)).all()
+    store = ParticipantPauses.of(common.ledger(settings))
+    paused, submitted = store.all(), store.submitted()
     rows = [
         {
             "participantCode": code,
             "credential": part.credential,
             "enabled": part.enabled,
+            "submitted": submitted.get(code, 0),
             "paused": code in paused,
             "pausedAt": iso(paused[code]["at"]) if code in paused else None,
             "pausedBy": paused[code]["by"] if code in paused else None,
@@ -55,12 +58,13 @@ def list_participants(as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("participant", "credential", "enabled", "paused", "by", "reason")
+    table = Table("participant", "credential", "enabled", "submitted", "paused", "by", "reason")
     for row in rows:
         table.add_row(
             str(row["participantCode"]),
             str(row["credential"] or "(MCE_*)"),
             "yes" if row["enabled"] else "no",
+            str(row["submitted"]),
             str(row["pausedAt"] or "no"),
             str(row["pausedBy"] or ""),
             str(row["reason"] or ""),

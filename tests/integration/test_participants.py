@@ -312,6 +312,8 @@ def test_a_paused_participant_waits_and_carries_on_when_resumed(psp: Psp, prefix
     finally:
         resumed = _cli(psp, "participant", "resume", "SHOP-A2")
     assert resumed.returncode == 0, resumed.stderr
+    counted = json.loads(_cli(psp, "participant", "list", "--json").stdout)
+    assert all(r["submitted"] >= 4 for r in counted), counted
     records = wait_final(psp.ledger, refs["SHOP-A2"], 60)
     assert {r.state for r in records} == {State.COMPLETED}
     shown = json.loads(
