@@ -86,6 +86,11 @@ class SandboxAdmin:
         """Send payment webhooks without flagging the payments; answers their notificationIds."""
         return list(self._post("/sandbox/payments/webhooks", {"payments": payments})["webhooks"])
 
+    def recorded_requests(self, operation: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The last requests per operation as the sandbox received them (credentials masked)."""
+        params = {"operation": operation} if operation else None
+        return dict(self._get("/sandbox/requests", params)["requests"])
+
     def revoke_tokens(self) -> Any:
         return self._post("/sandbox/revoke-tokens")
 

@@ -7,6 +7,7 @@ ledger's Redis connection pool; only ``refunds.store`` knows their keys.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -18,7 +19,10 @@ from refunds.archive.reads import Refunds, archived_lookup, refunds_of
 from refunds.kyt.intake import KytIntake
 from refunds.mce.auth import TokenCache
 from refunds.mce.client import MceClient
+from refunds.models import RefundRecord
 from refunds.ops.counters import Stats
+from refunds.participants.clients import ParticipantClients
+from refunds.participants.registry import registry_of
 from refunds.policy import Policy
 from refunds.store.connection import redis_client
 from refunds.store.events import EventStore
@@ -38,6 +42,9 @@ class Context:
     client: MceClient
     stats: Stats
     rng: random.Random = field(default_factory=random.Random)
+    # The clients per participant (a registry file, or MCE_PARTICIPANT_CODE); None: ``client``
+    # serves every refund (a Context built by hand).
+    participants: ParticipantClients | None = None
     _policy: tuple[Settings, Policy] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -46,8 +53,23 @@ class Context:
         the decisions take it as it is, nothing after them reads the settings' raw values
         again. Rebuilt only when ``settings`` is replaced (tests swap a Context's settings)."""
         if self._policy is None or self._policy[0] is not self.settings:
-            self._policy = (self.settings, Policy.from_settings(self.settings))
+            policy = Policy.from_settings(self.settings)
+            if self.participants is not None:
+                participants = self.participants.registry.participants.values()
+                own = {
+                    part.code: part.approval_thresholds
+                    for part in participants
+                    if part.code is not None and part.approval_thresholds is not None
+                }
+                policy = dataclasses.replace(policy, participant_thresholds=own)
+            self._policy = (self.settings, policy)
         return self._policy[1]
+
+    def client_for(self, record: RefundRecord) -> MceClient:
+        """The client of the refund's participant: its credential, its participantCode."""
+        if self.participants is None:
+            return self.client
+        return self.participants.for_participant(record.participant)
 
     # Derived from the ledger (built on first use), so a Context built by hand has them too.
     @cached_property
@@ -93,8 +115,18 @@ _current: tuple[int, Context] | None = None
 
 
 def build_context(settings: Settings) -> Context:
+    """The process's Context. Without a registry file and without ``MCE_PARTICIPANT_CODE``, one
+    client serves every refund, as before registries; otherwise one client per participant
+    (``refunds.participants``), and ``client`` is the default participant's."""
     ledger = Ledger(redis_client(settings), archived=archived_lookup(settings))
     stats = Stats.of(ledger)
+    registry = registry_of(settings)  # a bad registry file: ConfigError, before any refund
+    if registry.from_file or settings.mce_participant_code:
+        clients = ParticipantClients(settings, ledger, stats, registry)
+        client = clients.for_participant(None)
+        return Context(
+            settings=settings, ledger=ledger, client=client, stats=stats, participants=clients
+        )
     client = MceClient(
         settings,
         pacer=Pacer.of(ledger, settings.mce_max_rps, settings.pacing_max_wait),

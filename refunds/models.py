@@ -85,6 +85,15 @@ class RefundIntent(BaseModel):
         pattern=identifiers.REFERENCE_PATTERN,
     )
     refund_address: str | None = Field(None, alias="refundAddress", max_length=256)
+    # The participant (merchant) this refund is for, in a PSP deployment (refunds.participants):
+    # its credential and participantCode make the provider calls. None: the deployment's default.
+    participant: str | None = Field(
+        None,
+        alias="participantCode",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$",
+    )
 
     @field_validator("original_transaction_type", mode="before")
     @classmethod
@@ -113,6 +122,12 @@ class RefundIntent(BaseModel):
             if problem is not None:
                 raise ValueError(problem)
         return value
+
+    @field_validator("participant", mode="before")
+    @classmethod
+    def _blank_participant_is_none(cls, value: Any) -> Any:
+        # An empty CSV cell names no participant (the deployment's default), as with addresses.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("refund_address", mode="after")
     @classmethod
@@ -143,7 +158,10 @@ class RefundIntent(BaseModel):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
     def content(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True)
+        content = self.model_dump(by_alias=True)
+        if content["participantCode"] is None:
+            del content["participantCode"]  # fingerprints of intents without one stay as before
+        return content
 
     @classmethod
     def parse(cls, data: Any, line: int | None = None) -> RefundIntent:
@@ -216,6 +234,10 @@ class RefundRecord:
     fee_currency: str | None = field(default=None, metadata=kept("feecur"))
     txn_hash: str | None = field(default=None, metadata=kept("hash"))
     participant_code: str | None = field(default=None, metadata=kept("pcode", public=None))
+    # Our participant (intake's participantCode), whose credential and code make every call;
+    # participant_code above is what the provider reported. Not in the public shape (its keys
+    # are pinned: tests/unit/test_money.py); the participant routes and filters read it.
+    participant: str | None = field(default=None, metadata=kept("part", public=None))
     # The provider's view, beside the merchant's intent (never written over it; principle 7).
     # status_info: the provider's label for its status, when it sends one.
     status_info: str | None = field(default=None, metadata=kept("sinfo"))
@@ -262,6 +284,7 @@ class RefundRecord:
                 "originalTransactionId": self.original_transaction_id,
                 "clientReference": self.client_reference,
                 "refundAddress": self.refund_address,
+                "participantCode": self.participant,
             }
         )
 
@@ -277,6 +300,7 @@ class RefundRecord:
             "originalTransactionId": self.original_transaction_id,
             "clientReference": self.client_reference,
             "refundAddress": addresses.comparable(self.refund_address),
+            "participantCode": self.participant,
         }
         ours = {**intent.content(), "refundAddress": addresses.comparable(intent.refund_address)}
         return sorted(k for k in ours if ours[k] != theirs.get(k))

@@ -54,6 +54,9 @@ class Policy:
     # A rule-made refund (KYT intake) of action ``create`` waits for a person at Confirm
     # (``REFUNDS_KYT_CONFIRM_NEEDS_APPROVAL``; ``refunds.kyt.approval``).
     kyt_create_needs_approval: bool = True
+    # A registry participant's own thresholds (participantCode -> currency -> Decimal), in place
+    # of ``approval_thresholds`` for its refunds (refunds.participants).
+    participant_thresholds: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -76,23 +79,29 @@ class Policy:
         from its own settings; a web process or a CLI without them still queues the outcome."""
         return (f"{OUTCOME_ENTRY}:{ref}",)
 
-    def needs_approval(self, amount: Any, currency: str | None) -> bool:
+    def needs_approval(
+        self, amount: Any, currency: str | None, participant: str | None = None
+    ) -> bool:
         """Whether Confirm waits for an operator. Fails closed.
 
         Without thresholds nothing is held. With thresholds: an empty or unknown currency is held
         (the provider did not say what it refunds, or it is a currency nobody set a limit for), so
         is a missing, negative, non-finite or unparsable amount; otherwise the amount is held when
-        it exceeds the currency's threshold, compared as exact Decimals.
+        it exceeds the currency's threshold, compared as exact Decimals. A ``participant`` with
+        thresholds of its own in the registry is judged by those instead.
         """
-        if not self.approval_thresholds:
+        thresholds = self.approval_thresholds
+        if participant is not None and participant in self.participant_thresholds:
+            thresholds = self.participant_thresholds[participant]
+        if not thresholds:
             return False
         key = (currency or "").strip().upper()
-        if key not in self.approval_thresholds:
+        if key not in thresholds:
             return True
         number = exact_amount(amount)
         if number is None or number.is_signed():  # "-0.00" too
             return True
-        return number > self.approval_thresholds[key]
+        return number > thresholds[key]
 
     def poll_delay(self, polls_done: int) -> float:
         """Seconds before the next Get, given how many Gets this refund has had (last repeats).

@@ -28,11 +28,13 @@ from celery import Celery
 from config.celery import make_celery
 from config.settings import Settings, get_settings
 from refunds.archive.reads import archived_lookup
-from refunds.errors import ConflictError
+from refunds.errors import ConflictError, FieldError, InvalidIntentError
 from refunds.models import RefundIntent, RefundRecord, State
+from refunds.participants.registry import Registry, intake_problem, registry_of
 from refunds.store.connection import redis_client
 from refunds.store.epoch import EpochWatch, watch
 from refunds.store.ledger import Ledger, SubmitResult
+from refunds.store.participants import ParticipantPauses
 
 log = logging.getLogger("refunds.producer")
 
@@ -73,6 +75,14 @@ class Producer:
             redis_client(self.settings), archived=archived_lookup(self.settings)
         )
         self._celery = celery
+        # Read at start: a bad registry file is a ConfigError before any intent is taken.
+        self.registry: Registry = registry_of(self.settings)
+
+    def check_participant(self, intent: RefundIntent, line: int | None = None) -> None:
+        """Refuse (InvalidIntentError) an intent whose participantCode this deployment lacks."""
+        problem = intake_problem(self.registry, intent.participant)
+        if problem is not None:
+            raise InvalidIntentError([FieldError("participantCode", problem, line)])
 
     @property
     def epoch(self) -> EpochWatch:
@@ -95,8 +105,11 @@ class Producer:
         if not isinstance(intent, RefundIntent):
             intent = RefundIntent.parse(dict(intent))
         self.epoch.require_intact()  # LedgerResetError: Redis lost the ledger, nothing written
+        self.check_participant(intent)
         result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
         self.ledger.ensure_durable(self.settings)  # NotDurableError: answer "retry"
+        if result.created:
+            self._count([intent])
         if result.created or result.record.state == State.RECEIVED:
             # New, or a retry of an intent whose create has not happened yet (its nudge may be
             # the one that was lost): nudge a worker.
@@ -139,16 +152,42 @@ class Producer:
         """
         out = BatchResult()
         self.epoch.require_intact()
-        outcomes = self.ledger.submit_many(list(intents), due_in=0.0)
+        intents = list(intents)
+        problems = [
+            FieldError("participantCode", problem, i)
+            for i, intent in enumerate(intents, 1)
+            if (problem := intake_problem(self.registry, intent.participant)) is not None
+        ]
+        if problems:
+            raise InvalidIntentError(problems)  # nothing written
+        outcomes = self.ledger.submit_many(intents, due_in=0.0)
+        created: list[str | None] = []
         self.ledger.ensure_durable(self.settings)
         for outcome in outcomes:
             if isinstance(outcome, ConflictError):
                 out.conflicts.append(outcome)
             elif outcome.created:
                 out.created.append(outcome.record)
+                created.append(outcome.record.participant)
             else:
                 out.existing.append(outcome.record)
+        self._count_codes(created)
         return out
+
+    def _count(self, intents: list[RefundIntent]) -> None:
+        """Count new refunds per participant (a registry file's deployments only: the metric
+        ``refunds_participant_submitted_total``); a failed count is logged, never raised (the
+        refund is accepted)."""
+        self._count_codes([i.participant for i in intents])
+
+    def _count_codes(self, codes: list[str | None]) -> None:
+        if not self.registry.from_file:
+            return
+        owners = [o for c in codes if (o := self.registry.owner(c)) is not None]
+        try:
+            ParticipantPauses.of(self.ledger).count_submitted(owners)
+        except Exception as exc:  # noqa: BLE001 - a counter must not fail an accepted intake
+            log.warning("could not count submitted refunds per participant (%s)", exc)
 
     def get(self, client_reference: str) -> RefundRecord:
         return self.ledger.get(client_reference)

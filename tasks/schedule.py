@@ -34,6 +34,14 @@ def _provider_budget(p: Context) -> tuple[int, int]:
     makes steps that are throttled and come back: while a 429 holds the cluster back, none are
     handed out (they stay due), and with MCE_MAX_RPS set, about two ticks' worth of calls are.
     """
+    if p.participants is not None and p.participants.registry.from_file:
+        # A registry: one pace per credential. A held-back credential must not stop the tick
+        # for the others (its steps come back throttled), so only the sum of the paces caps it.
+        rates = [c.max_rps for c in p.participants.registry.credentials.values()]
+        if all(rates):
+            budget = math.ceil(sum(r or 0 for r in rates) * p.settings.tick_interval * 2)
+            return max(1, min(budget, p.settings.tick_batch)), 1
+        return p.settings.tick_batch, _MAX_BATCHES
     pacer = p.client.pacer
     if pacer is not None and pacer.wait_now() > p.settings.pacing_max_wait:
         return 0, 0

@@ -24,10 +24,12 @@ from config.settings import get_settings, implicit_redis_notice
 from refunds.archive.db import require_current_schema
 from refunds.errors import ConfigError
 from refunds.ops import logs
+from refunds.participants import registry_of
 from refunds.store.counters import flush_all
 
 try:
     settings = get_settings()
+    registry_of(settings)  # REFUNDS_REGISTRY_FILE, validated before the worker takes a task
 except ConfigError as exc:
     sys.stderr.write(f"refunds: {exc}\n")
     raise SystemExit(2) from None

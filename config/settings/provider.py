@@ -80,6 +80,20 @@ class ProviderSettings(BaseModel):
         validation_alias="MCE_PARTICIPANT_CODE",
         description="sent as participantCode in Create, Confirm and Get, only when set",
     )
+    registry_file: str | None = Field(
+        None,
+        validation_alias="REFUNDS_REGISTRY_FILE",
+        description="a PSP deployment's registry (TOML): its MCE credentials and participants "
+        "(docs/participants.md); unset: one credential from MCE_*, one participant",
+    )
+    participant_hold_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        validation_alias="REFUNDS_PARTICIPANT_HOLD_SECONDS",
+        description="how often a paused or disabled participant's waiting steps look again "
+        "(seconds); their work waits on the timer, never lost",
+    )
 
     # --- pacing: MCE's rate limit applies to our credentials, so to all workers together ---
     mce_max_rps: float | None = Field(
@@ -167,7 +181,9 @@ class ProviderSettings(BaseModel):
         "pauses this long; one token call per pause probes",
     )
 
-    @field_validator("mce_base_url", "mce_client_id", "mce_participant_code", mode="before")
+    @field_validator(
+        "mce_base_url", "mce_client_id", "mce_participant_code", "registry_file", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # ``MCE_PARTICIPANT_CODE=`` in an env file means "not configured", not "send it empty".

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 BatchFormat = Literal["csv", "jsonl"]
 
 REQUIRED_COLUMNS = ("originalTransactionType", "originalTransactionId", "clientReference")
-OPTIONAL_COLUMNS = ("refundAddress",)
+OPTIONAL_COLUMNS = ("refundAddress", "participantCode")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 MAX_LINE_BYTES = 1 << 20  # a longer physical line is refused, so one line cannot fill memory

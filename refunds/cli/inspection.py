@@ -9,11 +9,12 @@ import click
 
 from refunds.archive.reads import RefundFilter
 from refunds.cli import common
-from refunds.cli.common import out, print_json
+from refunds.cli.common import EXIT_USAGE, fail, out, print_json
 from refunds.cli.progress import RefundView, follow, render_snapshot
 from refunds.cli.views import record_view, records_table, stats_view
 from refunds.models import State
 from refunds.ops.snapshot import gather
+from refunds.participants import registry_of
 
 
 @click.command()
@@ -42,12 +43,36 @@ def status(ref: str, as_json: bool) -> None:
 @click.option(
     "--conflicts", is_flag=True, help="Only refunds whose provider news contradicted a final state."
 )
+@click.option(
+    "--participant", help="Only this participant's refunds (a PSP deployment's participantCode)."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of records.")
-def list_(state: str | None, limit: int, conflicts: bool, as_json: bool) -> None:
+def list_(
+    state: str | None, limit: int, conflicts: bool, participant: str | None, as_json: bool
+) -> None:
     """List refunds, oldest first, optionally only those in one state (or with a conflict)."""
-    reads = common.refunds(common.settings())
+    settings = common.settings()
+    reads = common.refunds(settings)
     ledger = reads.ledger
     wanted = State(state) if state else None
+    if participant is not None:
+        registry = registry_of(settings)
+        if participant not in registry.participants:
+            known = ", ".join(registry.codes) or "none"
+            fail(f"no participant {participant!r} in the registry (known: {known})", EXIT_USAGE)
+        refs = ledger.conflicted() if conflicts else ledger.references(wanted)
+        in_state = set(ledger.references(wanted)) if conflicts and wanted else None
+        records = [
+            r
+            for r in ledger.get_many([r for r in refs if in_state is None or r in in_state])
+            if registry.owner(r.participant) == participant
+        ][: limit or None]
+        if as_json:
+            print_json([{**r.to_public(), "participantCode": participant} for r in records])
+            return
+        out.print(records_table(records))
+        out.print(f"{len(records)} of participant {participant}")
+        return
     if conflicts:
         in_state = set(ledger.references(wanted)) if wanted else None
         refs = [r for r in ledger.conflicted() if in_state is None or r in in_state]

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from config.settings import Settings
 from refunds.batch import BatchReport, detect_format, iter_intents, scan_batch, spool
+from refunds.batch.validate import MAX_LISTED, validated
 from refunds.cli import common
 from refunds.cli.common import EXIT_PROBLEM, EXIT_USAGE, err, fail, out, print_json
 from refunds.cli.views import record_view
@@ -23,6 +24,7 @@ from refunds.errors import (
     PaymentConflictError,
 )
 from refunds.models import RefundIntent
+from refunds.participants.registry import intake_problem, registry_of
 
 if TYPE_CHECKING:
     from refunds.producer import BatchResult
@@ -34,6 +36,7 @@ FLAG_FOR_FIELD = {
     "originalTransactionId": "--txn-id",
     "clientReference": "--ref",
     "refundAddress": "--address",
+    "participantCode": "--participant",
 }
 
 
@@ -42,6 +45,10 @@ FLAG_FOR_FIELD = {
 @click.option("--txn-id", help="originalTransactionId of the payment to refund.")
 @click.option("--ref", help="clientReference: your unique id for this refund.")
 @click.option("--address", help="refundAddress (optional).")
+@click.option(
+    "--participant",
+    help="participantCode: whose refund, in a PSP deployment (REFUNDS_REGISTRY_FILE).",
+)
 @click.option(
     "--file",
     "file_",
@@ -62,6 +69,7 @@ def submit(
     txn_id: str | None,
     ref: str | None,
     address: str | None,
+    participant: str | None,
     file_: Path | None,
     fmt: str | None,
     as_json: bool,
@@ -75,7 +83,7 @@ def submit(
     """
     settings = common.settings()
     if file_ is not None:
-        if any(v is not None for v in (txn_type, txn_id, ref, address)):
+        if any(v is not None for v in (txn_type, txn_id, ref, address, participant)):
             raise click.UsageError("give either --file or --type/--txn-id/--ref, not both")
         _submit_batch(settings, file_, fmt, as_json=as_json, quiet=quiet)
         return
@@ -94,14 +102,23 @@ def submit(
         "clientReference": ref,
         "refundAddress": address,
     }
+    if participant is not None:
+        data["participantCode"] = participant
     try:
         intent = RefundIntent.parse(data)
+        _check_participant(settings, intent)
     except InvalidIntentError as exc:
         for e in exc.errors:
             flag = FLAG_FOR_FIELD.get(e.field)
             click.echo(f"{e.field} ({flag}): {e.message}" if flag else str(e), err=True)
         fail("invalid intent; nothing was submitted", EXIT_USAGE)
     _submit_one(settings, intent, as_json=as_json)
+
+
+def _check_participant(settings: Settings, intent: RefundIntent) -> None:
+    problem = intake_problem(registry_of(settings), intent.participant)
+    if problem is not None:
+        raise InvalidIntentError([FieldError("participantCode", problem)])
 
 
 def _submit_one(settings: Settings, intent: RefundIntent, *, as_json: bool) -> None:
@@ -147,6 +164,9 @@ def _submit_batch(
         report = scan_batch(spooled or path, kind)
         if not report.ok:
             _refuse_batch(path, report.problems, report.problem_count)
+        refused = _participant_problems(settings, spooled or path, report)
+        if refused:
+            _refuse_batch(path, refused[:MAX_LISTED], len(refused))
         try:
             total = _send_batch(settings, spooled or path, report, quiet=quiet)
         except BatchError as exc:  # pass 2 found the file changed since pass 1 validated it
@@ -160,6 +180,17 @@ def _submit_batch(
     _print_batch(total, report, as_json=as_json)
     if total.conflicts:
         raise click.exceptions.Exit(EXIT_PROBLEM)
+
+
+def _participant_problems(settings: Settings, path: Path, report: BatchReport) -> list[FieldError]:
+    """Every line whose participantCode this deployment refuses (not in the registry, disabled,
+    or missing where the registry has no default), checked before anything is sent."""
+    registry = registry_of(settings)
+    return [
+        FieldError("participantCode", problem, line)
+        for line, intent in validated(path, report.format, BatchReport(path, report.format))
+        if (problem := intake_problem(registry, intent.participant)) is not None
+    ]
 
 
 def _refuse_batch(path: Path, problems: list[FieldError], count: int) -> NoReturn:

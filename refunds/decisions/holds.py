@@ -236,7 +236,7 @@ def _gate(
     if confirm_needs_person(record, create_needs_approval=policy.kyt_create_needs_approval):
         reason = f"{when}: {KYT_HOLD_REASON}"
     # --- end KYT intake
-    elif not policy.needs_approval(amount, currency):
+    elif not policy.needs_approval(amount, currency, record.participant):
         return None
     return Decision(
         "applied",

@@ -161,13 +161,17 @@ class TokenCache:
         except (MceAuthError, MceForbiddenError) as exc:
             pause = self.settings.auth_pause_seconds
             if self.gate.refused():
+                cred = self.store.credential
                 log.error(  # noqa: TRY400 - the traceback is ours; the message says it all
                     "MCE token endpoint refused our credentials (HTTP %s %s): every provider "
-                    "call of the cluster pauses, one token call every %.0fs probes until they "
-                    "work; check MCE_CLIENT_ID and MCE_CLIENT_SECRET",
+                    "call %s pauses, one token call every %.0fs probes until they work; check %s",
                     exc.status,
                     exc.code or "",
+                    "of the cluster" if cred is None else f"of credential {cred}",
                     pause,
+                    "MCE_CLIENT_ID and MCE_CLIENT_SECRET"
+                    if cred is None
+                    else f"credential {cred}'s client_id and client_secret (registry)",
                     extra={"operation": "token", "status": exc.status, "code": exc.code},
                 )
             raise MceThrottledError(

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -115,12 +115,17 @@ class MceClient:
         session: requests.Session | None = None,
         pacer: Pacer | None = None,
         stats: Stats | None = None,
+        *,
+        hold: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.tokens = tokens
         self.pacer = pacer
         self.stats = stats
+        # Why this client's calls must not go now (its participant is paused or disabled), or
+        # None: checked before every call, so held work goes back on its timer (never lost).
+        self.hold = hold
         self.calls: Counter[str] = Counter()
 
     def _http(self) -> requests.Session:
@@ -269,6 +274,14 @@ class MceClient:
         request sent is counted, whatever becomes of it (an answer, a timeout, a broken
         connection, an oversized body, or the task being interrupted meanwhile).
         """
+        held = self.hold() if self.hold is not None else None
+        if held is not None:
+            self._observe(operation, "held", None)
+            raise MceThrottledError(
+                f"MCE {operation} not sent: {held}",
+                retry_after=self.settings.participant_hold_seconds,
+                operation=operation,
+            )
         if self.pacer is not None:
             wait = self.pacer.acquire()
             if wait is not None:

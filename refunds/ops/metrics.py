@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from refunds.context import Context
 from refunds.ops.counters import LATENCY_BUCKETS, Stats
+from refunds.ops.participant_metrics import participant_families
 from refunds.ops.snapshot import oldest_in_flight_age
 from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.inflight import InFlight
@@ -179,6 +180,7 @@ class RedisCollector(Collector):
             "1 while the MCE token endpoint refuses our credentials (provider calls paused)",
             value=0.0 if credentials_refused_since(ledger.redis) is None else 1.0,
         )
+        yield from participant_families(self.p)  # a registry file's deployments only
 
 
 def _provider(stats: Stats) -> Iterator[Metric]:

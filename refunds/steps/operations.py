@@ -79,7 +79,7 @@ def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
         _log_attempt(record, "create")
         if record.key_generation > 0 and not record.crypto_refund_id:
             try:
-                found = p.client.get(client_reference=ref)
+                found = p.client_for(record).get(client_reference=ref)
             except McePermanentError as exc:
                 if exc.code != Code.NOT_FOUND:
                     return failed_attempt(p, record, exc)
@@ -94,7 +94,7 @@ def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
         return _post_then_apply(
             p,
             record,
-            lambda: p.client.create(
+            lambda: p.client_for(record).create(
                 original_transaction_type=record.original_transaction_type,
                 original_transaction_id=record.original_transaction_id,
                 client_reference=ref,
@@ -104,7 +104,7 @@ def create(p: Context, ref: str, fence: int | None = None) -> StepResult:
             # The provider already has a refund for this reference (from an attempt whose answer
             # we lost, after it forgot the key): find it instead of failing, and check it is ours.
             tolerated=Code.DUPLICATE_REFERENCE,
-            look_up=lambda: p.client.get(client_reference=ref),
+            look_up=lambda: p.client_for(record).get(client_reference=ref),
             look_up_source="lookup",
         )
 
@@ -165,14 +165,14 @@ def _confirm_attempt(p: Context, record: RefundRecord) -> StepResult:
     return _post_then_apply(
         p,
         record,
-        lambda: p.client.confirm(
+        lambda: p.client_for(record).confirm(
             crypto_refund_id=refund_id,
             refund_address=record.refund_address,
             key=idempotency_key("confirm", ref, record.key_generation),
         ),
         source="confirm",
         tolerated=Code.ALREADY_CONFIRMED,
-        look_up=lambda: p.client.get(crypto_refund_id=refund_id),
+        look_up=lambda: p.client_for(record).get(crypto_refund_id=refund_id),
         look_up_source="confirm",  # already confirmed: the Get's answer is a confirmation
     )
 
@@ -226,7 +226,7 @@ def poll(p: Context, ref: str, fence: int | None = None) -> StepResult:
 
 def _read(p: Context, record: RefundRecord, refund_id: str) -> StepResult:
     try:
-        data = p.client.get(crypto_refund_id=refund_id)
+        data = p.client_for(record).get(crypto_refund_id=refund_id)
     except MceError as exc:
         return failed_attempt(p, record, exc, counted=False)
     return apply_step_answer(p, record, data, source="poll")

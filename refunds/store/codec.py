@@ -132,6 +132,7 @@ def new_record(intent: RefundIntent, at: float) -> RefundRecord:
         original_transaction_type=intent.original_transaction_type,
         original_transaction_id=intent.original_transaction_id,
         refund_address=intent.refund_address,
+        participant=intent.participant,
         fingerprint=intent.fingerprint(),
         created_at=at,
         updated_at=at,

@@ -61,6 +61,17 @@ key                        type   lifetime         holds
                                                    (time first seen); SET NX: who logs
 ``rp:mce:auth:probe``      string one pause        the one token call allowed per pause while
                                                    credentials are refused
+``rp:cred:{id}:token``     hash   token expiry     one registry credential's bearer token (as
+                                                   ``rp:mce:token``); without a registry file the
+                                                   one credential keeps the ``rp:mce:*`` keys
+``rp:cred:{id}:token:lock`` string lock timeout    its refresh lock
+``rp:cred:{id}:pace``      string idle + 1 s       its GCRA schedule (its own ``max_rps``)
+``rp:cred:{id}:refused``   string pause x 10       the token endpoint refused this credential
+``rp:cred:{id}:probe``     string one pause        its one probe per pause
+``rp:participants:paused`` hash   until resumed    participantCode -> JSON ``{"at", "by",
+                                                   "reason"}``: an operator paused its calls
+``rp:stats:participants:submitted`` hash forever  participantCode -> refunds submitted (with a
+                                                   registry file only)
 ``rp:stats:calls``         hash   forever          ``{operation}|{outcome}`` -> count
 ``rp:stats:latency``       hash   forever          ``{operation}|{bucket}`` -> count, ``|sum``
 ``rp:stats:errors:{min}``  hash   2 hours          error code -> count in one epoch minute
@@ -187,6 +198,36 @@ TOKEN_LOCK = PREFIX + "mce:token:lock"
 PACE = PREFIX + "pace:tat"
 AUTH_REFUSED = PREFIX + "mce:auth:refused"
 AUTH_PROBE = PREFIX + "mce:auth:probe"
+
+
+# --- per credential (store/tokens.py, store/pacing.py) ------------------------------------------
+# ``credential=None`` is the one credential of a deployment without a registry file: its keys are
+# the single-credential keys above, so a deployment's cached token and schedule survive upgrades.
+
+
+def credential_token_key(credential: str | None) -> str:
+    return TOKEN if credential is None else f"{PREFIX}cred:{credential}:token"
+
+
+def credential_token_lock_key(credential: str | None) -> str:
+    return TOKEN_LOCK if credential is None else f"{PREFIX}cred:{credential}:token:lock"
+
+
+def credential_pace_key(credential: str | None) -> str:
+    return PACE if credential is None else f"{PREFIX}cred:{credential}:pace"
+
+
+def credential_refused_key(credential: str | None) -> str:
+    return AUTH_REFUSED if credential is None else f"{PREFIX}cred:{credential}:refused"
+
+
+def credential_probe_key(credential: str | None) -> str:
+    return AUTH_PROBE if credential is None else f"{PREFIX}cred:{credential}:probe"
+
+
+# --- participants (store/participants.py) ---------------------------------------------------------
+PARTICIPANTS_PAUSED = PREFIX + "participants:paused"
+PARTICIPANTS_SUBMITTED = PREFIX + "stats:participants:submitted"
 
 # --- counters (store/counters.py) -----------------------------------------------------------------
 CALLS = PREFIX + "stats:calls"

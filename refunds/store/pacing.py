@@ -20,6 +20,11 @@ A token endpoint refusing our credentials (401/403, contract section 3) is the s
 cluster-wide condition, for longer: :class:`CredentialsGate` pushes the schedule back by
 ``REFUNDS_AUTH_PAUSE_SECONDS``, raises a flag (whoever sets it first logs the ERROR, once per
 incident) and, while the flag stands, lets one token call per pause through (the probe).
+
+Both are per credential (the limit and the refusal belong to the login, contract section 8):
+``credential=None`` is the one credential of a deployment without a registry file and keeps the
+single-credential keys; a registry credential has its own schedule and gate, so a refused or
+throttled credential holds back only its own participants.
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from refunds.store.keys import AUTH_PROBE, AUTH_REFUSED, PACE
+from refunds.store.keys import (
+    PACE,
+    credential_pace_key,
+    credential_probe_key,
+    credential_refused_key,
+)
 from refunds.store.scripts import Script
 
 if TYPE_CHECKING:
@@ -51,7 +61,14 @@ class Reservation:
 class Pacer:
     """Cluster-wide pacing of provider calls. ``max_rps=None`` still honours 429 push-backs."""
 
-    def __init__(self, client: redis.Redis, max_rps: float | None, max_wait: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        max_rps: float | None,
+        max_wait: float,
+        credential: str | None = None,
+    ) -> None:
+        self.key = credential_pace_key(credential)
         self.interval = 1.0 / max_rps if max_rps else 0.0
         self.max_wait = max_wait
         self._reserve = Script(client, "pace_reserve")
@@ -62,13 +79,19 @@ class Pacer:
         self._paused_until = 0.0
 
     @classmethod
-    def of(cls, ledger: Ledger, max_rps: float | None, max_wait: float) -> Pacer:
-        """The pacer on the ledger's database."""
-        return cls(ledger.redis, max_rps, max_wait)
+    def of(
+        cls,
+        ledger: Ledger,
+        max_rps: float | None,
+        max_wait: float,
+        credential: str | None = None,
+    ) -> Pacer:
+        """The pacer of ``credential`` (None: the one credential) on the ledger's database."""
+        return cls(ledger.redis, max_rps, max_wait, credential)
 
     def reserve(self) -> Reservation:
         granted, wait = self._reserve(
-            keys=[PACE_KEY], args=[repr(self.interval), repr(self.max_wait)]
+            keys=[self.key], args=[repr(self.interval), repr(self.max_wait)]
         )
         return Reservation(bool(int(granted)), max(0.0, float(wait)))
 
@@ -96,11 +119,11 @@ class Pacer:
 
     def wait_now(self) -> float:
         """Seconds until the schedule has a free slot (a 429's push-back shows here)."""
-        return float(self._wait(keys=[PACE_KEY]))
+        return float(self._wait(keys=[self.key]))
 
     def push_back(self, seconds: float) -> float:
         """After a 429: no worker calls before ``seconds`` from now. Returns the actual delay."""
-        delay = float(self._push_back(keys=[PACE_KEY], args=[repr(max(0.0, seconds))]))
+        delay = float(self._push_back(keys=[self.key], args=[repr(max(0.0, seconds))]))
         self._paused_until = time.monotonic() + delay
         self._checked_at = time.monotonic()
         return delay
@@ -118,9 +141,12 @@ class CredentialsGate:
     when the incident was first seen; it lives ``FLAG_PAUSES`` pauses past the last refusal.
     """
 
-    def __init__(self, client: redis.Redis, pause: float) -> None:
+    def __init__(self, client: redis.Redis, pause: float, credential: str | None = None) -> None:
         self.redis = client
         self.pause = pause
+        self.credential = credential
+        self._keys = (credential_refused_key(credential), credential_probe_key(credential))
+        self._pace_key = credential_pace_key(credential)
         self._refused = Script(client, "auth_refused")
         self._probe = Script(client, "auth_probe")
         self._accepted = Script(client, "auth_accepted")
@@ -129,7 +155,7 @@ class CredentialsGate:
         """Record a refusal; True for the one caller that noticed first (it logs the ERROR)."""
         ttl_ms = math.ceil(self.pause * FLAG_PAUSES * 1000)
         first = self._refused(
-            keys=[AUTH_REFUSED, AUTH_PROBE, PACE_KEY],
+            keys=[*self._keys, self._pace_key],
             args=[repr(self.pause), str(ttl_ms), repr(time.time())],
         )
         return bool(int(first))
@@ -137,20 +163,20 @@ class CredentialsGate:
     def may_call(self) -> float | None:
         """Before a token call: None when it may go, else seconds until the next probe may."""
         args = [repr(self.pause), repr(time.time())]
-        wait_ms = int(self._probe(keys=[AUTH_REFUSED, AUTH_PROBE], args=args))
+        wait_ms = int(self._probe(keys=list(self._keys), args=args))
         return None if wait_ms < 0 else wait_ms / 1000.0
 
     def accepted(self) -> bool:
         """After a token call succeeded: end the incident; True when there was one."""
-        return bool(int(self._accepted(keys=[AUTH_REFUSED, AUTH_PROBE])))
+        return bool(int(self._accepted(keys=list(self._keys))))
 
     def refused_since(self) -> float | None:
         """When the current incident was first seen (epoch seconds), or None when there is none."""
-        return credentials_refused_since(self.redis)
+        return credentials_refused_since(self.redis, self.credential)
 
 
-def credentials_refused_since(client: redis.Redis) -> float | None:
+def credentials_refused_since(client: redis.Redis, credential: str | None = None) -> float | None:
     """When the token endpoint began refusing our credentials (epoch seconds), or None when it
     does not (no incident, or none probed for ``FLAG_PAUSES`` pauses): stats, metrics, health."""
-    raw = client.get(AUTH_REFUSED)
+    raw = client.get(credential_refused_key(credential))
     return None if raw is None else float(raw)

@@ -37,6 +37,7 @@ from refunds.web.deps import (
     Services,
     api_key_of,
     operator_keys_of,
+    scoped_keys_of,
 )
 from refunds.web.routers import exports, home, intake, mce_webhook, operator, ops
 from refunds.web.transport import BodyLimitMiddleware
@@ -64,6 +65,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
         producer=Producer(settings, ledger=ctx.ledger),
         api_key=api_key,
         operator_keys=operator_keys,
+        scoped_keys=scoped_keys_of(settings, api_key, operator_keys),
     )
     for router in (
         home.router,

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from config.settings import PLACEHOLDER_SECRETS, Settings
 from refunds.context import Context
 from refunds.errors import ConfigError
+from refunds.participants.registry import IntakeKey, registry_of
 from refunds.producer import Producer
 
 SANDBOX_API_KEY = "sandbox-api-key"
@@ -54,6 +55,12 @@ class Services:
     api_key: str
     #: operator key -> operator name; empty: operator routes answer 403
     operator_keys: Mapping[str, str] = field(default_factory=dict)
+    #: the registry's intake keys scoped to some participants (``[[intake_keys]]``)
+    scoped_keys: tuple[IntakeKey, ...] = ()
+
+
+#: What an intake key may see: None every refund, else these participants' only.
+Scope = frozenset[str] | None
 
 
 def api_key_of(settings: Settings) -> str:
@@ -133,6 +140,27 @@ def _check_operator_key(name: str, key: str, intake_key: str, *, sandbox: bool) 
         raise ConfigError(f"invalid configuration: operator {name!r} has a placeholder key")
 
 
+def scoped_keys_of(
+    settings: Settings, api_key: str, operator_keys: Mapping[str, str]
+) -> tuple[IntakeKey, ...]:
+    """The registry's participant-scoped intake keys; ConfigError for one that is also the
+    intake key or an operator key (a key must say who it is), or a placeholder outside the
+    sandbox."""
+    keys = registry_of(settings).intake_keys
+    for scoped in keys:
+        value = scoped.key.get_secret_value()
+        if value == api_key or value in operator_keys:
+            raise ConfigError(
+                f"invalid configuration: intake key {scoped.name!r} of the registry is also "
+                "REFUNDS_API_KEY or an operator key"
+            )
+        if settings.profile != "sandbox" and value in PLACEHOLDER_KEYS:
+            raise ConfigError(
+                f"invalid configuration: intake key {scoped.name!r} is a placeholder value"
+            )
+    return keys
+
+
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
@@ -153,10 +181,20 @@ def producer(svc: Annotated[Services, Depends(services)]) -> Producer:
 def require_api_key(
     svc: Annotated[Services, Depends(services)],
     x_api_key: Annotated[str | None, Header()] = None,
-) -> None:
-    """401 unless ``X-API-Key`` is the configured key (compared in constant time)."""
-    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), svc.api_key.encode()):
+) -> Scope:
+    """401 unless ``X-API-Key`` is the intake key or a registry's scoped intake key (every key
+    compared, each in constant time); the participants the key may see (None: all)."""
+    if x_api_key is None:
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+    sent = x_api_key.encode()
+    scope: Scope = None
+    matched = hmac.compare_digest(sent, svc.api_key.encode())
+    for scoped in svc.scoped_keys:
+        if hmac.compare_digest(sent, scoped.key.get_secret_value().encode()):
+            matched, scope = True, scoped.participants
+    if not matched:
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+    return scope
 
 
 def operator_name(
@@ -189,4 +227,5 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 ContextDep = Annotated[Context, Depends(context)]
 ProducerDep = Annotated[Producer, Depends(producer)]
 SECURED = [Depends(require_api_key)]
+ScopeDep = Annotated[Scope, Depends(require_api_key)]
 OperatorDep = Annotated[str, Depends(operator_name)]

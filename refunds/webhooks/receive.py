@@ -50,6 +50,12 @@ def receive(p: Context, body: bytes, signature_header: str | None) -> WebhookRes
         body,
         tolerance=p.settings.webhook_tolerance_seconds,
     )
+    return accept(p, body)
+
+
+def accept(p: Context, body: bytes) -> WebhookResult:
+    """Store, de-duplicate, route and apply a delivery whose signature was verified (by
+    :func:`receive`, or per credential by ``refunds.webhooks.credentials``)."""
     nid, kind, data = parse(body)
     # A first delivery, or a repeat of one that failed or was abandoned (this one finishes it).
     stored = p.events.store(nid, body, now())

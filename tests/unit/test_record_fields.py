@@ -69,7 +69,14 @@ def test_a_hash_without_a_required_field_is_not_a_record(missing: str) -> None:
 
 
 def test_the_public_shape_is_the_declared_fields_in_their_order_with_public_names() -> None:
-    hidden = {"fingerprint", "participant_code", "provider_seen_at", "key_generation", "version"}
+    hidden = {
+        "fingerprint",
+        "participant_code",
+        "participant",
+        "provider_seen_at",
+        "key_generation",
+        "version",
+    }
     expected = [
         PUBLIC_FIELDS.get(f.name, f.name)
         for f in dataclasses.fields(RefundRecord)

@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from refunds.archive.reads import RefundFilter, window_edge
 from refunds.batch import DuplicateKeyError, unique_keys
-from refunds.errors import ConflictError, InvalidIntentError
-from refunds.models import PublicRefund, RefundIntent, State
-from refunds.web.deps import SECURED, ContextDep, ProducerDep
+from refunds.errors import ConflictError, InvalidIntentError, RefundNotFoundError
+from refunds.models import PublicRefund, RefundIntent, RefundRecord, State
+from refunds.participants.registry import CODE_PATTERN, Registry
+from refunds.web.deps import SECURED, ContextDep, ProducerDep, Scope, ScopeDep
 from refunds.web.errors import problem
 from refunds.web.schemas import JSON_BODY, Problem, RefundPage
 from refunds.web.schemas import SECURED as SECURED_ERRORS
@@ -34,6 +35,7 @@ router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
             "description": "Same reference, other content; or the payment is already refunded "
             "under another reference (named)",
         },
+        403: {"model": Problem, "description": "A participant this key may not submit for"},
         **JSON_BODY,
         **SECURED_ERRORS,
     },
@@ -47,7 +49,9 @@ router = APIRouter(route_class=JsonBodyRoute, dependencies=SECURED)
     },
     summary="Submit a refund intent (idempotent on clientReference)",
 )
-async def submit(request: Request, response: Response, producer: ProducerDep) -> Any:
+async def submit(
+    request: Request, response: Response, producer: ProducerDep, scope: ScopeDep
+) -> Any:
     # The body is read by hand (not a pydantic parameter) so that every bad field is reported
     # with the intent's own messages, the same as the CLI's and submit_refund's.
     try:
@@ -62,11 +66,19 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
         )
     try:
         intent = RefundIntent.parse(data)
+        producer.check_participant(intent)  # in the registry (REFUNDS_REGISTRY_FILE), enabled
     except InvalidIntentError as exc:
         return problem(
             422,
             "invalid refund intent",
             [{"field": e.field, "message": e.message} for e in exc.errors],
+        )
+    owner = producer.registry.owner(intent.participant)
+    if scope is not None and owner not in scope:
+        return problem(
+            403,
+            f"this key may not submit refunds for participant {owner}",
+            [{"field": "participantCode", "message": "not one of this key's participants"}],
         )
     try:
         result = await run_in_threadpool(producer.submit_intent, intent)
@@ -86,8 +98,23 @@ async def submit(request: Request, response: Response, producer: ProducerDep) ->
     responses={404: {"model": Problem}, **SECURED_ERRORS},
     summary="One refund",
 )
-def get_refund(client_reference: str, context: ContextDep) -> Any:
-    return PublicRefund.of(context.refunds.get(client_reference))
+def get_refund(
+    client_reference: str, context: ContextDep, producer: ProducerDep, scope: ScopeDep
+) -> Any:
+    record = context.refunds.get(client_reference)  # from Redis or the archive
+    if not _visible(record, producer.registry, scope, None):
+        raise RefundNotFoundError(client_reference)  # another participant's: as if none
+    return PublicRefund.of(record)
+
+
+def _visible(
+    record: RefundRecord, registry: Registry, scope: Scope, participant: str | None
+) -> bool:
+    """Whether a key of ``scope`` asking for ``participant`` (None: any) sees ``record``."""
+    owner = registry.owner(record.participant)
+    if scope is not None and owner not in scope:
+        return False
+    return participant is None or owner == participant
 
 
 @router.get(
@@ -98,6 +125,8 @@ def get_refund(client_reference: str, context: ContextDep) -> Any:
 )
 def list_refunds(
     context: ContextDep,
+    producer: ProducerDep,
+    scope: ScopeDep,
     *,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -112,10 +141,13 @@ def list_refunds(
     amount_max: Annotated[
         Decimal | None, Query(alias="amountMax", ge=0, allow_inf_nan=False, max_digits=38)
     ] = None,
+    participant: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
 ) -> Any:
     """Oldest first; ``createdFrom``/``createdTo`` are a half-open window (ISO 8601, UTC when
-    no offset is given); amounts are inclusive. Answers from Redis and the archive alike."""
-    if not conflicts:
+    no offset is given); amounts are inclusive. Answers from Redis and the archive alike, except
+    a participant's (or a participant-scoped key's) list, which reads the refunds still in Redis
+    (no participant index in the archive yet)."""
+    if not conflicts and scope is None and participant is None:
         wanted = RefundFilter(
             state=state,
             created_from=window_edge(created_from),
@@ -129,9 +161,16 @@ def list_refunds(
             items=[PublicRefund.of(r) for r in found.items], next=found.next, total=found.total
         )
     refs = context.ledger.references(state)
-    # only refunds whose provider news contradicted a final state (they stay in Redis)
-    marked = set(context.ledger.conflicted())
-    refs = [r for r in refs if r in marked]
+    if conflicts:  # only refunds whose provider news contradicted a final state
+        marked = set(context.ledger.conflicted())
+        refs = [r for r in refs if r in marked]
+    if scope is not None or participant is not None:
+        # One participant's (or a scoped key's) refunds: read, then filtered (no index yet).
+        refs = [
+            r.client_reference
+            for r in context.ledger.get_many(refs)
+            if _visible(r, producer.registry, scope, participant)
+        ]
     page = refs[cursor : cursor + limit]
     nxt = cursor + limit if cursor + limit < len(refs) else None
     return RefundPage(
