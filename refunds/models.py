@@ -36,19 +36,8 @@ from refunds.states import FINAL_STATES, TRANSITIONS, State, is_allowed
 # The states and their transition table live in ``refunds.states``; re-exported here, where
 # most callers have always found them.
 __all__ = [
-    "EXCEL_NUMBER",
-    "FINAL_STATES",
-    "PUBLIC_FIELDS",
-    "TRANSITIONS",
-    "HistoryEntry",
-    "PublicRefund",
-    "RefundIntent",
-    "RefundRecord",
-    "State",
-    "is_allowed",
-    "iso",
-    "kept",
-    "now",
+    "EXCEL_NUMBER", "FINAL_STATES", "PUBLIC_FIELDS", "TRANSITIONS", "HistoryEntry", "PublicRefund",
+    "RefundIntent", "RefundRecord", "State", "is_allowed", "iso", "kept", "now"
 ]
 
 
