@@ -64,6 +64,8 @@ EXPORTED = (
     "refunds_kyt_unmapped_total",
     "refunds_kyt_denied_total",
     "refunds_kyt_unreadable_total",
+    # With a registry file only (refunds.ops.participant_metrics): refunds_participant_submitted,
+    # refunds_participant_paused, refunds_credential_refused.
 )
 
 
@@ -140,12 +142,13 @@ class RedisCollector(Collector):
         )
         yield GaugeMetricFamily(
             "refunds_conflicts",
-            "Refunds whose record carries a provider conflict mark (refunds list --conflicts)",
+            "Refunds whose provider contradiction no operator has acknowledged yet (refunds "
+            "conflicts list; refunds conflicts ack)",
             value=ledger.conflict_count(),
         )
         kinds = CounterMetricFamily(
             "refunds_conflicts_seen",
-            "Provider news that contradicted a final state, by kind",
+            "MCE news that contradicted a final state, by kind (e.g. completed_after_cancelled)",
             labels=["kind"],
         )
         for kind, n in sorted(stats.conflicts().items()):
@@ -161,19 +164,6 @@ class RedisCollector(Collector):
             "refunds_archive_lag_seconds",
             "Age of the oldest change not yet in the SQL archive (0 when none)",
             value=lag.oldest_age,
-        )
-        contradictions = CounterMetricFamily(
-            "refunds_conflicts",
-            "MCE news that contradicted a final state, by kind (e.g. completed_after_cancelled)",
-            labels=["kind"],
-        )
-        for kind, n in sorted(stats.conflicts().items()):
-            contradictions.add_metric([kind], n)
-        yield contradictions
-        yield GaugeMetricFamily(
-            "refunds_conflicts_unacknowledged",
-            "Refunds whose contradiction no operator has acknowledged (refunds conflicts ack)",
-            value=ledger.conflict_count(),
         )
         yield GaugeMetricFamily(
             "refunds_mce_credentials_refused",
