@@ -14,9 +14,13 @@ from typing import Any
 from celery.concurrency import get_implementation
 from celery.signals import (
     celeryd_init,
+    heartbeat_sent,
     setup_logging,
+    task_received,
     worker_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 
 from config.celery import make_celery
@@ -25,7 +29,11 @@ from refunds.archive.db import require_current_schema
 from refunds.errors import ConfigError
 from refunds.ops import logs
 from refunds.participants import registry_of
+from refunds.store.connection import redis_client
 from refunds.store.counters import flush_all
+from refunds.store.epoch import EpochWatch
+from refunds.store.workers import WorkerRegistry
+from worker.liveness import Liveness
 
 try:
     settings = get_settings()
@@ -84,3 +92,47 @@ def _flush_counters(**_: Any) -> None:
     flush_all()
 
 
+# The worker's liveness beat (worker/liveness.py): started in the main process once the consumer
+# is ready, told of each message as it is received, stopped (and its entry removed) at a clean
+# shutdown. Beat and the CLI never start it: only a consuming worker holds messages.
+_liveness: Liveness | None = None
+
+
+@worker_ready.connect
+def _start_liveness(sender: Any = None, **_: Any) -> None:
+    global _liveness  # noqa: PLW0603 - one beat per worker process
+    if _liveness is not None:  # the consumer was ready before (a reconnect): it still beats
+        return
+    hostname = str(getattr(sender, "hostname", None) or "worker")
+    _liveness = Liveness(WorkerRegistry(redis_client(settings)), hostname)
+    _liveness.start()
+
+
+@task_received.connect
+def _name_received(request: Any = None, **_: Any) -> None:
+    if _liveness is not None:
+        _liveness.received(request)
+
+
+@worker_shutdown.connect
+def _stop_liveness(**_: Any) -> None:
+    if _liveness is not None:
+        _liveness.stop()
+
+
+_epoch: EpochWatch | None = None
+
+
+@worker_ready.connect
+@heartbeat_sent.connect
+def _check_epoch(**_: Any) -> None:
+    """The worker's main process reads the ledger's epoch at start and with each event heartbeat
+    (every 2 s): a Redis restarted empty is logged at ERROR once and recorded for every process
+    (refunds.store.epoch). Redis trouble here is the broker connection's to report."""
+    global _epoch  # noqa: PLW0603 - one per worker process
+    try:
+        if _epoch is None:
+            _epoch = EpochWatch(redis_client(settings), "worker")
+        _epoch.check()
+    except Exception:  # noqa: BLE001, S110 - never let a probe break the heartbeat
+        pass

@@ -242,7 +242,10 @@ ACK_TIMEOUT_MS = 1000
 
 def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -> None:
     _redis_server_or_skip()
-    with sentinel_cluster(tmp_path / "redis") as cluster:
+    # A cancel asks MCE first (refunds.before_cancel): the sandbox answers "not found" for these.
+    sandbox_child, sandbox_url = start_sandbox(tmp_path / "logs")
+    with contextlib.ExitStack() as stop, sentinel_cluster(tmp_path / "redis") as cluster:
+        stop.callback(sandbox_child.stop)
         env = {
             **TEST_ENV,
             **cluster.env(),
@@ -257,6 +260,7 @@ def test_writes_wait_for_a_replica_and_fail_loudly_without_one(tmp_path: Path) -
             redis_sentinel_master=env["REDIS_SENTINEL_MASTER"],
             min_replica_acks=1,
             replica_ack_timeout_ms=ACK_TIMEOUT_MS,
+            mce_base_url=sandbox_url,
         )
         producer = Producer(settings)
         primary = cluster.primary_port()
@@ -510,6 +514,7 @@ def test_failover_with_operators_webhooks_and_durable_intake(size: Size, tmp_pat
                 min_replica_acks=1,
                 replica_ack_timeout_ms=1000,
                 approval_thresholds=env["REFUNDS_APPROVAL_THRESHOLDS"],
+                mce_base_url=sandbox_url,  # a cancel asks MCE first
             )
             ledger = Ledger(redis_client(ops))
 

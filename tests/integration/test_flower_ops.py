@@ -149,7 +149,11 @@ def test_flower_lists_refund_steps_and_no_ticks(
         tasks = get("/api/tasks").json()
         names = [t.get("name") for t in tasks.values()]
         assert names.count("refunds.tick") == 0
-        assert all(n in {"refunds.create", "refunds.confirm", "refunds.poll"} for n in names), names
+        # Steps, and the outcome deliveries every final refund now queues (the delivering worker
+        # picks the channels); never the tick nor the archiver's drain.
+        shown = {"refunds.create", "refunds.confirm", "refunds.poll", "notifications.deliver"}
+        assert all(n in shown for n in names), names
+        assert names.count("archive.drain") == 0
         for ref in refs:
             mine = [t for t in tasks.values() if ref in str(t.get("args"))]
             assert {t["name"] for t in mine} >= {"refunds.create", "refunds.poll"}

@@ -25,6 +25,8 @@ from refunds.store.keys import (
     CALLS,
     CONFLICT_KINDS,
     IN_FLIGHT,
+    KYT_ALERTS,
+    KYT_MATCHES,
     LATENCY,
     RECORD_PREFIX,
     WEBHOOKS,
@@ -107,12 +109,14 @@ def test_a_scrape_runs_the_same_commands_for_5_or_300_refunds_in_flight(own_redi
         assert not {"SSCAN", "SCAN", "KEYS", "SMEMBERS", "ZSCORE", "ZRANGEBYSCORE"} & set(names)
         keys = [c[1] for c in words if len(c) > 1]
         assert not [k for k in keys if k.startswith(RECORD_PREFIX)]  # no record is read
-        # Whole hashes only of the counters (bounded by operations, outcomes, kinds).
+        # Whole hashes only of the counters (bounded by operations, outcomes, kinds, KYT rules).
         assert {c[1] for c in words if c[0].upper() == "HGETALL"} <= {
             CALLS,
             LATENCY,
             WEBHOOKS,
             CONFLICT_KINDS,
+            KYT_MATCHES,
+            KYT_ALERTS,
         }
         seen[n] = names
     assert seen[5] == seen[300]

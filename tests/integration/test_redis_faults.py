@@ -118,6 +118,7 @@ def start(workdir: Path, pythonpath: str | None = None) -> Web:
         "REFUNDS_API_KEY": KEY,
         "MCE_WEBHOOK_SECRET": SECRET,
         "REFUNDS_LOG_JSON": "true",
+        "REFUNDS_DATABASE_URL": os.environ["REFUNDS_DATABASE_URL"],  # the session's, migrated
     }
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
@@ -136,7 +137,8 @@ def web(tmp_path: Path) -> Iterator[Web]:
 
 
 def run(env: dict[str, str], command: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "REFUNDS_DATABASE_URL")
+    clean = {k: os.environ[k] for k in keep if k in os.environ}
     return subprocess.run(
         [*command, *args],
         env={**clean, **env},
@@ -346,6 +348,7 @@ def test_a_worker_and_beat_that_knew_the_ledger_log_its_loss_once(tmp_path: Path
     redis_child, url = start_redis(tmp_path / "redis", appendonly=False)
     env = {"REFUNDS_PROFILE": "sandbox", "REDIS_URL": url, "REFUNDS_LOG_JSON": "true"}
     env["REFUNDS_TICK_INTERVAL"] = "0.25"
+    env["REFUNDS_DATABASE_URL"] = os.environ["REFUNDS_DATABASE_URL"]
     worker = start_worker(tmp_path, env, name="epoch-worker", concurrency=1)
     beat = start_beat(tmp_path, env, name="epoch-beat")
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)

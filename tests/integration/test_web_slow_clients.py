@@ -61,6 +61,7 @@ def refunds_web(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDS_", "MCE_"))}
     env.update({**TEST_ENV, "REDIS_URL": broker})
+    env["REFUNDS_DATABASE_URL"] = os.environ["REFUNDS_DATABASE_URL"]  # the session's, migrated
 
     def limit() -> None:
         if open_files is not None:
