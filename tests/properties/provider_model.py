@@ -69,6 +69,9 @@ class Shape:
     kind: str = "truth"
     lie: Lie = field(default_factory=Lie)
     lapse: bool = False  # the lease lapses during the call: another worker runs the refund
+    # MCE's webhook for the refund arrives while the call is in flight, after its effect and
+    # before its answer, telling what this Lie makes of the truth (None: no webhook).
+    webhook: Lie | None = None
 
 
 @dataclass
@@ -149,6 +152,7 @@ class ModelProvider:
         self.answered: list[Answered] = []
         self.stepping: str | None = None  # the reference whose step is running
         self.on_lapse: Callable[[], None] | None = None
+        self.on_webhook: Callable[[dict[str, Any]], None] | None = None
         self._next_id = 0
 
     # --- the provider's own life --------------------------------------------------------------
@@ -222,6 +226,8 @@ class ModelProvider:
         except MceError as exc:  # the provider's own business answer (duplicate, not found...)
             self.answered.append(Answered(operation, "truth", error=exc))
             raise
+        if shape.webhook is not None and self.on_webhook is not None:
+            self.on_webhook(doctored(data, shape.webhook))
         if shape.kind == "crash":
             self.answered.append(Answered(operation, shape.kind))
             raise WorkerCrash(operation)

@@ -27,15 +27,17 @@ Budget: CI runs ``CI_EXAMPLES`` examples of at most ``STEPS_PER_EXAMPLE`` rules 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import redis
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -108,7 +110,13 @@ lies = st.builds(
 # runs the refund during the call) in one call of eight; the model honours it on truthful calls
 # only, so the other worker's step runs against the provider's truth and a failure stays readable.
 kinds = st.sampled_from(["truth", "truth", "truth", "lost", "lost", *KINDS])
-shapes = st.builds(Shape, kind=kinds, lie=lies, lapse=st.sampled_from([False] * 7 + [True]))
+shapes = st.builds(
+    Shape,
+    kind=kinds,
+    lie=lies,
+    lapse=st.sampled_from([False] * 7 + [True]),
+    webhook=st.none() | st.none() | lies,  # used by the machines with RACING_WEBHOOKS only
+)
 scripts = st.lists(shapes, max_size=3)
 
 
@@ -125,6 +133,24 @@ def _settings(url: str, **more: Any) -> Any:
     )
 
 
+def _elsewhere(work: Callable[[], object]) -> None:
+    """Run ``work`` as another worker or process would, in a thread of its own (a step's lease
+    and its inline continuation belong to the thread that runs it); its failure is raised here."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
 def _body(nid: str, data: dict[str, Any]) -> bytes:
     return json.dumps(
         {"notificationId": nid, "eventType": "crypto.refund.updated", "data": data}
@@ -135,6 +161,12 @@ class RefundMachine(RuleBasedStateMachine):
     """Two refunds, their provider, their webhooks and their operators."""
 
     url: str = ""
+    #: MCE's webhook may arrive while a step's call is in flight (after its effect, before its
+    #: answer), and the step's own answer must still be compared (issue 18, review finding 3).
+    RACING_WEBHOOKS = False
+    #: A stop for a human (``needs_attention`` with a code) moves only by an operator's action or
+    #: final news (issue 18, review finding 4).
+    STOPS_FOR_HUMANS_HOLD = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -186,6 +218,7 @@ class RefundMachine(RuleBasedStateMachine):
             model.addresses[ref] = address
             self.ctx.ledger.submit(intent, due_in=60)
         model.on_lapse = self._lapse
+        model.on_webhook = self._racing_webhook if self.RACING_WEBHOOKS else None
         self.provider = model
         for context in (self.ctx, self.late):
             context.client = model  # type: ignore[assignment]
@@ -222,6 +255,7 @@ class RefundMachine(RuleBasedStateMachine):
             self.model.script = []
             self.model.stepping = None
         after = self.ctx.ledger.get(ref)
+        self._check_stop_held(before, after)
         if result is not None:
             self._check_step_answer(before, after, result)
         webhooks.replay_parked(self.ctx, ref)
@@ -250,8 +284,9 @@ class RefundMachine(RuleBasedStateMachine):
             return
         saved = self.model.script
         self.model.script = []
+        task = steps.STEPS[STEP_FOR_STATE[record.state]]
         try:
-            steps.STEPS[STEP_FOR_STATE[record.state]](self.ctx, ref, None)
+            _elsewhere(lambda: task(self.ctx, ref, None))
         finally:
             self.model.script = saved
             self.model.stepping = ref
@@ -331,6 +366,18 @@ class RefundMachine(RuleBasedStateMachine):
         else:
             assert said is None or said not in FINAL_STATES or said == record.state
 
+    def _check_stop_held(self, before: RefundRecord, after: RefundRecord) -> None:
+        """Provider news (a step's answer, a webhook) moves a stop for a human only to a final
+        state (``STOPS_FOR_HUMANS_HOLD``)."""
+        if not self.STOPS_FOR_HUMANS_HOLD or before.state != State.NEEDS_ATTENTION:
+            return
+        if after.state != State.NEEDS_ATTENTION:
+            code = (before.last_error or {}).get("code")
+            assert after.is_final, (
+                f"{before.client_reference}: needs_attention ({code}) moved to {after.state} "
+                "by provider news"
+            )
+
     def _flagged(self, record: RefundRecord) -> bool:
         coded = record.state == State.NEEDS_ATTENTION and bool(
             (record.last_error or {}).get("code")
@@ -364,7 +411,15 @@ class RefundMachine(RuleBasedStateMachine):
         data = self._webhook_data(ref, kind, lie, pick)
         if data is None:
             return
-        nid, body = data
+        self._deliver(*data)
+
+    def _racing_webhook(self, body: dict[str, Any]) -> None:
+        """MCE's webhook for the refund whose call is in flight (``Shape.webhook``), received by
+        another process (here a thread: a step's lease is per thread)."""
+        _elsewhere(lambda: self._deliver(str(uuid.uuid4()), body))
+
+    def _deliver(self, nid: str, body: dict[str, Any]) -> None:
+        """Sign and deliver one webhook as MCE does, then check its outcome's evidence."""
         target = self.ctx.ledger.reference_of_refund_id(body["cryptoRefundId"]) or body.get(
             "clientReference"
         )
@@ -420,6 +475,7 @@ class RefundMachine(RuleBasedStateMachine):
             return
         assert ref is not None and before is not None, (outcome, body)
         after = self.ctx.ledger.get(ref)
+        self._check_stop_held(before, after)
         news = RefundData.model_validate(body)
         self._check_news_outcome(before, after, news, outcome)
 
@@ -507,8 +563,12 @@ class RefundMachine(RuleBasedStateMachine):
         assert not model.wrong_addresses, model.wrong_addresses
 
 
-def _budget(examples: int) -> settings:
+def _budget(examples: int, *, shrink: bool = True) -> settings:
+    """The run's settings; ``shrink`` False for the runs expected to fail (their minimal
+    sequences are in the issue's closing note; shrinking one costs minutes)."""
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
     return settings(
+        phases=phases,
         max_examples=examples,
         stateful_step_count=STEPS_PER_EXAMPLE,
         derandomize=True,  # a fixed seed: CI runs the same sequences every time
@@ -529,5 +589,32 @@ class TestRefundRulesHoldOverAnySequenceOfNewsActionsAndCrashes(RefundMachine.Te
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 20x the CI budget: minutes, past the suite's 300 s per test
 class TestRefundRulesHoldOverALongRun(RefundMachine.TestCase):  # type: ignore[misc, valid-type]
     settings = _budget(SLOW_EXAMPLES)
+
+
+class WebhookRaceMachine(RefundMachine):
+    RACING_WEBHOOKS = True
+
+
+class HumanStopMachine(RefundMachine):
+    STOPS_FOR_HUMANS_HOLD = True
+
+
+# Review findings of issue 18 that other branches fix: each of these runs fails on today's code
+# (strict: a run that passes says the fix has landed, and this marker must go).
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18 finding 3: a webhook that wins the race drops the step's own answer unseen",
+)
+class TestStepAnswerIsComparedWhenAWebhookWinsTheRace(WebhookRaceMachine.TestCase):  # type: ignore[misc, valid-type]
+    settings = _budget(CI_EXAMPLES, shrink=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18 finding 4: provider news moves a refund out of needs_attention",
+)
+class TestStopForAHumanMovesOnlyByAnOperatorOrFinalNews(HumanStopMachine.TestCase):  # type: ignore[misc, valid-type]
+    settings = _budget(CI_EXAMPLES, shrink=False)
