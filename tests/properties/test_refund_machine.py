@@ -618,3 +618,33 @@ class TestStepAnswerIsComparedWhenAWebhookWinsTheRace(WebhookRaceMachine.TestCas
 )
 class TestStopForAHumanMovesOnlyByAnOperatorOrFinalNews(HumanStopMachine.TestCase):  # type: ignore[misc, valid-type]
     settings = _budget(CI_EXAMPLES, shrink=False)
+
+
+# The minimal sequences the runs above found, replayed as plain tests (fast, deterministic: what
+# a fix of findings 3 and 4 must turn green).
+def _machine(cls: type[RefundMachine]) -> RefundMachine:
+    machine = cls()
+    machine.submit(
+        chains=("ETH", "ETH"),
+        amounts=("50", "50"),
+        currencies=("USDT", "USDT"),
+        echo_duplicates=False,
+        echo_confirmed=False,
+    )
+    return machine
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 finding 3", raises=AssertionError)
+def test_create_answer_is_compared_when_a_webhook_naming_another_id_wins_the_race() -> None:
+    machine = _machine(WebhookRaceMachine)
+    # Create takes effect (cr-1); MCE's webhook, naming cr-other-1 for the same reference,
+    # arrives before Create's answer.
+    machine.due_step("pa", [Shape(kind="truth", webhook=Lie(refund_id="1"))])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 finding 4", raises=AssertionError)
+def test_a_refund_stopped_for_a_human_is_not_moved_by_news_that_it_is_created() -> None:
+    machine = _machine(HumanStopMachine)
+    # Create succeeds; Confirm is refused (422): needs_attention, MODEL_REFUSED.
+    machine.due_step("pa", [Shape(kind="truth"), Shape(kind="permanent")])
+    machine.webhook("pa", "current", Lie(), 0)  # status 1, as MCE says it
