@@ -19,9 +19,16 @@ After every rule:
   reason (stale, an operator's error, a ``last_error``) or flagged (a conflict mark, or
   ``needs_attention`` with a code), checked in the rule that gave it.
 
-Budget: CI runs ``CI_EXAMPLES`` examples of at most ``STEPS_PER_EXAMPLE`` rules with a fixed seed
-(``derandomize``), in well under 30 s on the project's 2-core machine; ``--run-slow`` runs
-``SLOW_EXAMPLES`` (20x) with the same rules.
+Budget: CI runs ``CI_EXAMPLES`` (200) examples of at most ``STEPS_PER_EXAMPLE`` (30) rules with
+a fixed seed (``derandomize``): about 16 s of generation on the project's 2-core machine
+(``--hypothesis-show-statistics`` shows the count, the time and where the examples ended).
+``--run-slow`` runs ``SLOW_EXAMPLES`` (20x) with the same rules.
+
+Review findings of issue 18 still open when this test was written are checks behind a flag
+(``RACING_WEBHOOKS``, ``STOPS_FOR_HUMANS_HOLD``, ``BULK_RETRY_SPARES_HUMAN_STOPS``,
+``APPROVAL_BOUND``): each has a strict-xfail replay of the minimal sequence the machine found, and
+a strict-xfail hypothesis run behind ``--run-slow``. When a fix lands its replay passes (strict:
+the suite fails), and the flag's default becomes True.
 """
 
 from __future__ import annotations
