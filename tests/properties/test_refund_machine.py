@@ -26,9 +26,10 @@ a fixed seed (``derandomize``): about 16 s of generation on the project's 2-core
 
 Review findings of issue 18 still open when this test was written are checks behind a flag
 (``RACING_WEBHOOKS``, ``STOPS_FOR_HUMANS_HOLD``, ``BULK_RETRY_SPARES_HUMAN_STOPS``,
-``APPROVAL_BOUND``): each has a strict-xfail replay of the minimal sequence the machine found, and
-a strict-xfail hypothesis run behind ``--run-slow``. When a fix lands its replay passes (strict:
-the suite fails), and the flag's default becomes True.
+``APPROVAL_BOUND``): each has a strict-xfail replay of the minimal sequence that fails on today's
+code (the first two as the machine found them; the last two written from the review and checked
+to fail), and the first two a strict-xfail hypothesis run behind ``--run-slow``. When a fix lands
+its replay passes (strict: the suite fails), and the flag's default becomes True.
 """
 
 from __future__ import annotations
