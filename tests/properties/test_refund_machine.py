@@ -500,7 +500,10 @@ class RefundMachine(RuleBasedStateMachine):
         assert stored.get("status") == outcome or (outcome == "contradiction"), (stored, outcome)
         ref = result.client_reference
         if outcome == "parked":
+            # Parked only for a refund that cannot take news yet: unknown, or still received
+            # (``webhooks.apply.Early``); parked news for a refund in flight would wait forever.
             assert ref is not None and self.ctx.events.has_parked(ref)
+            assert before is None or before.state == State.RECEIVED, (before.state, body)
             return
         if outcome == "unmatched":
             return
