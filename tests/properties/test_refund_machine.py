@@ -24,12 +24,11 @@ a fixed seed (``derandomize``): about 16 s of generation on the project's 2-core
 (``--hypothesis-show-statistics`` shows the count, the time and where the examples ended).
 ``--run-slow`` runs ``SLOW_EXAMPLES`` (20x) with the same rules.
 
-Review findings of issue 18 still open when this test was written are checks behind a flag
-(``RACING_WEBHOOKS``, ``STOPS_FOR_HUMANS_HOLD``, ``BULK_RETRY_SPARES_HUMAN_STOPS``,
-``APPROVAL_BOUND``): each has a strict-xfail replay of the minimal sequence that fails on today's
-code (the first two as the machine found them; the last two written from the review and checked
-to fail), and the first two a strict-xfail hypothesis run behind ``--run-slow``. When a fix lands
-its replay passes (strict: the suite fails), and the flag's default becomes True.
+Four checks came from the review's findings (``RACING_WEBHOOKS``, ``STOPS_FOR_HUMANS_HOLD``,
+``BULK_RETRY_SPARES_HUMAN_STOPS``, ``APPROVAL_BOUND``): written while the findings were open, the
+machine found the first two itself and the last two were written from the review; each failed on
+the code before its fix. The fixes have landed, so the checks are on for every run, and the
+minimal sequences are replayed below as plain tests.
 """
 
 from __future__ import annotations
@@ -177,16 +176,16 @@ class RefundMachine(RuleBasedStateMachine):
     url: str = ""
     #: MCE's webhook may arrive while a step's call is in flight (after its effect, before its
     #: answer), and the step's own answer must still be compared (issue 18, review finding 3).
-    RACING_WEBHOOKS = False
+    RACING_WEBHOOKS = True
     #: A stop for a human (``needs_attention`` with a code) moves only by an operator's action or
     #: final news (issue 18, review finding 4).
-    STOPS_FOR_HUMANS_HOLD = False
+    STOPS_FOR_HUMANS_HOLD = True
     #: A bulk retry that names no code leaves stops for a human (mismatch, invalid amount or
     #: address, an internal refusal) and their evidence alone (issue 18, review finding 8).
-    BULK_RETRY_SPARES_HUMAN_STOPS = False
+    BULK_RETRY_SPARES_HUMAN_STOPS = True
     #: A Confirm goes out for an approved refund only while its amount, currency and address
     #: are what the operator approved (issue 18, review finding 9).
-    APPROVAL_BOUND = False
+    APPROVAL_BOUND = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -657,23 +656,15 @@ class ApprovalMachine(RefundMachine):
     APPROVAL_BOUND = True
 
 
-# Review findings of issue 18 that other branches fix: each of these runs fails on today's code
-# (strict: a run that passes says the fix has landed, and this marker must go; then the flag
-# moves into RefundMachine itself). Behind --run-slow: the plain replays below are CI's signal.
+# Review findings of issue 18, now fixed (their checks are on in RefundMachine itself): a longer
+# run of each finding's machine behind --run-slow, and the minimal sequences the machine found
+# before the fixes, replayed below as plain tests.
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 finding 3: a webhook that wins the race drops the step's own answer unseen",
-)
 class TestStepAnswerIsComparedWhenAWebhookWinsTheRace(WebhookRaceMachine.TestCase):  # type: ignore[misc, valid-type]
     settings = _budget(CI_EXAMPLES, shrink=False)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 finding 4: provider news moves a refund out of needs_attention",
-)
 class TestStopForAHumanMovesOnlyByAnOperatorOrFinalNews(HumanStopMachine.TestCase):  # type: ignore[misc, valid-type]
     settings = _budget(CI_EXAMPLES, shrink=False)
 
@@ -692,7 +683,6 @@ def _machine(cls: type[RefundMachine]) -> RefundMachine:
     return machine
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 3", raises=AssertionError)
 def test_create_answer_is_compared_when_a_webhook_naming_another_id_wins_the_race() -> None:
     machine = _machine(WebhookRaceMachine)
     # Create takes effect (cr-1); MCE's webhook, naming cr-other-1 for the same reference,
@@ -700,7 +690,6 @@ def test_create_answer_is_compared_when_a_webhook_naming_another_id_wins_the_rac
     machine.due_step("pa", [Shape(kind="truth", webhook=Lie(refund_id="1"))])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 4", raises=AssertionError)
 def test_a_refund_stopped_for_a_human_is_not_moved_by_news_that_it_is_created() -> None:
     machine = _machine(HumanStopMachine)
     # Create succeeds; Confirm is refused (422): needs_attention, MODEL_REFUSED.
@@ -708,7 +697,6 @@ def test_a_refund_stopped_for_a_human_is_not_moved_by_news_that_it_is_created() 
     machine.webhook("pa", "current", Lie(), 0)  # status 1, as MCE says it
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 8", raises=AssertionError)
 def test_bulk_retry_leaves_a_stop_for_an_invalid_provider_amount_and_its_evidence() -> None:
     machine = _machine(BulkRetryMachine)
     # Create answers an amount that is not a number: needs_attention, PROVIDER_AMOUNT_INVALID.
@@ -717,7 +705,6 @@ def test_bulk_retry_leaves_a_stop_for_an_invalid_provider_amount_and_its_evidenc
     machine.bulk_retry()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 9", raises=AssertionError)
 def test_an_approval_does_not_carry_a_changed_amount_to_confirm() -> None:
     machine = _machine(ApprovalMachine)
     # 150 USDT is above the 100 USDT threshold: Create, then held for approval.
