@@ -57,26 +57,23 @@ def bounded_retry() -> Retry:
 
 def client_options(settings: Settings) -> dict[str, Any]:
     """The bounds every data client gets (redis-py keyword arguments), whatever its version."""
+    return _bounds(command_timeout(settings))
+
+
+def client_from_url(url: str, *, decode_responses: bool = True) -> redis.Redis:
+    """A client for a plain URL with the same bounds (tools and tests that have no Settings)."""
+    return redis.Redis.from_url(url, decode_responses=decode_responses, **_bounds(SOCKET_TIMEOUT))
+
+
+def _bounds(socket_timeout: float) -> dict[str, Any]:
+    """Every client's bounds, with its command timeout: no client-side retry, a connect bound."""
     return {
-        "socket_timeout": command_timeout(settings),
+        "socket_timeout": socket_timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "retry": bounded_retry(),
         "retry_on_timeout": False,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
     }
-
-
-def client_from_url(url: str, *, decode_responses: bool = True) -> redis.Redis:
-    """A client for a plain URL with the same bounds (tools and tests that have no Settings)."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        retry=bounded_retry(),
-        retry_on_timeout=False,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-    )
 
 
 class SentinelCredentials(CredentialProvider):

@@ -26,7 +26,7 @@ from refunds.decisions import (
 from refunds.errors import OperatorActionError, RefundsError, TransitionError
 from refunds.mce.contract import STATUS_CREATED
 from refunds.models import FINAL_STATES, RefundRecord, State, now
-from refunds.policy import Policy
+from refunds.policy import Policy, outbox_members
 from refunds.store.ledger import Ledger, TimerAction
 from refunds.webhooks import replay_with
 
@@ -260,7 +260,7 @@ def cancel(
         action="cancelled",
         actor=actor,
         reason=reason,
-        outbox=Policy.from_settings(settings).outbox_members(ref),
+        outbox=outbox_members(ref),
     )
     ledger.ensure_durable(settings)
     return _replayed(ledger, settings, ActionResult(new, None))

@@ -74,10 +74,8 @@ class Policy:
         )
 
     def outbox_members(self, ref: str) -> tuple[str, ...]:
-        """The outbox entry a final refund gets, whatever the writing process's settings:
-        ``outcome:{ref}``. The worker that delivers it (``refunds.notify``) decides the channels
-        from its own settings; a web process or a CLI without them still queues the outcome."""
-        return (f"{OUTCOME_ENTRY}:{ref}",)
+        """The outbox entry a final refund gets (:func:`outbox_members`)."""
+        return outbox_members(ref)
 
     def needs_approval(
         self, amount: Any, currency: str | None, participant: str | None = None
@@ -123,3 +121,11 @@ class Policy:
         has lasted ``give_up_after`` by ``at``: time, not a count of attempts, so an outage of
         minutes costs no refund its budget however many polls and retries it made meanwhile."""
         return at - failing_since >= self.give_up_after
+
+
+def outbox_members(ref: str) -> tuple[str, ...]:
+    """The outbox entry a final refund gets, whatever the writing process's settings:
+    ``outcome:{ref}``. The worker that delivers it (``refunds.notify``) decides the channels from
+    its own settings; a web process or a CLI without them still queues the outcome. No policy is
+    needed to say it, so an operator action asks this, not a Policy built from settings."""
+    return (f"{OUTCOME_ENTRY}:{ref}",)

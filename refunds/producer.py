@@ -109,7 +109,7 @@ class Producer:
         result = self.ledger.submit(intent, due_in=safety_net_seconds(self.settings))
         self.ledger.ensure_durable(self.settings)  # NotDurableError: answer "retry"
         if result.created:
-            self._count([intent])
+            self._count_codes([intent.participant])
         if result.created or result.record.state == State.RECEIVED:
             # New, or a retry of an intent whose create has not happened yet (its nudge may be
             # the one that was lost): nudge a worker.
@@ -174,13 +174,10 @@ class Producer:
         self._count_codes(created)
         return out
 
-    def _count(self, intents: list[RefundIntent]) -> None:
+    def _count_codes(self, codes: list[str | None]) -> None:
         """Count new refunds per participant (a registry file's deployments only: the metric
         ``refunds_participant_submitted_total``); a failed count is logged, never raised (the
         refund is accepted)."""
-        self._count_codes([i.participant for i in intents])
-
-    def _count_codes(self, codes: list[str | None]) -> None:
         if not self.registry.from_file:
             return
         owners = [o for c in codes if (o := self.registry.owner(c)) is not None]

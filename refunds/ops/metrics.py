@@ -35,7 +35,6 @@ from refunds.ops.participant_metrics import participant_families
 from refunds.ops.snapshot import oldest_in_flight_age
 from refunds.store.archive_queue import ArchiveQueue
 from refunds.store.inflight import InFlight
-from refunds.store.outbox import Outbox
 from refunds.store.pacing import credentials_refused_since
 
 #: Every metric family ``/metrics`` serves (the dashboard test and the rules' tests check their
@@ -138,7 +137,7 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily(
             "refunds_notifications_dead",
             "Outcome notifications given up on and not replayed (refunds notifications dead)",
-            value=Outbox.of(ledger).dead_count(),
+            value=self.p.outbox.dead_count(),
         )
         yield GaugeMetricFamily(
             "refunds_conflicts",

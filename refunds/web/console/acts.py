@@ -27,9 +27,9 @@ from refunds.web.console.common import (
     log,
     read_form,
     render,
-    services,
     set_cookie,
 )
+from refunds.web.deps import services
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

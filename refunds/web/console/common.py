@@ -30,7 +30,6 @@ from refunds.web.console.auth import (
     Session,
     csrf_ok,
 )
-from refunds.web.deps import Services
 
 log = logging.getLogger("refunds.console")
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -101,11 +100,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-
-
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
 
 
 def auth(request: Request) -> ConsoleAuth:

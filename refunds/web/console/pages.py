@@ -17,10 +17,10 @@ from refunds.web.console.common import (
     STYLESHEET,
     auth,
     render,
-    services,
     session_of,
     signed_in,
 )
+from refunds.web.deps import services
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

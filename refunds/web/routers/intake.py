@@ -164,18 +164,18 @@ def list_refunds(
     if conflicts:  # only refunds whose provider news contradicted a final state
         marked = set(context.ledger.conflicted())
         refs = [r for r in refs if r in marked]
-    if scope is not None or participant is not None:
-        # One participant's (or a scoped key's) refunds: read, then filtered (no index yet).
-        refs = [
-            r.client_reference
+    if scope is None and participant is None:
+        total = len(refs)
+        items = context.ledger.get_many(refs[cursor : cursor + limit])
+    else:
+        # One participant's (or a scoped key's) refunds: read, then filtered (no index yet); the
+        # page comes from the records already read.
+        visible = [
+            r
             for r in context.ledger.get_many(refs)
             if _visible(r, producer.registry, scope, participant)
         ]
-    page = refs[cursor : cursor + limit]
-    nxt = cursor + limit if cursor + limit < len(refs) else None
-    return RefundPage(
-        items=[PublicRefund.of(r) for r in context.ledger.get_many(page)],
-        next=nxt,
-        total=len(refs),
-    )
+        total, items = len(visible), visible[cursor : cursor + limit]
+    nxt = cursor + limit if cursor + limit < total else None
+    return RefundPage(items=[PublicRefund.of(r) for r in items], next=nxt, total=total)
 
